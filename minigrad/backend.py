@@ -1,0 +1,399 @@
+"""Array backend: which module computes on an array, and moving arrays between devices.
+
+An array lives on one device. ``"cpu"`` arrays are NumPy's, ``"gpu"`` (alias ``"cuda"``) arrays are
+CuPy's. Code that computes on tensors never names NumPy: it asks ``get_array_module(a)`` for ``xp``
+and calls ``xp.exp``, ``xp.matmul`` and so on, so one code path serves both devices.
+
+The few places where NumPy and CuPy differ live here, one function each: ``scatter_add``, ``erf``,
+host transfer (``asnumpy``, ``to_device``) and random numbers (``manual_seed``, ``random_uniform``,
+``random_normal``).
+
+For tests on machines without a GPU, ``MINIGRAD_FAKE_GPU=1`` serves device ``"gpu"`` on the CPU with
+a strict stand-in (``FakeGpuArray``) that, like CuPy, refuses to mix with plain NumPy arrays and
+counts every host-device transfer (``transfer_count``). It is a test tool, never used otherwise.
+"""
+from __future__ import annotations
+
+import os
+import types
+from typing import Any
+
+import numpy
+
+try:  # The "gpu" extra installs cupy-cuda12x; a machine may carry another CuPy wheel by this name.
+    import cupy
+except ImportError:
+    cupy = None
+
+DEVICES = ("cpu", "gpu")
+_ALIASES = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}
+
+_INSTALL_HINT = (
+    "Install CuPy for your CUDA version: pip install -e \".[gpu]\" (CUDA 12) or "
+    "pip install -e \".[gpu-cuda13]\" (CUDA 13), on a machine with an NVIDIA GPU."
+)
+
+
+def fake_gpu_enabled() -> bool:
+    """True when the stand-in GPU is on (environment variable ``MINIGRAD_FAKE_GPU=1``)."""
+    return os.environ.get("MINIGRAD_FAKE_GPU", "") == "1"
+
+
+def _real_gpu_error() -> str | None:
+    """Why the real GPU cannot be used, or None when it can."""
+    if cupy is None:
+        return "CuPy is not installed."
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CuPy raises its own CUDA error types here
+        return f"CuPy cannot reach a GPU ({error})."
+    return None if count > 0 else "CuPy found no GPU on this machine."
+
+
+def is_gpu_available() -> bool:
+    """True when device ``"gpu"`` can be used: real CuPy with a GPU, or the test stand-in."""
+    return fake_gpu_enabled() or _real_gpu_error() is None
+
+
+def normalize_device(device: str | None) -> str:
+    """Return the canonical name of ``device`` (``"cpu"`` or ``"gpu"``); None means the default."""
+    if device is None:
+        return _default_device
+    name = _ALIASES.get(str(device).lower())
+    if name is None:
+        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'gpu' (alias 'cuda')")
+    if name == "gpu" and not fake_gpu_enabled():
+        problem = _real_gpu_error()
+        if problem is not None:
+            raise RuntimeError(f"device 'gpu' was asked for, but {problem} {_INSTALL_HINT}")
+    return name
+
+
+_default_device = "cpu"
+
+
+def set_default_device(device: str) -> None:
+    """Set the device on which tensors made from Python numbers and lists are created."""
+    global _default_device
+    _default_device = normalize_device(device)
+
+
+def get_default_device() -> str:
+    return _default_device
+
+
+# --------------------------------------------------------------------------------------------
+# The strict stand-in for CuPy.
+
+
+class _TransferCounter:
+    """Counts host<->device transfers of the stand-in GPU (tests assert on it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+transfer_count = _TransferCounter()
+
+
+def _refuse_host_arrays(values) -> None:
+    for value in values:
+        if type(value) is numpy.ndarray:
+            raise TypeError(f"Unsupported type {type(value)}")
+        if isinstance(value, (list, tuple)):
+            _refuse_host_arrays(value)
+
+
+def _to_base(value):
+    if isinstance(value, FakeGpuArray):
+        return value.view(numpy.ndarray)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_base(item) for item in value)
+    return value
+
+
+def _to_fake(value):
+    if isinstance(value, numpy.ndarray):
+        return value.view(FakeGpuArray)
+    if isinstance(value, numpy.generic):  # CuPy returns 0-d arrays where NumPy returns scalars
+        return numpy.asarray(value).view(FakeGpuArray)
+    if isinstance(value, tuple):
+        return tuple(_to_fake(item) for item in value)
+    if isinstance(value, list):
+        return [_to_fake(item) for item in value]
+    return value
+
+
+class FakeGpuArray(numpy.ndarray):
+    """A NumPy array that plays a CuPy array in tests: same results, CuPy's strictness.
+
+    Mixing it with a plain ``numpy.ndarray`` in an operation raises CuPy's ``TypeError``; reading
+    values to the host (``item``, ``float``, ``bool``, ``tolist``, ``get``) counts as a transfer.
+    """
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        _refuse_host_arrays(inputs)
+        _refuse_host_arrays(kwargs.get("out", ()))
+        kwargs = {key: _to_base(value) for key, value in kwargs.items()}
+        result = getattr(ufunc, method)(*_to_base(inputs), **kwargs)
+        return None if method == "at" else _to_fake(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        _refuse_host_arrays(args)
+        _refuse_host_arrays(kwargs.values())
+        return _to_fake(func(*_to_base(args), **_to_base(kwargs)))
+
+    def __getitem__(self, index):
+        _refuse_host_arrays(index if isinstance(index, tuple) else (index,))
+        return _to_fake(super().__getitem__(_to_base(index)))
+
+    def __setitem__(self, index, value):
+        _refuse_host_arrays(index if isinstance(index, tuple) else (index,))
+        _refuse_host_arrays((value,))
+        super().__setitem__(_to_base(index), _to_base(value))
+
+    def _host_read(self):
+        transfer_count.count += 1
+        return self.view(numpy.ndarray)
+
+    def item(self, *args):
+        return self._host_read().item(*args)
+
+    def tolist(self):
+        return self._host_read().tolist()
+
+    def get(self) -> numpy.ndarray:
+        return self._host_read().copy()
+
+    def __float__(self):
+        return float(self._host_read())
+
+    def __int__(self):
+        return int(self._host_read())
+
+    def __bool__(self):
+        return bool(self._host_read())
+
+    def __index__(self):
+        return self._host_read().__index__()
+
+    def __repr__(self):
+        return "FakeGpuArray(" + repr(self.view(numpy.ndarray))[6:]
+
+
+class _HostRandomState:
+    """NumPy's seeded Generator behind the two methods of ``cupy.random.RandomState`` we use."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._generator = numpy.random.default_rng(seed)
+
+    def random_sample(self, size=None, dtype=float):
+        return self._generator.random(size, dtype=dtype)
+
+    def standard_normal(self, size=None, dtype=float):
+        return self._generator.standard_normal(size, dtype=dtype)
+
+
+class _FakeCupyRandomState(_HostRandomState):
+    """Plays ``cupy.random.RandomState``: host samples handed out as stand-in GPU arrays."""
+
+    def random_sample(self, size=None, dtype=float):
+        return _to_fake(super().random_sample(size, dtype))
+
+    def standard_normal(self, size=None, dtype=float):
+        return _to_fake(super().standard_normal(size, dtype))
+
+
+class _FakeCupyModule(types.ModuleType):
+    """Plays the ``cupy`` module: NumPy's functions, returning stand-in GPU arrays.
+
+    ``asarray``/``array`` of host data is a host-to-device transfer and is counted as one.
+    """
+
+    _UPLOADS = ("asarray", "array", "ascontiguousarray")
+
+    def __init__(self) -> None:
+        super().__init__("fake_cupy")
+
+    def __getattr__(self, name: str):
+        attribute = getattr(numpy, name)
+        if isinstance(attribute, (type, numpy.ufunc, types.ModuleType)) or not callable(attribute):
+            return attribute  # dtypes, ufuncs (dispatched by FakeGpuArray), constants
+        upload = name in self._UPLOADS
+
+        def on_fake_gpu(*args, **kwargs):
+            if upload and args and not isinstance(args[0], FakeGpuArray):
+                transfer_count.count += 1
+                args = (numpy.asarray(args[0]),) + args[1:]
+            elif not upload:
+                _refuse_host_arrays(args)
+                _refuse_host_arrays(kwargs.values())
+            return _to_fake(attribute(*_to_base(args), **_to_base(kwargs)))
+
+        on_fake_gpu.__name__ = name
+        return on_fake_gpu
+
+
+_fake_cupy = _FakeCupyModule()
+
+
+# --------------------------------------------------------------------------------------------
+# Which module, which device.
+
+
+def _gpu_module():
+    return _fake_cupy if fake_gpu_enabled() else cupy
+
+
+def get_array_module(array: Any):
+    """Return ``numpy`` or ``cupy`` (or the stand-in) for the device ``array`` lives on."""
+    if isinstance(array, FakeGpuArray):
+        return _fake_cupy
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy
+    return numpy
+
+
+def device_of(array: Any) -> str:
+    """``"gpu"`` for a CuPy (or stand-in) array, ``"cpu"`` otherwise."""
+    return "cpu" if get_array_module(array) is numpy else "gpu"
+
+
+def array_module_for(device: str):
+    """The array module that computes on ``device``."""
+    return numpy if normalize_device(device) == "cpu" else _gpu_module()
+
+
+def asnumpy(array: Any) -> numpy.ndarray:
+    """Copy ``array`` to the host as a plain NumPy array (a no-op view for host arrays)."""
+    if isinstance(array, FakeGpuArray):
+        return array.get()
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy.asnumpy(array)
+    return numpy.asarray(array)
+
+
+def host_copy(array: Any) -> numpy.ndarray:
+    """A fresh host NumPy copy of ``array``, never sharing memory with it."""
+    host = asnumpy(array)
+    return host.copy() if host is array else host
+
+
+def to_device(array: Any, device: str | None):
+    """Return ``array`` (or a Python number or list) as an array on ``device``, copying only
+    when it lives elsewhere."""
+    if normalize_device(device) == "cpu":
+        return asnumpy(array)
+    return _gpu_module().asarray(array if device_of(array) == "gpu" else asnumpy(array))
+
+
+def check_same_device(arrays) -> str:
+    """Return the one device that all ``arrays`` live on; raise naming both if they differ."""
+    devices = {device_of(array) for array in arrays}
+    if len(devices) > 1:
+        raise RuntimeError(
+            "expected all tensors on one device, but found them on 'cpu' and 'gpu': "
+            "move them with .to(device) first"
+        )
+    return devices.pop() if devices else _default_device
+
+
+# --------------------------------------------------------------------------------------------
+# Where NumPy and CuPy differ.
+
+
+def scatter_add(target, index, values) -> None:
+    """``target[index] += values`` accumulating repeated indices (``np.add.at``, CuPy's add.at)."""
+    get_array_module(target).add.at(target, index, values)
+
+
+# Cephes' rational approximations (S. L. Moshier): erf(x) = x T(x^2) / U(x^2) for |x| <= 1, and
+# erfc(x) = exp(-x^2) P(x) / Q(x) for 1 < x < 8, exp(-x^2) R(x) / S(x) beyond; U, Q, S are monic.
+_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3,
+          7.00332514112805075473e3, 5.55923013010394962768e4)
+_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3,
+          2.26290000613890934246e4, 4.92673942608635921086e4)
+_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0,
+           4.86371970985681366614e1, 1.96520832956077098242e2, 5.26445194995477358631e2,
+           9.34528527171957607540e2, 1.02755188689515710272e3, 5.57535335369399327526e2)
+_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2,
+           9.75708501743205489753e2, 1.82390916687909736289e3, 2.24633760818710981792e3,
+           1.65666309194161350182e3, 5.57535340817727675546e2)
+_ERFC_R = (5.64189583547755073984e-1, 1.27536670759978104416e0, 5.01905042251180477414e0,
+           6.16021097993053585195e0, 7.40974269950448939160e0, 2.97886665372100240670e0)
+_ERFC_S = (1.0, 2.26052863220117276590e0, 9.39603524938001434673e0, 1.20489539808096656605e1,
+           1.70814450747565897222e1, 9.60896809063285878198e0, 3.36907645100081516050e0)
+
+
+def _polynomial(coefficients, x):
+    """Horner's rule, highest power first."""
+    result = numpy.full_like(x, coefficients[0])
+    for coefficient in coefficients[1:]:
+        result = result * x + coefficient
+    return result
+
+
+def _numpy_erf(x: numpy.ndarray) -> numpy.ndarray:
+    """Vectorised erf in float64, within a couple of ulps of ``math.erf``; cast back to x's dtype."""
+    x64 = numpy.asarray(x, dtype=numpy.float64)
+    a = numpy.abs(x64)
+    near = numpy.clip(x64, -1.0, 1.0)
+    z = near * near
+    small = near * _polynomial(_ERF_T, z) / _polynomial(_ERF_U, z)
+    far = numpy.clip(a, 1.0, 30.0)
+    # exp(-x^2) with x = h + l and h a multiple of 1/16: h*h is exact, so the rounding error of x^2,
+    # multiplied by up to 64 in the exponent, does not reach the result.
+    head = numpy.floor(far * 16.0) / 16.0
+    gauss = numpy.exp(-head * head) * numpy.exp(-(far - head) * (far + head))
+    ratio = numpy.where(far < 8.0, _polynomial(_ERFC_P, far) / _polynomial(_ERFC_Q, far),
+                        _polynomial(_ERFC_R, far) / _polynomial(_ERFC_S, far))
+    large = numpy.copysign(1.0 - gauss * ratio, x64)
+    return numpy.where(a <= 1.0, small, large).astype(numpy.asarray(x).dtype, copy=False)
+
+
+def erf(x):
+    """The error function, elementwise, on the device of ``x``."""
+    if isinstance(x, FakeGpuArray):
+        return _to_fake(_numpy_erf(x.view(numpy.ndarray)))
+    if get_array_module(x) is numpy:
+        return _numpy_erf(x)
+    import cupyx.scipy.special
+
+    return cupyx.scipy.special.erf(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Random numbers: one seeded generator per device.
+
+_generators: dict[str, Any] = {}
+
+
+def _new_generator(device: str, seed: int | None):
+    if device == "cpu":
+        return _HostRandomState(seed)
+    return _FakeCupyRandomState(seed) if fake_gpu_enabled() else cupy.random.RandomState(seed)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generators of every device (initialisation, dropout, drop-path)."""
+    _generators.clear()
+    _generators["cpu"] = _new_generator("cpu", seed)
+    if is_gpu_available():
+        _generators["gpu"] = _new_generator("gpu", seed)
+
+
+def _generator(device: str):
+    device = normalize_device(device)
+    if device not in _generators:
+        _generators[device] = _new_generator(device, None)
+    return _generators[device]
+
+
+def random_uniform(shape: tuple[int, ...], dtype, device: str):
+    """Uniform samples in [0, 1) of ``shape`` and ``dtype`` on ``device``."""
+    return _generator(device).random_sample(shape, dtype=dtype)
+
+
+def random_normal(shape: tuple[int, ...], dtype, device: str):
+    """Standard normal samples of ``shape`` and ``dtype`` on ``device``."""
+    return _generator(device).standard_normal(shape, dtype=dtype)

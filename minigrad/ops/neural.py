@@ -1,0 +1,169 @@
+"""The hot and numerically delicate operations of a transformer, each one Function with a
+hand-derived backward: matmul, linear, softmax, log_softmax, cross_entropy, layer_norm.
+
+Fusing them saves the temporaries a chain of primitives would keep for backward, and lets the
+derivation cancel terms (softmax followed by the log of cross-entropy, for instance).
+"""
+from __future__ import annotations
+
+from minigrad import backend
+from minigrad.tensor import Function
+
+
+class Matmul(Function):
+    """``a @ b`` with NumPy's rules (batched, broadcasting, 1-D promoted).
+
+    For C = A B: dA = dC B^T and dB = A^T dC, over the last two axes; the engine sums the
+    gradient over broadcast batch axes.
+    """
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, grad):
+        xp = backend.get_array_module(grad)
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            grad = xp.expand_dims(grad, -2)
+        if b.ndim == 1:
+            grad = xp.expand_dims(grad, -1)
+        grad_a = grad_b = None
+        if self.needs_input_grad[0]:
+            grad_a = grad @ xp.swapaxes(b2, -1, -2)
+            if a.ndim == 1:
+                grad_a = grad_a[..., 0, :]
+        if self.needs_input_grad[1]:
+            grad_b = xp.swapaxes(a2, -1, -2) @ grad
+            if b.ndim == 1:
+                grad_b = grad_b[..., 0]
+        return grad_a, grad_b
+
+
+class Linear(Function):
+    """y = x W^T + b with W of shape (out, in), as ``torch.nn.functional.linear``.
+
+    With the leading axes of x flattened into rows: dx = dy W, dW = dy^T x, db = sum of dy's rows.
+    """
+
+    def forward(self, x, weight, bias):
+        self.x, self.weight = x, weight
+        out = x @ weight.T
+        return out if bias is None else out + bias
+
+    def backward(self, grad):
+        x, weight = self.x, self.weight
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad @ weight if self.needs_input_grad[0] else None
+        grad_weight = rows.T @ x.reshape(-1, x.shape[-1]) if self.needs_input_grad[1] else None
+        grad_bias = rows.sum(axis=0) if self.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
+class Softmax(Function):
+    """s = exp(x - max) / sum exp(x - max); ds/dx applied to g is s * (g - sum(g * s))."""
+
+    def __init__(self, axis: int = -1):
+        self.axis = axis
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
+        self.out = e / e.sum(axis=self.axis, keepdims=True)
+        return self.out
+
+    def backward(self, grad):
+        s = self.out
+        return s * (grad - (grad * s).sum(axis=self.axis, keepdims=True))
+
+
+def _log_softmax(x, axis: int):
+    xp = backend.get_array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """l = x - log sum exp x; dl/dx applied to g is g - softmax(x) * sum(g)."""
+
+    def __init__(self, axis: int = -1):
+        self.axis = axis
+
+    def forward(self, x):
+        self.out = _log_softmax(x, self.axis)
+        return self.out
+
+    def backward(self, grad):
+        xp = backend.get_array_module(grad)
+        return grad - xp.exp(self.out) * grad.sum(axis=self.axis, keepdims=True)
+
+
+class CrossEntropy(Function):
+    """Mean (or summed, or per-sample) cross-entropy of logits (N, C) against integer targets (N,).
+
+    With label smoothing e the target distribution is q = (1 - e) onehot(t) + e / C, and the loss
+    of a row is -sum_c q_c log softmax(x)_c. Since sum_c q_c = 1, its gradient is softmax(x) - q.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean"):
+        self.smoothing = label_smoothing
+        self.reduction = reduction
+
+    def forward(self, logits, target):
+        xp = backend.get_array_module(logits)
+        n, classes = logits.shape
+        log_probs = _log_softmax(logits, -1)
+        rows = xp.arange(n)
+        losses = -(1.0 - self.smoothing) * log_probs[rows, target]
+        if self.smoothing:
+            losses = losses - (self.smoothing / classes) * log_probs.sum(axis=-1)
+        self.log_probs, self.target = log_probs, target
+        if self.reduction == "none":
+            return losses
+        total = losses.sum()
+        return total / n if self.reduction == "mean" else total
+
+    def backward(self, grad):
+        xp = backend.get_array_module(grad)
+        n, classes = self.log_probs.shape
+        grad_logits = xp.exp(self.log_probs)
+        grad_logits[xp.arange(n), self.target] -= 1.0 - self.smoothing
+        if self.smoothing:
+            grad_logits -= self.smoothing / classes
+        if self.reduction == "none":
+            return grad_logits * grad[:, None], None
+        scale = grad / n if self.reduction == "mean" else grad
+        return grad_logits * scale, None
+
+
+class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * w + b over the last axis.
+
+    With x^ = (x - mean) * r, r = 1 / sqrt(var + eps) and g = dy * w, the mean and the variance
+    both depend on x, which gives dx = r * (g - mean(g) - x^ * mean(g * x^)); dw = sum(dy * x^) and
+    db = sum(dy) over the leading axes.
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        self.eps = eps
+
+    def forward(self, x, weight, bias):
+        xp = backend.get_array_module(x)
+        centered = x - x.mean(axis=-1, keepdims=True)
+        self.rstd = 1.0 / xp.sqrt((centered * centered).mean(axis=-1, keepdims=True) + self.eps)
+        self.normalized = centered * self.rstd
+        self.weight = weight
+        out = self.normalized if weight is None else self.normalized * weight
+        return out if bias is None else out + bias
+
+    def backward(self, grad):
+        normalized = self.normalized
+        g = grad if self.weight is None else grad * self.weight
+        grad_x = self.rstd * (g - g.mean(axis=-1, keepdims=True)
+                              - normalized * (g * normalized).mean(axis=-1, keepdims=True))
+        leading = tuple(range(grad.ndim - 1))
+        grad_weight = (grad * normalized).sum(axis=leading) if self.needs_input_grad[1] else None
+        grad_bias = grad.sum(axis=leading) if self.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias

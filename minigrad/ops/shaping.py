@@ -1,0 +1,160 @@
+"""Operations that move elements without changing them: reshape, transpose, roll, indexing,
+concatenate, stack, pad, broadcast_to.
+
+Their backward moves the gradient back the same way: the inverse reshape, the inverse permutation,
+the opposite roll, a scatter into zeros (adding where an index repeats), a split, a crop.
+"""
+from __future__ import annotations
+
+from minigrad import backend
+from minigrad.tensor import Function, sum_to_shape
+
+
+class Reshape(Function):
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) "
+                             f"into shape {self.shape}") from None
+
+    def backward(self, grad):
+        return grad.reshape(self.input_shape)
+
+
+class Transpose(Function):
+    """Permute axes (all of them reversed when ``axes`` is None), as ``numpy.transpose``."""
+
+    def __init__(self, axes: tuple[int, ...] | None):
+        self.axes = axes
+
+    def forward(self, x):
+        axes = tuple(reversed(range(x.ndim))) if self.axes is None else tuple(a % x.ndim for a in self.axes)
+        if sorted(axes) != list(range(x.ndim)):
+            raise ValueError(f"transpose axes {self.axes} are not a permutation of the {x.ndim} axes")
+        self.inverse = tuple(axes.index(i) for i in range(x.ndim))
+        return x.transpose(axes)
+
+    def backward(self, grad):
+        return grad.transpose(self.inverse)
+
+
+class Roll(Function):
+    """Cyclic shift along axes (``numpy.roll``); elements leaving one end enter at the other."""
+
+    def __init__(self, shift, axis):
+        self.shift, self.axis = shift, axis
+
+    def forward(self, x):
+        return backend.get_array_module(x).roll(x, self.shift, self.axis)
+
+    def backward(self, grad):
+        back = tuple(-s for s in self.shift) if isinstance(self.shift, (tuple, list)) else -self.shift
+        return backend.get_array_module(grad).roll(grad, back, self.axis)
+
+
+def _has_integer_array(index) -> bool:
+    """True when ``index`` holds an integer array or list, which may repeat positions."""
+    parts = index if isinstance(index, tuple) else (index,)
+    for part in parts:
+        if isinstance(part, list):
+            return True
+        dtype = getattr(part, "dtype", None)
+        if dtype is not None and getattr(part, "ndim", 0) > 0 and dtype.kind in "iu":
+            return True
+    return False
+
+
+class GetItem(Function):
+    """``x[index]`` for slices, strides, integers, None, Ellipsis, boolean masks and integer arrays.
+
+    Backward scatters the gradient into zeros; with integer arrays an element picked twice gets
+    both gradients (``scatter_add``), otherwise plain assignment is exact and faster.
+    """
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        self.input_shape, self.dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, grad):
+        xp = backend.get_array_module(grad)
+        full = xp.zeros(self.input_shape, dtype=self.dtype)
+        if _has_integer_array(self.index):
+            backend.scatter_add(full, self.index, grad)
+        else:
+            full[self.index] = grad
+        return full
+
+
+class Concatenate(Function):
+    def __init__(self, axis: int = 0):
+        self.axis = axis
+
+    def forward(self, *arrays):
+        self.sizes = [a.shape[self.axis] for a in arrays]
+        return backend.get_array_module(arrays[0]).concatenate(arrays, axis=self.axis)
+
+    def backward(self, grad):
+        xp = backend.get_array_module(grad)
+        bounds, total = [], 0
+        for size in self.sizes[:-1]:
+            total += size
+            bounds.append(total)
+        return tuple(xp.split(grad, bounds, axis=self.axis))
+
+
+class Stack(Function):
+    def __init__(self, axis: int = 0):
+        self.axis = axis
+
+    def forward(self, *arrays):
+        return backend.get_array_module(arrays[0]).stack(arrays, axis=self.axis)
+
+    def backward(self, grad):
+        moved = backend.get_array_module(grad).moveaxis(grad, self.axis, 0)
+        return tuple(moved)
+
+
+def normalize_pad_width(pad_width, ndim: int) -> tuple[tuple[int, int], ...]:
+    """NumPy's ``pad_width`` forms (n, (before, after), or one pair per axis) as one pair per axis."""
+    if isinstance(pad_width, int):
+        return ((pad_width, pad_width),) * ndim
+    pairs = tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in pad_width)
+    if len(pairs) == 2 and all(isinstance(p, int) for p in pairs):
+        return (pairs,) * ndim
+    if len(pairs) != ndim or any(not isinstance(p, tuple) or len(p) != 2 for p in pairs):
+        raise ValueError(f"pad_width {pad_width!r} does not give (before, after) for each of {ndim} axes")
+    return pairs
+
+
+class Pad(Function):
+    """Constant padding (``numpy.pad``); backward crops the padding off."""
+
+    def __init__(self, pad_width, value: float = 0.0):
+        self.pad_width, self.value = pad_width, value
+
+    def forward(self, x):
+        self.pairs = normalize_pad_width(self.pad_width, x.ndim)
+        return backend.get_array_module(x).pad(x, self.pairs, constant_values=self.value)
+
+    def backward(self, grad):
+        return grad[tuple(slice(before, n - after) for (before, after), n in zip(self.pairs, grad.shape))]
+
+
+class BroadcastTo(Function):
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        return backend.get_array_module(x).broadcast_to(x, self.shape)
+
+    def backward(self, grad):
+        return sum_to_shape(grad, self.input_shape)

@@ -1,0 +1,79 @@
+"""``save`` and ``load``: state dicts and nested containers of arrays in one ``.npz`` file.
+
+Arrays are stored as NumPy arrays; everything around them (dicts with str or int keys, lists,
+tuples, numbers, strings, None) is described by a JSON manifest stored beside them. Nothing is
+pickled, so loading a file cannot run code. Writing goes to a temporary file first, then replaces
+the target in one step, so an interrupted save never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from minigrad import backend
+from minigrad.tensor import Tensor
+
+_MANIFEST = "__manifest__"
+
+
+def _encode(value: Any, arrays: dict[str, numpy.ndarray]) -> Any:
+    if isinstance(value, Tensor):
+        value = value.data
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise TypeError(f"save: dict keys must be str or int, not {type(key).__name__} ({key!r})")
+        return {"dict": [[key, _encode(item, arrays)] for key, item in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {type(value).__name__: [_encode(item, arrays) for item in value]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        name = f"a{len(arrays)}"
+        arrays[name] = backend.asnumpy(value)
+        return {"array": name}
+    raise TypeError(f"save: cannot store a {type(value).__name__}; use arrays, tensors, numbers, "
+                    f"strings, None, and dicts, lists or tuples of them")
+
+
+def _decode(node: dict, arrays) -> Any:
+    (kind, content), = node.items()
+    if kind == "dict":
+        return {key: _decode(item, arrays) for key, item in content}
+    if kind in ("list", "tuple"):
+        items = [_decode(item, arrays) for item in content]
+        return items if kind == "list" else tuple(items)
+    if kind == "array":
+        return arrays[content]
+    return content
+
+
+def save(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` (e.g. a state dict, or a dict of several) to ``path`` as ``.npz``."""
+    arrays: dict[str, numpy.ndarray] = {}
+    manifest = json.dumps(_encode(obj, arrays))
+    arrays[_MANIFEST] = numpy.frombuffer(manifest.encode(), dtype=numpy.uint8)
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            numpy.savez(file, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def load(path: str | os.PathLike) -> Any:
+    """Read what ``save`` wrote; arrays come back as host NumPy arrays."""
+    with numpy.load(path, allow_pickle=False) as archive:
+        if _MANIFEST not in archive.files:
+            raise ValueError(f"{path} was not written by minigrad.save (it has no manifest)")
+        manifest = json.loads(archive[_MANIFEST].tobytes().decode())
+        arrays = {name: archive[name] for name in archive.files if name != _MANIFEST}
+    return _decode(manifest, arrays)

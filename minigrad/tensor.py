@@ -1,0 +1,312 @@
+"""Tensor and reverse-mode automatic differentiation.
+
+A ``Tensor`` wraps an array (``data``, NumPy or CuPy) and remembers the ``Function`` that made it.
+Calling ``backward()`` on a result walks that graph from the output back to the leaves in reverse
+topological order, asking each Function for the gradients of its inputs (the chain rule), adding
+up the gradients of tensors used more than once, and storing ``.grad`` on the leaves.
+
+The sort is iterative, so a chain of any length backpropagates without hitting Python's recursion
+limit; each node's saved arrays are released as soon as its backward has run.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+from minigrad import backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Within this block, operations record no graph (inference, optimizer updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def sum_to_shape(grad, shape: tuple[int, ...]):
+    """Undo broadcasting: sum ``grad`` over the axes along which an input of ``shape`` was stretched."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    stretched = tuple(i + extra for i, size in enumerate(shape) if size == 1 and grad.shape[i + extra] != 1)
+    grad = grad.sum(axis=tuple(range(extra)) + stretched, keepdims=True)
+    return grad.reshape(shape)
+
+
+class Function:
+    """One differentiable operation: ``forward`` and ``backward`` on raw arrays.
+
+    Subclasses take their non-tensor settings (axes, shapes, probabilities) in ``__init__`` and
+    implement ``forward(*arrays)`` and ``backward(grad_output)``; backward returns one gradient per
+    input, or None where an input needs none. ``self.needs_input_grad`` says which inputs do.
+    Gradients may keep a broadcast shape: the engine sums them back to each input's shape.
+    """
+
+    needs_input_grad: tuple[bool, ...] = ()
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad_output):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs: Any, **settings: Any) -> "Tensor":
+        """Run the op on ``inputs`` (tensors, arrays or Python numbers) and record it in the graph.
+
+        Python numbers and None pass through to ``forward`` unchanged (so float32 stays float32).
+        """
+        function = cls(**settings)
+        tensors = [x if isinstance(x, Tensor) or _is_constant(x) else Tensor(x) for x in inputs]
+        arrays = [x.data if isinstance(x, Tensor) else x for x in tensors]
+        backend.check_same_device([x.data for x in tensors if isinstance(x, Tensor)])
+        needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in tensors)
+        record = _grad_enabled and any(needs)
+        function.needs_input_grad = needs
+        output = Tensor(function.forward(*arrays), requires_grad=record)
+        if record:
+            function.inputs = tensors
+            output._creator = function
+        return output
+
+
+def _is_constant(value: Any) -> bool:
+    return value is None or isinstance(value, (int, float, bool))
+
+
+class Tensor:
+    """An array with an optional gradient and the record of how it was computed."""
+
+    __array_priority__ = 1000  # ``ndarray * tensor`` defers to Tensor.__rmul__
+    __hash__ = object.__hash__
+
+    def __init__(self, data: Any, requires_grad: bool = False, device: str | None = None, dtype: Any = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        from_python = isinstance(data, (int, float, bool, list, tuple))
+        if device is None:
+            device = backend.get_default_device() if from_python else backend.device_of(data)
+        xp = backend.array_module_for(device)
+        data = backend.to_device(data, device)
+        if dtype is None and from_python:
+            dtype = xp.float32
+        if dtype is not None and data.dtype != dtype:
+            data = data.astype(dtype)
+        self.data = data
+        self.grad = None
+        self.requires_grad = requires_grad
+        self._creator: Function | None = None
+
+    # ---- what it is
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._creator is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.data!r}, device='{self.device}'{grad})"
+
+    # ---- leaving the graph, leaving the device
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def numpy(self):
+        """A host NumPy copy of the data."""
+        return backend.asnumpy(self.data)
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def to(self, device: str) -> "Tensor":
+        """This tensor on ``device`` (itself if already there); gradients flow back across."""
+        if backend.normalize_device(device) == self.device:
+            return self
+        return ToDevice.apply(self, device=device)
+
+    # ---- backpropagation
+
+    def backward(self, grad: Any = None) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is the gradient of some scalar with respect to this tensor; it may be left out
+        only when this tensor holds a single element.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: "
+                               "no input of its computation has requires_grad=True")
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward() without grad needs a single-element tensor, not shape "
+                                   f"{self.shape}: reduce it first (e.g. .sum()) or pass grad=")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            backend.check_same_device([grad, self.data])
+            if grad.shape != self.shape:
+                raise ValueError(f"grad has shape {grad.shape}, but the tensor has shape {self.shape}")
+        grads = {id(self): grad}
+        for tensor in _topological_order(self):
+            grad = grads.pop(id(tensor))
+            function = tensor._creator
+            if function is None:
+                tensor.grad = grad if tensor.grad is None else tensor.grad + grad
+                continue
+            if not hasattr(function, "inputs"):
+                raise RuntimeError("backward() through a graph a second time: its saved arrays were "
+                                   "released after the first backward; recompute the forward pass")
+            input_grads = function.backward(grad)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            for tensor_in, grad_in in zip(function.inputs, input_grads):
+                if grad_in is None or not isinstance(tensor_in, Tensor) or not tensor_in.requires_grad:
+                    continue
+                grad_in = sum_to_shape(grad_in, tensor_in.shape)
+                key = id(tensor_in)
+                grads[key] = grad_in if key not in grads else grads[key] + grad_in
+            _release(function)
+
+    # ---- operators (implemented in minigrad.functional)
+
+    def __add__(self, other): return F.add(self, other)
+    def __radd__(self, other): return F.add(other, self)
+    def __sub__(self, other): return F.sub(self, other)
+    def __rsub__(self, other): return F.sub(other, self)
+    def __mul__(self, other): return F.mul(self, other)
+    def __rmul__(self, other): return F.mul(other, self)
+    def __truediv__(self, other): return F.div(self, other)
+    def __rtruediv__(self, other): return F.div(other, self)
+    def __pow__(self, other): return F.pow(self, other)
+    def __rpow__(self, other): return F.pow(other, self)
+    def __matmul__(self, other): return F.matmul(self, other)
+    def __rmatmul__(self, other): return F.matmul(other, self)
+    def __neg__(self): return F.neg(self)
+    def __getitem__(self, index): return F.getitem(self, index)
+
+    # Comparisons give boolean tensors outside the graph, for masks.
+    def __lt__(self, other): return Tensor(self.data < _raw(other))
+    def __le__(self, other): return Tensor(self.data <= _raw(other))
+    def __gt__(self, other): return Tensor(self.data > _raw(other))
+    def __ge__(self, other): return Tensor(self.data >= _raw(other))
+
+    # ---- methods, NumPy's names and axes
+
+    def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, ddof=0): return F.var(self, axis, keepdims, ddof)
+    def exp(self): return F.exp(self)
+    def log(self): return F.log(self)
+    def sqrt(self): return F.sqrt(self)
+    def tanh(self): return F.tanh(self)
+    def relu(self): return F.relu(self)
+    def flatten(self, start_axis=0, end_axis=-1): return F.flatten(self, start_axis, end_axis)
+    def broadcast_to(self, shape): return F.broadcast_to(self, shape)
+    def roll(self, shift, axis): return F.roll(self, shift, axis)
+    def softmax(self, axis=-1): return F.softmax(self, axis)
+    def masked_fill(self, mask, value): return F.masked_fill(self, mask, value)
+
+    def reshape(self, *shape):
+        return F.reshape(self, _shape_argument(shape))
+
+    def transpose(self, *axes):
+        return F.transpose(self, _shape_argument(axes) if axes else None)
+
+    permute = transpose
+
+    @property
+    def T(self) -> "Tensor":
+        return F.transpose(self, None)
+
+
+def _shape_argument(values: Sequence) -> tuple:
+    """``f(2, 3)`` and ``f((2, 3))`` both mean the tuple ``(2, 3)``."""
+    if len(values) == 1 and isinstance(values[0], (tuple, list)):
+        return tuple(values[0])
+    return tuple(values)
+
+
+def _raw(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors that lead to ``root`` and require grad, each before every tensor it was made from."""
+    order: list[Tensor] = []
+    expanded: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        tensor, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in expanded:
+            continue
+        expanded.add(id(tensor))
+        stack.append((tensor, True))
+        for parent in getattr(tensor._creator, "inputs", ()):
+            if isinstance(parent, Tensor) and parent.requires_grad and id(parent) not in expanded:
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def _release(function: Function) -> None:
+    """Drop what ``function`` saved for backward, and its inputs, so memory is freed early."""
+    del function.inputs
+    for name in list(vars(function)):
+        if name != "needs_input_grad":
+            delattr(function, name)
+
+
+class ToDevice(Function):
+    """Copy to another device; the gradient is copied back."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def forward(self, x):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, grad):
+        return backend.to_device(grad, self.source)
+
+
+from minigrad import functional as F  # noqa: E402  (functional builds on Tensor and Function)
