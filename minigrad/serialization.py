@@ -77,3 +77,48 @@ def load(path: str | os.PathLike) -> Any:
         manifest = json.loads(archive[_MANIFEST].tobytes().decode())
         arrays = {name: archive[name] for name in archive.files if name != _MANIFEST}
     return _decode(manifest, arrays)
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
+    """Read a flat mapping name -> host array from a weights file, whoever wrote it.
+
+    ``.npz`` (from ``minigrad.save`` or plain ``numpy.savez``), ``.safetensors`` (needs the
+    ``safetensors`` package), ``.pth``/``.pt``/``.bin`` (needs PyTorch; tensors only, no code runs).
+    Official Swin checkpoints nest the weights under ``"model"``; that level is taken off.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with numpy.load(path, allow_pickle=False) as archive:
+            found = load(path) if _MANIFEST in archive.files else {name: archive[name] for name in archive.files}
+    elif suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise ImportError("reading .safetensors needs the safetensors package: "
+                              "pip install -e \".[safetensors]\"") from None
+        found = load_file(str(path))
+    elif suffix in (".pth", ".pt", ".bin"):
+        found = _load_torch_file(path)
+    else:
+        raise ValueError(f"{path}: unknown weights format {suffix!r}; use .npz, .safetensors or .pth")
+    for nesting in ("model", "state_dict"):
+        if isinstance(found.get(nesting), dict):
+            found = found[nesting]
+    return {name: value for name, value in found.items() if hasattr(value, "shape")}
+
+
+def _load_torch_file(path: Path) -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            f"reading {path.name} needs PyTorch, which is not installed here. Convert it once on a machine "
+            f"that has it:\n  python -c \"import torch, numpy; sd = torch.load('{path.name}', map_location='cpu', "
+            f"weights_only=True); sd = sd.get('model', sd); numpy.savez('{path.stem}.npz', "
+            f"**{{k: v.numpy() for k, v in sd.items()}})\"\nthen load {path.stem}.npz.") from None
+    found = torch.load(path, map_location="cpu", weights_only=True)
+    found = found.get("model", found.get("state_dict", found))
+    return {name: value.numpy() for name, value in found.items() if hasattr(value, "numpy")}

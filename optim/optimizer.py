@@ -1,0 +1,91 @@
+"""``Optimizer``: parameter groups, per-parameter state, and saving both, as ``torch.optim``.
+
+A subclass implements ``update(parameter, grad, state, group)`` on raw arrays; the base class walks
+the groups, skips parameters without a gradient, and keeps ``state`` per parameter. Arrays stay on
+the parameters' device; ``state_dict`` copies them to the host for ``minigrad.save``.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from minigrad import backend
+from minigrad.nn import Parameter
+
+
+class Optimizer:
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], defaults: dict[str, Any]):
+        self.defaults = defaults
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[Parameter, dict[str, Any]] = {}
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        """Add parameters with their own settings; settings not given take the defaults."""
+        params = list(group["params"])
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in params):
+            raise ValueError("a parameter appears in more than one parameter group")
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)} for {type(self).__name__}; "
+                             f"it takes {sorted(self.defaults)}")
+        self.param_groups.append({**self.defaults, **group, "params": params})
+
+    def zero_grad(self) -> None:
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place."""
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:
+                    self.update(parameter, parameter.grad, self.state.setdefault(parameter, {}), group)
+
+    def update(self, parameter: Parameter, grad, state: dict[str, Any], group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # ---- saving and resuming
+
+    def state_dict(self) -> dict[str, Any]:
+        """Settings and state, parameters numbered in group order (as torch numbers them)."""
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+                  for g in self.param_groups]
+        state = {index[id(p)]: {k: backend.host_copy(v) if hasattr(v, "shape") else v for k, v in s.items()}
+                 for p, s in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore settings and state saved by ``state_dict`` into an optimizer over the same model."""
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups) or any(
+                len(s["params"]) != len(g["params"]) for s, g in zip(saved_groups, self.param_groups)):
+            raise ValueError("the saved optimizer state has different parameter groups than this optimizer: "
+                             f"saved sizes {[len(s['params']) for s in saved_groups]}, "
+                             f"here {[len(g['params']) for g in self.param_groups]}")
+        parameters = {}
+        for saved, group in zip(saved_groups, self.param_groups):
+            parameters.update(zip(saved["params"], group["params"]))
+            group.update({k: tuple(v) if isinstance(self.defaults.get(k), tuple) else v
+                          for k, v in saved.items() if k != "params"})
+        self.state = {}
+        for key, saved_state in state_dict["state"].items():
+            parameter = parameters[int(key)]
+            self.state[parameter] = {k: _restore(v, parameter) for k, v in saved_state.items()}
+
+
+def _restore(value: Any, parameter: Parameter) -> Any:
+    if not hasattr(value, "shape"):
+        return value
+    if tuple(value.shape) != parameter.shape:
+        raise ValueError(f"saved optimizer state of shape {tuple(value.shape)} does not fit a parameter "
+                         f"of shape {parameter.shape}")
+    return backend.to_device(value, parameter.device).astype(parameter.dtype)

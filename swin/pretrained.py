@@ -1,0 +1,122 @@
+"""Loading official and timm Swin checkpoints into ``SwinTransformer``.
+
+The official checkpoints (microsoft/Swin-Transformer) use our parameter names. timm's differ in
+two places: its ``layers.{i}.downsample`` sits at the start of stage i (ours, the official, at the
+end of stage i - 1), and its classifier is ``head.fc``. Buffers derived from the configuration
+(``relative_position_index``, ``attn_mask``) are rebuilt, not loaded. A bias table trained for
+another window size is resized bicubically, as the official code does to fine-tune at 384 px.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Mapping
+
+from minigrad import backend
+from minigrad.nn import init
+from minigrad.nn.module import IncompatibleKeys
+from minigrad.serialization import load_arrays
+from swin.model import SwinTransformer
+
+_DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
+_HEAD_KEYS = ("head.weight", "head.bias")
+
+
+def from_timm_keys(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename a timm state dict to the official layout."""
+    renamed = {}
+    for key, value in state.items():
+        key = re.sub(r"^head\.fc\.", "head.", key)
+        match = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", key)
+        if match:
+            key = f"layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}"
+        renamed[key] = value
+    return renamed
+
+
+def _is_timm_layout(state: Mapping[str, Any]) -> bool:
+    return any(key.startswith("head.fc.") for key in state) or (
+        any(key.startswith("layers.1.downsample.") for key in state)
+        and not any(key.startswith("layers.0.downsample.") for key in state))
+
+
+def _cubic_weights_matrix(size_in: int, size_out: int):
+    """The (size_out, size_in) matrix of bicubic interpolation as ``torch.nn.functional.interpolate``
+    computes it (mode 'bicubic', align_corners=False, a = -0.75, edges clamped)."""
+    xp = backend.array_module_for("cpu")
+    a = -0.75
+
+    def near(t):  # |t| <= 1
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+
+    def far(t):  # 1 < |t| < 2
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+
+    matrix = xp.zeros((size_out, size_in))
+    scale = size_in / size_out
+    for out in range(size_out):
+        source = scale * (out + 0.5) - 0.5
+        left = math.floor(source)
+        t = source - left
+        for offset, weight in zip((-1, 0, 1, 2), (far(t + 1), near(t), near(1 - t), far(2 - t))):
+            matrix[out, min(max(left + offset, 0), size_in - 1)] += weight
+    return matrix
+
+
+def resize_bias_table(table: Any, window_size: int) -> Any:
+    """Resize a relative position bias table ``((2M - 1)^2, heads)`` to the table of another
+    window size by bicubic interpolation over its (2M - 1) x (2M - 1) grid of offsets."""
+    xp = backend.array_module_for("cpu")
+    rows, heads = table.shape
+    side_in, side_out = round(rows**0.5), 2 * window_size - 1
+    if side_in * side_in != rows:
+        raise ValueError(f"a bias table has a square number of rows, not {rows}")
+    weights = _cubic_weights_matrix(side_in, side_out)
+    grid = xp.asarray(table, dtype=xp.float64).T.reshape(heads, side_in, side_in)
+    resized = weights @ grid @ weights.T
+    return resized.reshape(heads, side_out * side_out).T.astype(table.dtype)
+
+
+def load_pretrained(model: SwinTransformer, source: str | os.PathLike | Mapping[str, Any],
+                    strict: bool = True) -> IncompatibleKeys:
+    """Load official or timm weights from a file (``.npz``, ``.safetensors``, ``.pth``) or a mapping.
+
+    When the checkpoint's classifier does not fit the model (another number of classes, or no
+    head), it is left out and the model's head is zeroed, as the official fine-tuning code does.
+    Bias tables of another window size are resized. Other shape differences raise an error
+    naming the key and both shapes; with ``strict``, so do missing or unexpected keys.
+    """
+    raw = load_arrays(source) if isinstance(source, (str, os.PathLike)) else source
+    state = {key: _host_array(value) for key, value in raw.items()}
+    if _is_timm_layout(state):
+        state = from_timm_keys(state)
+    state = {key: value for key, value in state.items() if key.rsplit(".", 1)[-1] not in _DERIVED_BUFFERS}
+    model_state = dict(model.named_parameters())
+    for key, value in state.items():
+        if key.endswith("relative_position_bias_table") and key in model_state \
+                and value.shape != model_state[key].shape:
+            window = round(((model_state[key].shape[0]) ** 0.5 + 1) / 2)
+            state[key] = resize_bias_table(value, window)
+    head_fits = all(key in model_state and state[key].shape == model_state[key].shape
+                    for key in _HEAD_KEYS if key in state)
+    if not head_fits:
+        state = {key: value for key, value in state.items() if key not in _HEAD_KEYS}
+        for key in _HEAD_KEYS:
+            if key in model_state:
+                init.zeros_(model_state[key])
+    result = model.load_state_dict(state, strict=False)
+    missing = [key for key in result.missing_keys if head_fits or key not in _HEAD_KEYS]
+    if strict and (missing or result.unexpected_keys):
+        raise KeyError("load_pretrained(strict=True): the checkpoint does not match the model.\n"
+                       f"  missing from the checkpoint: {missing or 'none'}\n"
+                       f"  unexpected in the checkpoint: {result.unexpected_keys or 'none'}\n"
+                       "Check the variant (swin_t/s/b/l) and its settings, or pass strict=False.")
+    return IncompatibleKeys(missing, result.unexpected_keys)
+
+
+def _host_array(value: Any) -> Any:
+    """A host array from a NumPy/CuPy array or a torch tensor (without importing torch)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return backend.asnumpy(value)
