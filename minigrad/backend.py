@@ -334,21 +334,28 @@ def _polynomial(coefficients, x):
 
 
 def _numpy_erf(x: numpy.ndarray) -> numpy.ndarray:
-    """Vectorised erf in float64, within a couple of ulps of ``math.erf``; cast back to x's dtype."""
+    """Vectorised erf in float64, within 2 ulps of ``math.erf``; cast back to x's dtype.
+
+    Each element is evaluated by the one approximation that covers it (the masks keep the
+    work to two polynomials per element).
+    """
     x64 = numpy.asarray(x, dtype=numpy.float64)
+    out = numpy.empty_like(x64)
     a = numpy.abs(x64)
-    near = numpy.clip(x64, -1.0, 1.0)
+    small = a <= 1.0
+    near = x64[small]
     z = near * near
-    small = near * _polynomial(_ERF_T, z) / _polynomial(_ERF_U, z)
-    far = numpy.clip(a, 1.0, 30.0)
-    # exp(-x^2) with x = h + l and h a multiple of 1/16: h*h is exact, so the rounding error of x^2,
-    # multiplied by up to 64 in the exponent, does not reach the result.
-    head = numpy.floor(far * 16.0) / 16.0
-    gauss = numpy.exp(-head * head) * numpy.exp(-(far - head) * (far + head))
-    ratio = numpy.where(far < 8.0, _polynomial(_ERFC_P, far) / _polynomial(_ERFC_Q, far),
-                        _polynomial(_ERFC_R, far) / _polynomial(_ERFC_S, far))
-    large = numpy.copysign(1.0 - gauss * ratio, x64)
-    return numpy.where(a <= 1.0, small, large).astype(numpy.asarray(x).dtype, copy=False)
+    out[small] = near * _polynomial(_ERF_T, z) / _polynomial(_ERF_U, z)
+    for part, numerator, denominator in ((~small & (a < 8.0), _ERFC_P, _ERFC_Q),
+                                         (~small & ~(a < 8.0), _ERFC_R, _ERFC_S)):
+        far = numpy.minimum(a[part], 30.0)  # erfc(30) underflows to 0: no need to go further
+        # exp(-x^2) with x = h + l and h a multiple of 1/16: h*h is exact, so the rounding error
+        # of x^2, multiplied by up to 64 in the exponent, does not reach the result.
+        head = numpy.floor(far * 16.0) / 16.0
+        gauss = numpy.exp(-head * head) * numpy.exp(-(far - head) * (far + head))
+        ratio = _polynomial(numerator, far) / _polynomial(denominator, far)
+        out[part] = numpy.copysign(1.0 - gauss * ratio, x64[part])
+    return out.astype(numpy.asarray(x).dtype, copy=False)
 
 
 def erf(x):
