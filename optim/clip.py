@@ -22,4 +22,4 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6
     scale = xp.minimum(max_norm / (total + eps), 1.0)
     for g in grads:
         g *= scale.astype(g.dtype)
-    return Tensor(total)
+    return Tensor(xp.asarray(total))  # NumPy's sum is a scalar, and np.float64 would pass as a Python float

@@ -1,0 +1,404 @@
+"""SGD, Adam, AdamW and RAdam against straight-line NumPy versions of the papers' algorithms
+(written here, independent of ``optim``), in float64 where they must agree to rounding; then
+parameter groups, saving and resuming, the GPU path, and gradient clipping."""
+import math
+
+import numpy as np
+import pytest
+
+import minigrad
+import optim
+from minigrad import backend, nn
+from optim.radam import rectification, rho
+
+STEPS = 60
+START = np.array([1.3, -0.7, 0.2, 2.1, -1.8, 0.9, -0.4])
+TARGET = np.linspace(-1.0, 1.0, 7)
+CURVATURE = np.linspace(0.5, 4.0, 7)
+TIGHT = dict(rtol=1e-12, atol=0)
+ADAM_BETAS = (0.9, 0.99)  # beta2 low enough that v falls within the run, so AMSGrad's maximum matters
+
+
+def objective_grad(p):
+    """Gradient of sum(curvature / 2 * (p - target)^2 + sin(3 p) / 3): a bumpy quadratic."""
+    return CURVATURE * (p - TARGET) + np.cos(3.0 * p)
+
+
+def run(make_optimizer, steps=STEPS):
+    """Trajectory of ``optim`` on the objective, one row per step."""
+    parameter = nn.Parameter(START.copy())
+    optimizer = make_optimizer([parameter])
+    path = []
+    for _ in range(steps):
+        parameter.grad = objective_grad(parameter.data)
+        optimizer.step()
+        path.append(parameter.data.copy())
+    return np.array(path)
+
+
+# ---- the papers, one loop each
+
+
+def sgd_reference(lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, steps=STEPS):
+    p, buffer, path = START.copy(), None, []
+    for _ in range(steps):
+        g = objective_grad(p) + weight_decay * p
+        if momentum:
+            buffer = g if buffer is None else momentum * buffer + (1 - dampening) * g
+            g = g + momentum * buffer if nesterov else buffer
+        p = p - lr * g
+        path.append(p)
+    return np.array(path)
+
+
+def adam_reference(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False,
+                   steps=STEPS):
+    """Kingma & Ba, Algorithm 1, with torch's eps placement, L2 or decoupled decay, and AMSGrad."""
+    beta1, beta2 = betas
+    p = START.copy()
+    m, v, v_max, path = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), []
+    for t in range(1, steps + 1):
+        g = objective_grad(p)
+        if decoupled:
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        v_max = np.maximum(v_max, v)
+        second = v_max if amsgrad else v
+        p = p - lr / (1 - beta1**t) * m / (np.sqrt(second) / np.sqrt(1 - beta2**t) + eps)
+        path.append(p)
+    return np.array(path)
+
+
+def radam_reference(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False, steps=STEPS):
+    """Liu et al. 2019, Algorithm 2, with torch's eps placement when rectifying."""
+    beta1, beta2 = betas
+    rho_inf = 2 / (1 - beta2) - 1
+    p = START.copy()
+    m, v, path = np.zeros_like(p), np.zeros_like(p), []
+    for t in range(1, steps + 1):
+        g = objective_grad(p)
+        if decoupled:
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        m_hat = m / (1 - beta1**t)
+        rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+        if rho_t > 5:
+            r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            p = p - lr * m_hat * r_t * math.sqrt(1 - beta2**t) / (np.sqrt(v) + eps)
+        else:
+            p = p - lr * m_hat
+        path.append(p)
+    return np.array(path)
+
+
+# ---- each optimizer against its paper
+
+
+SGD_SETTINGS = [dict(), dict(momentum=0.9), dict(momentum=0.9, dampening=0.5), dict(momentum=0.9, nesterov=True)]
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=["plain", "momentum", "dampening", "nesterov"])
+def test_sgd_matches_reference(settings, weight_decay):
+    ours = run(lambda params: optim.SGD(params, lr=0.03, weight_decay=weight_decay, **settings))
+    np.testing.assert_allclose(ours, sgd_reference(0.03, weight_decay=weight_decay, **settings), **TIGHT)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_matches_reference(amsgrad, weight_decay):
+    ours = run(lambda params: optim.Adam(params, lr=0.05, betas=ADAM_BETAS, weight_decay=weight_decay,
+                                         amsgrad=amsgrad))
+    expected = adam_reference(0.05, ADAM_BETAS, weight_decay=weight_decay, amsgrad=amsgrad)
+    np.testing.assert_allclose(ours, expected, **TIGHT)
+
+
+def test_amsgrad_takes_a_different_path_here():
+    """Guards the AMSGrad cases: on this objective v falls, so its running maximum matters."""
+    assert np.abs(adam_reference(0.05, ADAM_BETAS, amsgrad=True) - adam_reference(0.05, ADAM_BETAS)).max() > 1e-2
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01, 0.5])
+def test_adamw_matches_reference(weight_decay, amsgrad):
+    ours = run(lambda params: optim.AdamW(params, lr=0.05, betas=ADAM_BETAS, weight_decay=weight_decay,
+                                          amsgrad=amsgrad))
+    expected = adam_reference(0.05, ADAM_BETAS, weight_decay=weight_decay, amsgrad=amsgrad, decoupled=True)
+    np.testing.assert_allclose(ours, expected, **TIGHT)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_radam_matches_reference_across_the_switch_over(weight_decay, decoupled):
+    ours = run(lambda params: optim.RAdam(params, lr=0.05, weight_decay=weight_decay,
+                                          decoupled_weight_decay=decoupled))
+    expected = radam_reference(0.05, weight_decay=weight_decay, decoupled=decoupled)
+    np.testing.assert_allclose(ours, expected, **TIGHT)
+
+
+def test_radam_first_adaptive_step_with_beta2_0_999_is_6():
+    beta2 = 0.999
+    rho_inf = 2 / (1 - beta2) - 1
+    for t in range(1, 50):
+        assert rho(t, beta2) == pytest.approx(rho_inf - 2 * t * beta2**t / (1 - beta2**t), rel=1e-14)
+    assert rho(5, beta2) == pytest.approx(4.995998, abs=1e-6)
+    assert rho(6, beta2) == pytest.approx(5.994164, abs=1e-6)
+    assert [t for t in range(1, 50) if rectification(t, beta2) is not None][0] == 6
+    rho_6 = rho(6, beta2)
+    r_6 = math.sqrt((rho_6 - 4) * (rho_6 - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_6))
+    assert rectification(6, beta2) == pytest.approx(r_6, rel=1e-14)
+
+
+def test_radam_with_beta2_0_6_never_rectifies():
+    """The lab's claim: rho_inf = 4 < 5, so RAdam is SGD with bias-corrected momentum for ever."""
+    assert all(rho(t, 0.6) < 5 and rectification(t, 0.6) is None for t in range(1, 10_001))
+    beta1, lr, p, m, expected = 0.9, 0.05, START.copy(), np.zeros_like(START), []
+    for t in range(1, STEPS + 1):
+        m = beta1 * m + (1 - beta1) * objective_grad(p)
+        p = p - lr * m / (1 - beta1**t)
+        expected.append(p)
+    ours = run(lambda params: optim.RAdam(params, lr=lr, betas=(beta1, 0.6)))
+    np.testing.assert_allclose(ours, np.array(expected), **TIGHT)
+
+
+# ---- parameter groups
+
+
+def test_each_group_uses_its_own_settings():
+    a, b = nn.Parameter(START.copy()), nn.Parameter(START.copy())
+    optimizer = optim.AdamW([{"params": [a], "lr": 0.05, "weight_decay": 0.1}, {"params": [b]}],
+                            lr=0.02, weight_decay=0.0)
+    assert optimizer.param_groups[1]["lr"] == 0.02 and optimizer.param_groups[1]["betas"] == (0.9, 0.999)
+    for _ in range(STEPS):
+        a.grad, b.grad = objective_grad(a.data), objective_grad(b.data)
+        optimizer.step()
+    np.testing.assert_allclose(a.data, adam_reference(0.05, weight_decay=0.1, decoupled=True)[-1], **TIGHT)
+    np.testing.assert_allclose(b.data, adam_reference(0.02)[-1], **TIGHT)
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+        self.relative_position_bias_table = nn.Parameter(np.zeros((9, 2), dtype=np.float32))
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(4)
+        self.attn = Attention()
+        self.shift = nn.Module()
+        self.shift.bias = nn.Parameter(np.zeros((2, 4), dtype=np.float32))  # 2-D, skipped by its name
+        self.head = nn.Linear(4, 3, bias=False)
+
+
+def test_weight_decay_groups_spare_biases_norms_and_bias_tables():
+    model = Block()
+    names = {id(p): name for name, p in model.named_parameters()}
+    decay, no_decay = optim.weight_decay_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in decay["params"]) == ["attn.qkv.weight", "head.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == [
+        "attn.qkv.bias", "attn.relative_position_bias_table", "norm.bias", "norm.weight", "shift.bias"]
+    assert len(optim.AdamW([decay, no_decay]).param_groups) == 2
+
+
+def test_zero_grad_clears_every_gradient():
+    a, b = nn.Parameter(START.copy()), nn.Parameter(START.copy())
+    optimizer = optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1)
+    a.grad, b.grad = objective_grad(a.data), objective_grad(b.data)
+    optimizer.zero_grad()
+    assert a.grad is None and b.grad is None
+
+
+def test_parameters_without_grad_are_skipped():
+    a, b = nn.Parameter(START.copy()), nn.Parameter(START.copy())
+    optimizer = optim.Adam([a, b], lr=0.05)
+    a.grad = objective_grad(a.data)
+    optimizer.step()
+    assert np.array_equal(b.data, START) and b not in optimizer.state
+    a.grad, b.grad = None, objective_grad(b.data)
+    optimizer.step()
+    assert optimizer.state[a]["step"] == 1 and optimizer.state[b]["step"] == 1
+    np.testing.assert_allclose(b.data, adam_reference(0.05, steps=1)[0], **TIGHT)
+    np.testing.assert_array_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: optim.SGD([{"params": p, "betas": (0.9, 0.99)}], lr=0.1),
+    lambda p: optim.Adam([{"params": p, "momentum": 0.9}]),
+    lambda p: optim.RAdam([{"params": p, "amsgrad": True}]),
+    lambda p: optim.SGD([], lr=0.1),
+    lambda p: optim.Adam([]),
+    lambda p: optim.AdamW(nn.Module().parameters()),
+    lambda p: optim.RAdam([]),
+    lambda p: optim.SGD([{"params": p}, {"params": p}], lr=0.1),
+    lambda p: optim.Adam(p, lr=-1.0),
+    lambda p: optim.Adam(p, betas=(0.9, 1.0)),
+    lambda p: optim.RAdam(p, weight_decay=-0.1),
+    lambda p: optim.SGD(p, lr=0.1, nesterov=True),
+    lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+], ids=["sgd-unknown", "adam-unknown", "radam-unknown", "sgd-empty", "adam-empty", "adamw-empty-model",
+        "radam-empty", "twice", "negative-lr", "beta-1", "negative-decay", "nesterov-no-momentum",
+        "nesterov-dampening"])
+def test_bad_settings_raise_value_error(make):
+    with pytest.raises(ValueError):
+        make([nn.Parameter(START.copy())])
+
+
+# ---- saving and resuming
+
+
+def make_model(seed):
+    minigrad.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).to(dtype=np.float64)
+
+
+def batch(step, device, dtype):
+    rng = np.random.default_rng(step)
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    return minigrad.tensor(x, device=device, dtype=dtype), minigrad.tensor(y, device=device, dtype=dtype)
+
+
+RESUMABLE = {
+    "sgd-momentum": lambda model: optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "adam": lambda model: optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3, amsgrad=True),
+    "adamw": lambda model: optim.AdamW(optim.weight_decay_groups(model, 0.05), lr=0.01),
+    "radam": lambda model: optim.RAdam(model.parameters(), lr=0.01, weight_decay=0.01,
+                                       decoupled_weight_decay=True),
+}
+
+
+def make_training(name, model):
+    optimizer = RESUMABLE[name](model)
+    schedule = optim.lr_scheduler.WarmupCosineLR(optimizer, total_steps=12, warmup_steps=4, warmup_lr=1e-3)
+    return optimizer, schedule
+
+
+def train(model, optimizer, schedule, steps, device="cpu"):
+    """Run ``steps`` (their indices pick the batches); return the parameters after each, on the host."""
+    path, dtype = [], next(model.parameters()).dtype
+    for step in steps:
+        x, y = batch(step, device, dtype)
+        loss = ((model(x) - y) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        path.append(np.concatenate([p.numpy().ravel() for p in model.parameters()]))
+    return np.array(path)
+
+
+@pytest.mark.parametrize("name", list(RESUMABLE))
+def test_resuming_from_a_checkpoint_is_bit_identical(name, tmp_path):
+    """Split at step 3 of 12: RAdam's switch to the adaptive rate (t = 6) happens after resuming."""
+    model = make_model(0)
+    uninterrupted = train(model, *make_training(name, model), range(12))
+
+    model = make_model(0)
+    optimizer, schedule = make_training(name, model)
+    before = train(model, optimizer, schedule, range(3))
+    minigrad.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   "scheduler": schedule.state_dict()}, tmp_path / "checkpoint.npz")
+
+    checkpoint = minigrad.load(tmp_path / "checkpoint.npz")
+    model = make_model(1)
+    model.load_state_dict(checkpoint["model"])
+    optimizer, schedule = make_training(name, model)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    schedule.load_state_dict(checkpoint["scheduler"])
+    after = train(model, optimizer, schedule, range(3, 12))
+    assert np.array_equal(np.concatenate([before, after]), uninterrupted)
+
+
+def test_loading_state_with_different_groups_raises():
+    a, b, c = (nn.Parameter(START.copy()) for _ in range(3))
+    saved = optim.Adam([{"params": [a, b]}, {"params": [c]}]).state_dict()
+    with pytest.raises(ValueError, match="different parameter groups"):
+        optim.Adam([{"params": [a]}, {"params": [b, c]}]).load_state_dict(saved)
+    with pytest.raises(ValueError, match="different parameter groups"):
+        optim.Adam([a, b, c]).load_state_dict(saved)
+
+
+# ---- on the GPU
+
+
+@pytest.mark.parametrize("name", list(RESUMABLE))
+def test_optimizers_on_device_follow_the_float64_cpu_run(name, device):
+    """float32 on ``device`` against float64 on the CPU, from the same initial weights."""
+    model = make_model(0)
+    expected = train(model, *make_training(name, model), range(6))
+    model = make_model(0).to(device, dtype=np.float32)
+    path = train(model, *make_training(name, model), range(6), device)
+    assert {p.device for p in model.parameters()} == {device}
+    np.testing.assert_allclose(path, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(RESUMABLE))
+def test_state_is_saved_on_the_host_and_restored_on_device(name, device, tmp_path):
+    model = make_model(0).to(device)
+    uninterrupted = train(model, *make_training(name, model), range(8), device)
+
+    model = make_model(0).to(device)
+    optimizer, schedule = make_training(name, model)
+    before = train(model, optimizer, schedule, range(4), device)
+    saved = optimizer.state_dict()
+    arrays = [value for state in saved["state"].values() for value in state.values() if hasattr(value, "shape")]
+    assert arrays and all(type(array) is np.ndarray for array in arrays)
+    minigrad.save({"model": model.state_dict(), "optimizer": saved, "scheduler": schedule.state_dict()},
+                  tmp_path / "checkpoint.npz")
+
+    checkpoint = minigrad.load(tmp_path / "checkpoint.npz")
+    model = make_model(1).to(device)
+    model.load_state_dict(checkpoint["model"])
+    optimizer, schedule = make_training(name, model)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    schedule.load_state_dict(checkpoint["scheduler"])
+    restored = [value for state in optimizer.state.values() for value in state.values() if hasattr(value, "shape")]
+    assert restored and {backend.device_of(array) for array in restored} == {device}
+    after = train(model, optimizer, schedule, range(4, 8), device)
+    assert np.array_equal(np.concatenate([before, after]), uninterrupted)
+
+
+# ---- gradient clipping (torch.nn.utils.clip_grad_norm_)
+
+
+def parameters_with_grads(grads, device):
+    parameters = []
+    for grad in grads:
+        parameter = nn.Parameter(minigrad.tensor(np.zeros_like(grad), device=device))
+        parameter.grad = None if grad is None else backend.to_device(grad.copy(), device)
+        parameters.append(parameter)
+    return parameters
+
+
+def test_clip_grad_norm_scales_all_gradients_together(device):
+    grads = [np.array([3.0, 0.0]), np.array([[4.0], [12.0]]), None]  # joint norm 13
+    parameters = parameters_with_grads(grads, device)
+    norm = optim.clip_grad_norm_(parameters, max_norm=6.5)
+    assert isinstance(norm, minigrad.Tensor) and norm.shape == () and norm.dtype == np.float64
+    assert norm.device == device and norm.item() == 13.0
+    for parameter, grad in zip(parameters[:2], grads):
+        assert parameter.grad.dtype == np.float64
+        np.testing.assert_allclose(backend.asnumpy(parameter.grad), grad * (6.5 / (13.0 + 1e-6)), rtol=1e-15)
+    assert parameters[2].grad is None
+
+
+def test_clip_grad_norm_below_max_norm_changes_nothing(device):
+    grads = [np.array([3.0, 0.0]), np.array([[4.0], [12.0]])]
+    parameters = parameters_with_grads(grads, device)
+    assert optim.clip_grad_norm_(parameters, max_norm=13.5).item() == 13.0
+    for parameter, grad in zip(parameters, grads):
+        assert np.array_equal(backend.asnumpy(parameter.grad), grad)
+
+
+def test_clip_grad_norm_without_gradients_raises():
+    with pytest.raises(ValueError, match="no parameter has a gradient"):
+        optim.clip_grad_norm_(parameters_with_grads([None], "cpu"), 1.0)

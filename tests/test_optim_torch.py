@@ -1,0 +1,70 @@
+"""Our optimizers and gradient clipping against PyTorch's, step for step, in float64 (skipped
+without torch)."""
+import numpy as np
+import pytest
+
+import optim
+from minigrad import nn
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+STEPS = 60
+SHAPES = [(3, 4), (5,), (2, 2, 3)]
+
+
+def objective_grad(p):
+    """Gradient of sum(0.75 (p - 0.3)^2 + sin(3 p) / 3)."""
+    return 1.5 * (p - 0.3) + np.cos(3.0 * p)
+
+
+CASES = [
+    ("SGD", dict(lr=0.03)),
+    ("SGD", dict(lr=0.03, momentum=0.9)),
+    ("SGD", dict(lr=0.03, momentum=0.9, dampening=0.3, weight_decay=0.1)),
+    ("SGD", dict(lr=0.03, momentum=0.9, nesterov=True, weight_decay=0.1)),
+    ("Adam", dict(lr=0.05, betas=(0.9, 0.99))),
+    ("Adam", dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.1)),
+    ("Adam", dict(lr=0.05, betas=(0.9, 0.99), amsgrad=True)),
+    ("Adam", dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.1, amsgrad=True)),
+    ("AdamW", dict(lr=0.05)),
+    ("AdamW", dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.1, amsgrad=True)),
+    ("RAdam", dict(lr=0.05)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("RAdam", dict(lr=0.05, betas=(0.9, 0.6))),
+]
+
+
+@pytest.mark.parametrize("name, settings", CASES, ids=[f"{name}-{i}" for i, (name, _) in enumerate(CASES)])
+def test_optimizer_matches_torch(name, settings):
+    rng = np.random.default_rng(0)
+    starts = [rng.uniform(-2.0, 2.0, shape) for shape in SHAPES]
+    ours = [nn.Parameter(start.copy()) for start in starts]
+    theirs = [torch.tensor(start, dtype=torch.float64, requires_grad=True) for start in starts]
+    our_optimizer = getattr(optim, name)(ours, **settings)
+    their_optimizer = getattr(torch.optim, name)(theirs, **settings)
+    worst = 0.0
+    for _ in range(STEPS):
+        for our, their in zip(ours, theirs):
+            our.grad = objective_grad(our.data)
+            their.grad = torch.from_numpy(objective_grad(their.detach().numpy()))
+        our_optimizer.step()
+        their_optimizer.step()
+        worst = max(worst, *(np.abs(our.data - their.detach().numpy()).max() for our, their in zip(ours, theirs)))
+    assert worst < 1e-10
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])
+def test_clip_grad_norm_matches_torch(max_norm):
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal(shape) for shape in SHAPES]
+    ours = [nn.Parameter(np.zeros(shape)) for shape in SHAPES]
+    theirs = [torch.zeros(shape, dtype=torch.float64, requires_grad=True) for shape in SHAPES]
+    for our, their, grad in zip(ours, theirs, grads):
+        our.grad, their.grad = grad.copy(), torch.from_numpy(grad.copy())
+    our_norm = optim.clip_grad_norm_(ours, max_norm)
+    their_norm = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    assert abs(our_norm.item() - their_norm.item()) < 1e-10
+    for our, their in zip(ours, theirs):
+        assert np.abs(our.grad - their.grad.numpy()).max() < 1e-10
