@@ -1,0 +1,239 @@
+"""swin.load_pretrained and resize_bias_table: official and timm layouts, heads of another size,
+strictness, shape errors, weight files of every kind, and bias tables of another window size."""
+import importlib.util
+import re
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad.tensor import Tensor
+from swin import SwinTransformer, load_pretrained, resize_bias_table, swin_mini
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def tiny(**overrides):
+    """swin_mini shrunk: 32 px, stages of resolution 8, 4, 2, 1; the first two shifted and masked."""
+    settings = dict(img_size=32, embed_dim=8, num_heads=(1, 1, 2, 2), num_classes=5, drop_path_rate=0.0)
+    return swin_mini(**{**settings, **overrides})
+
+
+def images(seed=0, size=32):
+    return np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
+
+
+def to_timm_layout(state):
+    """The official layout renamed as timm names it."""
+    renamed = {}
+    for key, value in state.items():
+        match = re.match(r"layers\.(\d+)\.downsample\.(.*)", key)
+        if match:
+            key = f"layers.{int(match.group(1)) + 1}.downsample.{match.group(2)}"
+        renamed[re.sub(r"^head\.", "head.fc.", key)] = value
+    return renamed
+
+
+@pytest.fixture
+def source():
+    """A model to take weights from (seed 0); the models that load them are drawn afterwards."""
+    minigrad.manual_seed(0)
+    return tiny().eval()
+
+
+def fresh(**overrides):
+    minigrad.manual_seed(1)
+    return tiny(**overrides).eval()
+
+
+def assert_same_parameters(model, state, skip=()):
+    loaded = model.state_dict()
+    for key, value in state.items():
+        if key not in skip:
+            np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+
+
+# ---- layouts
+
+
+def test_official_layout_reproduces_the_logits_exactly(source):
+    state = source.state_dict()
+    checkpoint = dict(state)
+    # Official checkpoints carry these derived buffers; they must be dropped, whatever they hold.
+    checkpoint["layers.0.blocks.1.attn.relative_position_index"] = np.zeros((3, 3), dtype=np.int64)
+    checkpoint["layers.0.blocks.1.attn_mask"] = np.ones((2, 2), dtype=np.float32)
+    model = fresh()
+    assert not np.array_equal(model.state_dict()["head.weight"], state["head.weight"])
+    result = load_pretrained(model, checkpoint)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert_same_parameters(model, state)
+    x = images()
+    np.testing.assert_array_equal(model(x).numpy(), source(x).numpy())
+
+
+def test_timm_layout_loads_identically(source):
+    state = source.state_dict()
+    checkpoint = to_timm_layout(state)
+    assert "layers.1.downsample.reduction.weight" in checkpoint and "head.fc.weight" in checkpoint
+    assert "layers.0.downsample.reduction.weight" not in checkpoint
+    model = fresh()
+    load_pretrained(model, checkpoint)
+    assert_same_parameters(model, state)
+    x = images(1)
+    np.testing.assert_array_equal(model(x).numpy(), source(x).numpy())
+
+
+@pytest.mark.parametrize("layout", ["official", "timm"])
+def test_a_head_of_another_size_is_left_out_and_zeroed(source, layout):
+    minigrad.manual_seed(2)
+    state = tiny(num_classes=1000).state_dict()
+    checkpoint = to_timm_layout(state) if layout == "timm" else state
+    model = fresh(num_classes=11)
+    result = load_pretrained(model, checkpoint, strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert np.all(model.head.weight.numpy() == 0) and np.all(model.head.bias.numpy() == 0)
+    assert model.head.weight.shape == (11, tiny().num_features)
+    assert_same_parameters(model, state, skip=("head.weight", "head.bias"))
+
+
+def test_strict_names_a_missing_key(source):
+    checkpoint = source.state_dict()
+    del checkpoint["layers.1.blocks.0.norm1.weight"]
+    with pytest.raises(KeyError, match=r"layers\.1\.blocks\.0\.norm1\.weight"):
+        load_pretrained(fresh(), checkpoint, strict=True)
+    result = load_pretrained(fresh(), checkpoint, strict=False)
+    assert result.missing_keys == ["layers.1.blocks.0.norm1.weight"]
+
+
+def test_strict_names_an_unexpected_key(source):
+    checkpoint = {**source.state_dict(), "layers.0.blocks.0.gamma": np.ones(8, dtype=np.float32)}
+    with pytest.raises(KeyError, match=r"layers\.0\.blocks\.0\.gamma"):
+        load_pretrained(fresh(), checkpoint)
+
+
+def test_a_shape_mismatch_names_the_key_and_both_shapes(source):
+    checkpoint = source.state_dict()
+    checkpoint["layers.0.blocks.0.mlp.fc1.weight"] = np.zeros((16, 8), dtype=np.float32)
+    with pytest.raises(ValueError) as error:
+        load_pretrained(fresh(), checkpoint)
+    message = str(error.value)
+    assert "layers.0.blocks.0.mlp.fc1.weight" in message
+    assert "(16, 8)" in message and "(32, 8)" in message
+
+
+def test_loading_onto_a_device(device, source):
+    model = fresh().to(device)
+    load_pretrained(model, source.state_dict())
+    assert all(p.device == device for p in model.parameters())
+    x = images(2)
+    expected = source(x).numpy()
+    np.testing.assert_allclose(model(Tensor(x, device=device)).numpy(), expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())  # float32, other summation orders on a GPU
+
+
+# ---- files
+
+
+def write_minigrad(path, state):
+    minigrad.save(state, path)
+
+
+def write_numpy(path, state):
+    np.savez(path, **state)
+
+
+def write_official_nesting(path, state):
+    minigrad.save({"model": state, "epoch": 300, "config": "swin_tiny_patch4_window7_224"}, path)
+
+
+@pytest.mark.parametrize("write", [write_minigrad, write_numpy, write_official_nesting],
+                         ids=["minigrad.save", "numpy.savez", "nested-model"])
+def test_weights_files(tmp_path, source, write):
+    path = tmp_path / "weights.npz"
+    write(path, source.state_dict())
+    for where in (path, str(path)):
+        model = fresh()
+        load_pretrained(model, where)
+        assert_same_parameters(model, source.state_dict())
+
+
+@pytest.mark.skipif(HAS_TORCH, reason="torch is installed here, so .pth files load")
+def test_pth_without_torch_explains_how_to_convert(tmp_path):
+    path = tmp_path / "swin_tiny_patch4_window7_224.pth"
+    path.write_bytes(b"not read: torch is missing")
+    with pytest.raises(ImportError, match="PyTorch") as error:
+        load_pretrained(fresh(), path)
+    message = str(error.value)
+    assert "torch.load('swin_tiny_patch4_window7_224.pth'" in message
+    assert "numpy.savez('swin_tiny_patch4_window7_224.npz'" in message
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not HAS_TORCH, reason="writing a .pth file needs torch")
+def test_pth_file_and_torch_tensors(tmp_path, source):
+    import torch
+    state = source.state_dict()
+    tensors = {key: torch.from_numpy(value) for key, value in state.items()}
+    torch.save({"model": tensors, "epoch": 300}, tmp_path / "weights.pth")
+    for where in (tmp_path / "weights.pth", tensors):
+        model = fresh()
+        load_pretrained(model, where)
+        assert_same_parameters(model, state)
+
+
+def test_a_missing_file():
+    with pytest.raises(FileNotFoundError, match="nowhere.npz"):
+        load_pretrained(fresh(), "nowhere.npz")
+
+
+# ---- bias tables of another window size
+
+
+def test_resize_to_the_same_size_is_the_identity():
+    table = np.random.default_rng(3).standard_normal((13 * 13, 3)).astype(np.float32)
+    resized = resize_bias_table(table, 7)
+    assert resized.dtype == np.float32
+    np.testing.assert_array_equal(resized, table)
+
+
+def test_resize_keeps_a_constant_table_constant():
+    table = np.full((13 * 13, 4), 0.37, dtype=np.float32)
+    resized = resize_bias_table(table, 12)
+    assert resized.shape == (23 * 23, 4)
+    np.testing.assert_allclose(resized, 0.37, rtol=1e-6)
+
+
+def test_resize_refuses_a_table_that_is_not_square():
+    with pytest.raises(ValueError, match="square number of rows"):
+        resize_bias_table(np.zeros((12, 2)), 4)
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not HAS_TORCH, reason="compares with torch.nn.functional.interpolate")
+@pytest.mark.parametrize("window_in, window_out", [(7, 12), (12, 7), (4, 5)])
+def test_resize_is_torch_bicubic(window_in, window_out):
+    import torch
+    heads, side_in, side_out = 3, 2 * window_in - 1, 2 * window_out - 1
+    table = np.random.default_rng(4).standard_normal((side_in * side_in, heads)).astype(np.float32)
+    grid = torch.from_numpy(table.T.reshape(1, heads, side_in, side_in).astype(np.float64))
+    expected = torch.nn.functional.interpolate(grid, size=(side_out, side_out), mode="bicubic", align_corners=False)
+    expected = expected.numpy().reshape(heads, side_out * side_out).T
+    np.testing.assert_allclose(resize_bias_table(table, window_out), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_table_for_window_7_loads_into_a_model_with_window_12():
+    config = dict(patch_size=4, embed_dim=8, depths=(2, 2), num_heads=(1, 2), num_classes=5, drop_path_rate=0.0)
+    minigrad.manual_seed(0)
+    small = SwinTransformer(img_size=56, window_size=7, **config)  # stages of resolution 14, 7
+    minigrad.manual_seed(1)
+    large = SwinTransformer(img_size=96, window_size=12, **config).eval()  # stages of resolution 24, 12
+    state = small.state_dict()
+    assert load_pretrained(large, state) == ([], [])
+    loaded = large.state_dict()
+    for key, value in state.items():
+        if key.endswith("relative_position_bias_table"):
+            assert value.shape[0] == 13 * 13 and loaded[key].shape[0] == 23 * 23
+            np.testing.assert_array_equal(loaded[key], resize_bias_table(value, 12), err_msg=key)
+        else:
+            np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+    assert np.all(np.isfinite(large(images(5, size=96)).numpy()))
