@@ -9,6 +9,7 @@ which costs 2k evaluations instead of two per element.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Callable, Sequence
 
 from minigrad import backend
@@ -72,6 +73,8 @@ def _check_elementwise(i, x, analytic, loss, eps, atol, rtol) -> None:
         numeric = (plus - minus) / (2 * eps)
         exact = float(analytic[index])
         excess = abs(exact - numeric) - (atol + rtol * abs(numeric))
+        if math.isnan(excess):  # a NaN (analytic or numeric) is the worst mismatch, not none at all
+            excess = math.inf
         if worst is None or excess > worst[0]:
             worst = (excess, index, exact, numeric)
     if worst is not None and worst[0] > 0:
@@ -90,7 +93,7 @@ def _check_projections(i, x, analytic, loss, eps, atol, rtol, projections) -> No
         x.data[...] = original
         numeric = (plus - minus) / (2 * eps)
         exact = float((analytic * direction).sum())
-        if abs(exact - numeric) > atol + rtol * abs(numeric):
+        if not abs(exact - numeric) <= atol + rtol * abs(numeric):  # NaN fails too
             _fail(i, x, f"projection {k}", exact, numeric, atol, rtol)
 
 

@@ -29,13 +29,16 @@ def _encode(value: Any, arrays: dict[str, numpy.ndarray]) -> Any:
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 raise TypeError(f"save: dict keys must be str or int, not {type(key).__name__} ({key!r})")
         return {"dict": [[key, _encode(item, arrays)] for key, item in value.items()]}
-    if isinstance(value, (list, tuple)):
-        return {type(value).__name__: [_encode(item, arrays) for item in value]}
+    if isinstance(value, (list, tuple)):  # named tuples and list subclasses as plain ones
+        return {"tuple" if isinstance(value, tuple) else "list": [_encode(item, arrays) for item in value]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"value": value}
     if hasattr(value, "dtype") and hasattr(value, "shape"):
+        array = backend.asnumpy(value)
+        if array.dtype.hasobject:  # numpy.savez would pickle it, and load refuses pickles
+            raise TypeError("save: cannot store an array of Python objects; use numeric arrays")
         name = f"a{len(arrays)}"
-        arrays[name] = backend.asnumpy(value)
+        arrays[name] = array
         return {"array": name}
     raise TypeError(f"save: cannot store a {type(value).__name__}; use arrays, tensors, numbers, "
                     f"strings, None, and dicts, lists or tuples of them")
@@ -63,15 +66,25 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             numpy.savez(file, **arrays)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def load(path: str | os.PathLike) -> Any:
     """Read what ``save`` wrote; arrays come back as host NumPy arrays."""
-    with numpy.load(path, allow_pickle=False) as archive:
+    loaded = numpy.load(path, allow_pickle=False)
+    if not isinstance(loaded, numpy.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single array, not an .npz archive written by minigrad.save")
+    with loaded as archive:
         if _MANIFEST not in archive.files:
             raise ValueError(f"{path} was not written by minigrad.save (it has no manifest)")
         manifest = json.loads(archive[_MANIFEST].tobytes().decode())

@@ -93,7 +93,8 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False, device: str | None = None, dtype: Any = None):
         if isinstance(data, Tensor):
             data = data.data
-        from_python = isinstance(data, (int, float, bool, list, tuple))
+        # NumPy's float64 scalar (what a full reduction returns) subclasses float: it keeps its dtype.
+        from_python = isinstance(data, (int, float, bool, list, tuple)) and not hasattr(data, "dtype")
         if device is None:
             device = backend.get_default_device() if from_python else backend.device_of(data)
         xp = backend.array_module_for(device)
@@ -148,7 +149,7 @@ class Tensor:
 
     def numpy(self):
         """A host NumPy copy of the data."""
-        return backend.asnumpy(self.data)
+        return backend.host_copy(self.data)
 
     def item(self) -> float:
         return self.data.item()
@@ -183,10 +184,16 @@ class Tensor:
                 raise ValueError(f"grad has shape {grad.shape}, but the tensor has shape {self.shape}")
         grads = {id(self): grad}
         for tensor in _topological_order(self):
-            grad = grads.pop(id(tensor))
+            grad = grads.pop(id(tensor), None)
             function = tensor._creator
+            if grad is None:  # every use of it had a zero (None) gradient
+                if function is not None and hasattr(function, "inputs"):
+                    _release(function)
+                continue
             if function is None:
-                tensor.grad = grad if tensor.grad is None else tensor.grad + grad
+                # A copy: the array may be shared (another leaf, the caller's grad) or a read-only
+                # broadcast view, and optimizers update .grad in place.
+                tensor.grad = grad.copy() if tensor.grad is None else tensor.grad + grad
                 continue
             if not hasattr(function, "inputs"):
                 raise RuntimeError("backward() through a graph a second time: its saved arrays were "

@@ -13,11 +13,11 @@ def _fill(tensor: Tensor, values) -> Tensor:
 
 
 def zeros_(tensor: Tensor) -> Tensor:
-    return _fill(tensor, tensor.data * 0)
+    return _fill(tensor, backend.get_array_module(tensor.data).zeros_like(tensor.data))
 
 
 def ones_(tensor: Tensor) -> Tensor:
-    return _fill(tensor, tensor.data * 0 + 1)
+    return _fill(tensor, backend.get_array_module(tensor.data).ones_like(tensor.data))
 
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:

@@ -221,29 +221,6 @@ def _array(value: Any) -> Any:
     return value.data if isinstance(value, Tensor) else value
 
 
-class Sequential(Module):
-    """Modules applied one after the other; children are named "0", "1", ..."""
-
-    def __init__(self, *modules: Module):
-        super().__init__()
-        for i, module in enumerate(modules):
-            setattr(self, str(i), module)
-
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def forward(self, x: Any) -> Any:
-        for module in self:
-            x = module(x)
-        return x
-
-
 class ModuleList(Module):
     """A list of modules, registered so their parameters are found; children are named by index."""
 
@@ -260,11 +237,30 @@ class ModuleList(Module):
             self.append(module)
         return self
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
+    def _from_modules(self, modules: list[Module]) -> "ModuleList":
+        return ModuleList(modules)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        modules = list(self._modules.values())
+        return self._from_modules(modules[i]) if isinstance(i, slice) else modules[i]
 
     def __len__(self) -> int:
         return len(self._modules)
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
+
+
+class Sequential(ModuleList):
+    """Modules applied one after the other; children are named "0", "1", ..."""
+
+    def __init__(self, *modules: Module):
+        super().__init__(modules)
+
+    def _from_modules(self, modules: list[Module]) -> "Sequential":
+        return Sequential(*modules)
+
+    def forward(self, x: Any) -> Any:
+        for module in self:
+            x = module(x)
+        return x

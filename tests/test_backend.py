@@ -1,0 +1,277 @@
+"""The array backend: device names, array modules, transfers, seeding, and the stand-in GPU."""
+import math
+import re
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import backend
+from minigrad.backend import FakeGpuArray
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Serve device "gpu" with the strict stand-in, whatever this machine has."""
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """A machine with neither CuPy nor the stand-in."""
+    monkeypatch.delenv("MINIGRAD_FAKE_GPU", raising=False)
+    monkeypatch.setattr(backend, "cupy", None)
+
+
+# ---- device names
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:0", "", "mps"])
+def test_unknown_device_raises_naming_it(name):
+    with pytest.raises(ValueError, match=re.escape(repr(name))):
+        backend.normalize_device(name)
+    with pytest.raises(ValueError, match=re.escape(repr(name))):
+        minigrad.tensor([1.0], device=name)
+
+
+def test_gpu_without_cupy_says_what_to_install(no_gpu):
+    assert not backend.is_gpu_available()
+    for name in ("gpu", "cuda"):
+        with pytest.raises(RuntimeError) as error:
+            minigrad.tensor([1.0], device=name)
+        assert 'pip install -e ".[gpu]"' in str(error.value)
+        assert "CuPy is not installed" in str(error.value)
+
+
+@pytest.mark.gpu
+def test_cuda_is_an_alias_of_gpu(fake_gpu):
+    assert backend.is_gpu_available()
+    assert backend.normalize_device("cuda") == backend.normalize_device("CUDA") == "gpu"
+    assert minigrad.tensor([1.0], device="cuda").device == "gpu"
+
+
+def test_cpu_needs_nothing(no_gpu):
+    assert backend.normalize_device("cpu") == backend.normalize_device("CPU") == "cpu"
+    assert backend.normalize_device(None) == backend.get_default_device() == "cpu"
+
+
+# ---- array modules and transfers
+
+
+def test_array_module_and_device_of(device):
+    array = backend.to_device(np.arange(3.0), device)
+    xp = backend.get_array_module(array)
+    assert xp is backend.array_module_for(device)
+    assert (xp is np) == (device == "cpu")
+    assert backend.device_of(array) == device
+    assert backend.get_array_module(np.arange(3.0)) is np and backend.device_of(np.arange(3.0)) == "cpu"
+
+
+def test_asnumpy_gives_a_host_array(device):
+    values = np.arange(6.0).reshape(2, 3)
+    host = backend.asnumpy(backend.to_device(values, device))
+    assert type(host) is np.ndarray
+    np.testing.assert_array_equal(host, values)
+
+
+@pytest.mark.parametrize("make", [lambda: np.arange(6.0), lambda: np.arange(6.0).reshape(2, 3).T,
+                                  lambda: np.arange(6.0)[::2]])
+def test_host_copy_never_shares_memory(make, device):
+    array = backend.to_device(make(), device)
+    copy = backend.host_copy(array)
+    assert type(copy) is np.ndarray
+    np.testing.assert_array_equal(copy, backend.asnumpy(array))
+    if device == "cpu":
+        assert not np.shares_memory(copy, array)
+    copy[...] = -1.0
+    assert (backend.asnumpy(array) != -1.0).all()
+
+
+def test_to_device_round_trip(device):
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    there = backend.to_device(values, device)
+    assert backend.device_of(there) == device and there.dtype == np.float32
+    back = backend.to_device(there, "cpu")
+    assert type(back) is np.ndarray
+    np.testing.assert_array_equal(back, values)
+    same = backend.to_device(there, device)  # already there: no copy
+    same[0, 0] = 42.0
+    assert backend.asnumpy(there)[0, 0] == 42.0
+
+
+def test_to_device_takes_python_lists(device):
+    array = backend.to_device([[1.0, 2.0]], device)
+    assert backend.device_of(array) == device and array.shape == (1, 2)
+
+
+@pytest.mark.gpu
+def test_check_same_device_names_both(fake_gpu):
+    assert backend.check_same_device([np.zeros(1), np.ones(2)]) == "cpu"
+    with pytest.raises(RuntimeError, match="'cpu' and 'gpu'"):
+        backend.check_same_device([np.zeros(1), backend.to_device(np.zeros(1), "gpu")])
+
+
+# ---- seeding
+
+
+@pytest.mark.parametrize("sample", [backend.random_uniform, backend.random_normal])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_manual_seed_makes_samples_reproducible(sample, dtype, device):
+    def draw(seed):
+        minigrad.manual_seed(seed)
+        first = backend.asnumpy(sample((4, 5), dtype, device))
+        return first, backend.asnumpy(sample((4, 5), dtype, device))
+
+    first, second = draw(3)
+    again_first, again_second = draw(3)
+    other_first, _ = draw(4)
+    assert first.dtype == dtype and first.shape == (4, 5)
+    np.testing.assert_array_equal(first, again_first)
+    np.testing.assert_array_equal(second, again_second)
+    assert not np.array_equal(first, second)  # the stream moves on
+    assert not np.array_equal(first, other_first)
+
+
+def test_uniform_samples_lie_in_the_unit_interval(device):
+    samples = backend.asnumpy(backend.random_uniform((10_000,), np.float32, device))
+    assert samples.min() >= 0.0 and samples.max() < 1.0
+    assert abs(samples.mean() - 0.5) < 5 * math.sqrt(1 / 12 / samples.size)
+
+
+# ---- where NumPy and CuPy differ
+
+
+def test_erf_matches_math_erf(device):
+    # Ours promises 2 ulps; on real CuPy, CUDA documents 2 ulps for its erf, plus math.erf's own ulp.
+    real_cupy = device == "gpu" and not backend.fake_gpu_enabled()
+    x = np.concatenate([np.linspace(-7.0, 7.0, 2001), [0.0, -0.0, 1e-300, 0.99999, 1.0, 1.00001, 7.99, 8.0,
+                                                      8.01, -9.5, 27.0, 40.0, -np.inf, np.inf]])
+    result = backend.asnumpy(backend.erf(backend.to_device(x, device)))
+    expected = np.array([math.erf(v) for v in x])
+    np.testing.assert_array_max_ulp(result, expected, maxulp=3 if real_cupy else 2)
+    assert backend.erf(backend.to_device(np.float32([0.5]), device)).dtype == np.float32
+
+
+def test_scatter_add_accumulates_repeated_indices(device):
+    target = backend.to_device(np.zeros(4), device)
+    index = backend.to_device(np.array([0, 2, 2, 2]), device)
+    backend.scatter_add(target, index, backend.to_device(np.array([1.0, 2.0, 3.0, 4.0]), device))
+    np.testing.assert_array_equal(backend.asnumpy(target), [1.0, 0.0, 9.0, 0.0])
+
+
+@pytest.mark.gpu
+def test_is_gpu_available_follows_the_stand_in(monkeypatch):
+    monkeypatch.setattr(backend, "cupy", None)
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
+    assert backend.is_gpu_available()
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "0")
+    assert not backend.is_gpu_available()
+
+
+# ---- the stand-in GPU: CuPy's strictness on the CPU (marked gpu, so both test passes run these)
+
+
+def on_fake_gpu(values) -> FakeGpuArray:
+    array = backend.to_device(np.asarray(values), "gpu")
+    assert type(array) is FakeGpuArray
+    return array
+
+
+UNSUPPORTED = re.escape("Unsupported type <class 'numpy.ndarray'>")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", [lambda g, h: g + h, lambda g, h: h + g, lambda g, h: g * h,
+                                lambda g, h: h @ g, lambda g, h: np.add(g, h), lambda g, h: np.maximum(h, g)])
+def test_stand_in_refuses_to_mix_with_host_arrays(op, fake_gpu):
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        op(on_fake_gpu(np.ones((2, 2))), np.ones((2, 2)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("func", [lambda g, h: np.concatenate([g, h]), lambda g, h: np.stack([h, g]),
+                                  lambda g, h: np.where(g > 0, g, h), lambda g, h: np.matmul(g, h)])
+def test_stand_in_refuses_host_arrays_in_numpy_functions(func, fake_gpu):
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        func(on_fake_gpu(np.ones((2, 2))), np.ones((2, 2)))
+
+
+@pytest.mark.gpu
+def test_stand_in_refuses_host_index_arrays(fake_gpu):
+    array = on_fake_gpu(np.arange(5.0))
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        array[np.array([0, 3])]
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        array[np.array([0, 3])] = 1.0
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        array[0:2] = np.ones(2)
+    np.testing.assert_array_equal(backend.asnumpy(array[on_fake_gpu([0, 3])]), [0.0, 3.0])
+    np.testing.assert_array_equal(backend.asnumpy(array[[0, 3]]), [0.0, 3.0])  # lists are fine, as in CuPy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("reduce", [lambda a: a.sum(), lambda a: a.max(), lambda a: np.mean(a),
+                                    lambda a: a.std(), lambda a: a[1, 2], lambda a: (a > 2).any()])
+def test_stand_in_reductions_return_0d_device_arrays(reduce, fake_gpu):
+    values = np.arange(6.0).reshape(2, 3)
+    result = reduce(on_fake_gpu(values))
+    assert type(result) is FakeGpuArray and result.ndim == 0
+    assert backend.asnumpy(result) == reduce(values)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("read", [lambda a: a.item(), float, bool, int, lambda a: a.get(), backend.asnumpy,
+                                  lambda a: a.tolist(), lambda a: minigrad.tensor(a).item(),
+                                  lambda a: minigrad.tensor(a).numpy()])
+def test_stand_in_counts_each_read_to_the_host(read, fake_gpu):
+    array = on_fake_gpu(np.array(2.5))
+    before = backend.transfer_count.count
+    read(array)
+    assert backend.transfer_count.count == before + 1
+
+
+@pytest.mark.gpu
+def test_stand_in_counts_uploads_once(fake_gpu):
+    before = backend.transfer_count.count
+    array = backend.to_device(np.arange(4.0), "gpu")
+    assert backend.transfer_count.count == before + 1
+    backend.to_device(array, "gpu")
+    result = (array * 2.0 + 1.0).sum(axis=0)
+    assert backend.transfer_count.count == before + 1
+    backend.to_device(result, "cpu")
+    assert backend.transfer_count.count == before + 2
+
+
+@pytest.mark.gpu
+def test_stand_in_is_told_apart_from_numpy(fake_gpu):
+    array = on_fake_gpu(np.ones(2))
+    assert backend.get_array_module(array) is not np
+    assert backend.get_array_module(array) is backend.array_module_for("gpu")
+    assert backend.get_array_module(np.ones(2)) is np
+    assert backend.device_of(array) == "gpu"
+    assert type(backend.array_module_for("gpu").zeros(3)) is FakeGpuArray
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compute", [
+    lambda xp, a: xp.exp(a) * 2.0 - a,
+    lambda xp, a: a @ a.T,
+    lambda xp, a: a.sum(axis=0, keepdims=True) / a.max(),
+    lambda xp, a: xp.transpose(a.reshape(3, 2, 2), (1, 0, 2))[:, ::-1],
+    lambda xp, a: xp.concatenate([a, xp.sqrt(xp.abs(a))], axis=1),
+    lambda xp, a: xp.where(a > 0.5, a, 0.0),
+    lambda xp, a: xp.roll(a, 1, axis=0),
+])
+def test_stand_in_results_equal_numpys(compute, fake_gpu):
+    values = np.random.default_rng(0).random((3, 4))
+    array = on_fake_gpu(values)
+    result = compute(backend.get_array_module(array), array)
+    assert type(result) is FakeGpuArray
+    np.testing.assert_array_equal(backend.asnumpy(result), compute(np, values))
+
+
+@pytest.mark.gpu
+def test_stand_in_random_numbers_live_on_the_device(fake_gpu):
+    minigrad.manual_seed(0)
+    assert type(backend.random_uniform((3,), np.float32, "gpu")) is FakeGpuArray
+    assert type(backend.random_normal((3,), np.float64, "cuda")) is FakeGpuArray

@@ -1,0 +1,142 @@
+"""save/load: state dicts and nested containers in one .npz, no pickle, atomic writes."""
+import collections
+import math
+import os
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import nn
+
+
+def assert_same(loaded, expected):
+    """Equal in structure, types and values (arrays exactly, with their dtype)."""
+    if isinstance(expected, np.ndarray):
+        assert type(loaded) is np.ndarray and loaded.dtype == expected.dtype and loaded.shape == expected.shape
+        np.testing.assert_array_equal(loaded, expected)
+    elif isinstance(expected, dict):
+        assert type(loaded) is dict and list(loaded) == list(expected)
+        for key in expected:
+            assert type(key) is type(next(k for k in loaded if k == key))
+            assert_same(loaded[key], expected[key])
+    elif isinstance(expected, (list, tuple)):
+        assert type(loaded) is type(expected) and len(loaded) == len(expected)
+        for item, expected_item in zip(loaded, expected):
+            assert_same(item, expected_item)
+    elif isinstance(expected, float) and math.isnan(expected):
+        assert type(loaded) is float and math.isnan(loaded)
+    else:
+        assert type(loaded) is type(expected) and loaded == expected
+
+
+def round_trip(obj, tmp_path):
+    minigrad.save(obj, tmp_path / "checkpoint.npz")
+    return minigrad.load(tmp_path / "checkpoint.npz")
+
+
+def test_state_dict_round_trip_is_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    state = {
+        "weight": rng.standard_normal((3, 4)).astype(np.float32),
+        "double": rng.standard_normal(5),
+        "index": np.arange(7, dtype=np.int64),
+        "small": np.array([-3, 4], dtype=np.int8),
+        "mask": np.array([True, False]),
+        "scalar": np.array(2.5, dtype=np.float32),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        "strided": rng.standard_normal((4, 6))[::2, ::3].T,
+    }
+    assert_same(round_trip(state, tmp_path), state)
+
+
+def test_nested_containers_round_trip(tmp_path):
+    optimizer_state = {
+        "state": {0: {"step": 3, "exp_avg": np.ones((2, 2), dtype=np.float32)}, 7: {"step": 0}},
+        "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False, "params": [0, 7],
+                          "name": "décay ✓", "schedule": None}],
+        "limits": (math.inf, -math.inf, math.nan, 2 ** 62, -1, 0.1),
+        "flags": [True, False, None, "", [], (), {}],
+    }
+    assert_same(round_trip(optimizer_state, tmp_path), optimizer_state)
+
+
+def test_tensors_are_stored_as_arrays(tmp_path):
+    loaded = round_trip({"t": minigrad.tensor([1.0, 2.0])}, tmp_path)
+    assert_same(loaded, {"t": np.array([1.0, 2.0], dtype=np.float32)})
+
+
+def test_named_tuples_come_back_as_tuples(tmp_path):
+    Pair = collections.namedtuple("Pair", "first second")
+    assert_same(round_trip({"pair": Pair(1, np.arange(2))}, tmp_path), {"pair": (1, np.arange(2))})
+
+
+def test_module_state_dict_round_trip(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    minigrad.manual_seed(5)
+    other = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    other.load_state_dict(round_trip(model.state_dict(), tmp_path))
+    assert_same(other.state_dict(), model.state_dict())
+
+
+def test_file_is_a_plain_npz_without_pickles(tmp_path):
+    minigrad.save({"w": np.arange(3.0), "nested": {"b": np.ones(2, dtype=np.int32)}}, tmp_path / "x.npz")
+    with np.load(tmp_path / "x.npz", allow_pickle=False) as archive:
+        arrays = [archive[name] for name in archive.files]
+    assert any(array.dtype == np.float64 and array.tolist() == [0.0, 1.0, 2.0] for array in arrays)
+    assert all(array.dtype != object for array in arrays)
+
+
+@pytest.mark.parametrize("obj", [{"f": object()}, {"s": {1, 2}}, {1.5: np.ones(1)}, {(1, 2): 3}, {True: 1},
+                                 [lambda: 0], {"o": np.array([1, "a"], dtype=object)}])
+def test_unsupported_objects_raise_type_error(obj, tmp_path):
+    with pytest.raises(TypeError):
+        minigrad.save(obj, tmp_path / "bad.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_loading_a_foreign_npz_raises_value_error(tmp_path):
+    np.savez(tmp_path / "foreign.npz", weight=np.ones(3))
+    with pytest.raises(ValueError, match="foreign.npz"):
+        minigrad.load(tmp_path / "foreign.npz")
+
+
+def test_path_without_suffix_is_written_exactly_there(tmp_path):
+    minigrad.save({"a": np.ones(2)}, tmp_path / "checkpoint")
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
+    assert_same(minigrad.load(tmp_path / "checkpoint"), {"a": np.ones(2)})
+    minigrad.save([1], str(tmp_path / "as_string.ckpt"))
+    assert minigrad.load(str(tmp_path / "as_string.ckpt")) == [1]
+
+
+def test_saving_again_replaces_the_file(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    minigrad.save({"epoch": 1}, path)
+    minigrad.save({"epoch": 2}, path)
+    assert minigrad.load(path) == {"epoch": 2}
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_interrupted_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    minigrad.save({"epoch": 1, "w": np.arange(4.0)}, path)
+    before = path.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        minigrad.save({"epoch": 2, "w": np.zeros(4)}, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_device_state_loads_back_as_host_arrays(device, tmp_path):
+    minigrad.manual_seed(3)
+    model = nn.Linear(4, 3)
+    expected = model.state_dict()
+    model.to(device)
+    tensor = minigrad.tensor(np.arange(3.0), device=device)
+    loaded = round_trip({"model": model.state_dict(), "tensor": tensor, "raw": tensor.data}, tmp_path)
+    assert_same(loaded, {"model": expected, "tensor": np.arange(3.0), "raw": np.arange(3.0)})
