@@ -26,10 +26,10 @@ class Matmul(Function):
         a, b = self.a, self.b
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
+        if b.ndim == 1:  # first, so that a 1-D @ 1-D gradient (0-d) becomes (1, 1)
+            grad = xp.expand_dims(grad, -1)
         if a.ndim == 1:
             grad = xp.expand_dims(grad, -2)
-        if b.ndim == 1:
-            grad = xp.expand_dims(grad, -1)
         grad_a = grad_b = None
         if self.needs_input_grad[0]:
             grad_a = grad @ xp.swapaxes(b2, -1, -2)

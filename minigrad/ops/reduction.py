@@ -69,7 +69,7 @@ class Max(_Reduction):
         return out if self.keepdims else out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in self.axes))
 
     def backward(self, grad):
-        ties = self.winners.sum(axis=self.axes, keepdims=True)
+        ties = self.winners.sum(axis=self.axes, keepdims=True, dtype=grad.dtype)  # float32 stays float32
         return self.winners * (self._kept(grad) / ties)
 
 

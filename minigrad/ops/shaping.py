@@ -57,16 +57,17 @@ class Roll(Function):
         return backend.get_array_module(grad).roll(grad, back, self.axis)
 
 
-def _has_integer_array(index) -> bool:
-    """True when ``index`` holds an integer array or list, which may repeat positions."""
+def _lists_to_arrays(index, xp):
+    """Index lists as arrays on the indexed array's device (CuPy's add.at takes only arrays)."""
     parts = index if isinstance(index, tuple) else (index,)
-    for part in parts:
-        if isinstance(part, list):
-            return True
-        dtype = getattr(part, "dtype", None)
-        if dtype is not None and getattr(part, "ndim", 0) > 0 and dtype.kind in "iu":
-            return True
-    return False
+    parts = tuple(xp.asarray(part) if isinstance(part, list) else part for part in parts)
+    return parts if isinstance(index, tuple) else parts[0]
+
+
+def _has_integer_array(index) -> bool:
+    """True when ``index`` holds an integer array, which may repeat positions."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(getattr(part, "ndim", 0) > 0 and part.dtype.kind in "iu" for part in parts)
 
 
 class GetItem(Function):
@@ -81,6 +82,7 @@ class GetItem(Function):
 
     def forward(self, x):
         self.input_shape, self.dtype = x.shape, x.dtype
+        self.index = _lists_to_arrays(self.index, backend.get_array_module(x))
         return x[self.index]
 
     def backward(self, grad):
@@ -123,10 +125,13 @@ class Stack(Function):
 
 
 def normalize_pad_width(pad_width, ndim: int) -> tuple[tuple[int, int], ...]:
-    """NumPy's ``pad_width`` forms (n, (before, after), or one pair per axis) as one pair per axis."""
+    """NumPy's ``pad_width`` forms (n, (n,), (before, after), ((before, after),), or one pair per
+    axis) as one pair per axis."""
     if isinstance(pad_width, int):
         return ((pad_width, pad_width),) * ndim
     pairs = tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in pad_width)
+    if len(pairs) == 1:  # (n,) or ((before, after),): the same for every axis
+        pairs = (pairs[0] if isinstance(pairs[0], tuple) else (pairs[0], pairs[0]),) * ndim
     if len(pairs) == 2 and all(isinstance(p, int) for p in pairs):
         return (pairs,) * ndim
     if len(pairs) != ndim or any(not isinstance(p, tuple) or len(p) != 2 for p in pairs):
