@@ -181,6 +181,15 @@ def test_pth_file_and_torch_tensors(tmp_path, source):
         assert_same_parameters(model, state)
 
 
+def test_safetensors_file(tmp_path, source):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    state = source.state_dict()
+    safetensors_numpy.save_file(state, str(tmp_path / "weights.safetensors"))
+    model = fresh()
+    load_pretrained(model, tmp_path / "weights.safetensors")
+    assert_same_parameters(model, state)
+
+
 def test_a_missing_file():
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
         load_pretrained(fresh(), "nowhere.npz")
