@@ -46,19 +46,27 @@ class Linear(Function):
     """y = x W^T + b with W of shape (out, in), as ``torch.nn.functional.linear``.
 
     With the leading axes of x flattened into rows: dx = dy W, dW = dy^T x, db = sum of dy's rows.
+    (Flattening first also turns a batch of small products into one large one, which BLAS
+    runs far faster.)
     """
 
     def forward(self, x, weight, bias):
-        self.x, self.weight = x, weight
-        out = x @ weight.T
-        return out if bias is None else out + bias
+        self.rows = x.reshape(-1, x.shape[-1])
+        self.weight = weight
+        out = self.rows @ weight.T
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
-        x, weight = self.x, self.weight
-        rows = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad @ weight if self.needs_input_grad[0] else None
-        grad_weight = rows.T @ x.reshape(-1, x.shape[-1]) if self.needs_input_grad[1] else None
-        grad_bias = rows.sum(axis=0) if self.needs_input_grad[2] else None
+        grad_rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_weight = grad_bias = None
+        if self.needs_input_grad[0]:
+            grad_x = (grad_rows @ self.weight).reshape(grad.shape[:-1] + (self.weight.shape[1],))
+        if self.needs_input_grad[1]:
+            grad_weight = grad_rows.T @ self.rows
+        if self.needs_input_grad[2]:
+            grad_bias = grad_rows.sum(axis=0)
         return grad_x, grad_weight, grad_bias
 
 

@@ -1,0 +1,123 @@
+"""How fast is a Swin training step here, next to PyTorch eager on the same machine?
+
+Times forward + backward of the same model and batch in minigrad and, when torch and timm are
+installed, in PyTorch eager (timm's implementation of the same model), and prints the ratio. GPU
+times come from CUDA events, never from the host clock alone.
+
+    python examples/benchmark.py                          # Swin-T, batch 2, CPU
+    python examples/benchmark.py --device gpu --batch 32  # needs CuPy (and torch with CUDA for the reference)
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+
+import minigrad
+from minigrad import backend
+from minigrad import functional as F
+from swin import build
+
+TIMM_NAMES = {"swin_t": "swin_tiny_patch4_window7_224", "swin_s": "swin_small_patch4_window7_224",
+              "swin_b": "swin_base_patch4_window7_224", "swin_l": "swin_large_patch4_window7_224"}
+
+
+def median_seconds(step: Callable[[], None], repeats: int, warmup: int, clock: Callable) -> float:
+    for _ in range(warmup):
+        step()
+    return statistics.median(clock(step) for _ in range(repeats))
+
+
+def host_clock(step: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def cupy_clock(step: Callable[[], None]) -> float:
+    import cupy
+
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    step()
+    stop.record()
+    stop.synchronize()
+    return cupy.cuda.get_elapsed_time(start, stop) / 1000.0
+
+
+def torch_clock(step: Callable[[], None]) -> float:
+    import torch
+
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    step()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) / 1000.0
+
+
+def minigrad_step_time(args, images: np.ndarray, labels: np.ndarray) -> float:
+    minigrad.manual_seed(0)
+    model = build(args.variant, num_classes=args.classes).to(args.device)
+    x, y = backend.to_device(images, args.device), backend.to_device(labels, args.device)
+
+    def step():
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+
+    return median_seconds(step, args.repeats, args.warmup, host_clock if args.device == "cpu" else cupy_clock)
+
+
+def torch_step_time(args, images: np.ndarray, labels: np.ndarray) -> float | None:
+    try:
+        import timm
+        import torch
+    except ImportError:
+        return None
+    if args.variant not in TIMM_NAMES:
+        return None
+    device = "cpu" if args.device == "cpu" else "cuda"
+    torch.manual_seed(0)
+    model = timm.create_model(TIMM_NAMES[args.variant], num_classes=args.classes).to(device)
+    x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+
+    def step():
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+
+    return median_seconds(step, args.repeats, args.warmup, host_clock if device == "cpu" else torch_clock)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="swin_t", help="swin_t, swin_s, swin_b, swin_l or swin_mini")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--classes", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    backend.normalize_device(args.device)  # a clear error now if the GPU is not there
+
+    size = build(args.variant).img_size
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((args.batch, 3, size, size)).astype(np.float32)
+    labels = rng.integers(0, args.classes, size=args.batch)
+
+    ours = minigrad_step_time(args, images, labels)
+    reference = torch_step_time(args, images, labels)
+    print(f"{args.variant}, batch {args.batch}, {size} px, forward + backward, median of {args.repeats}, "
+          f"on {args.device}")
+    print(f"  minigrad        {ours * 1000:9.1f} ms/step  {args.batch / ours:8.1f} images/s")
+    if reference is None:
+        print("  PyTorch eager   not measured (needs torch and timm, and a timm name for the variant)")
+    else:
+        print(f"  PyTorch eager   {reference * 1000:9.1f} ms/step  {args.batch / reference:8.1f} images/s")
+        print(f"  minigrad / PyTorch time ratio: {ours / reference:.2f}")
+
+
+if __name__ == "__main__":
+    main()
