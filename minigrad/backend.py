@@ -14,6 +14,7 @@ counts every host-device transfer (``transfer_count``). It is a test tool, never
 """
 from __future__ import annotations
 
+import functools
 import os
 import types
 from typing import Any
@@ -41,10 +42,16 @@ def fake_gpu_enabled() -> bool:
 
 def _real_gpu_error() -> str | None:
     """Why the real GPU cannot be used, or None when it can."""
-    if cupy is None:
+    return _gpu_problem(cupy)
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_problem(cupy_module) -> str | None:
+    """Asked once per process (every op checks its device), keyed by the module for tests."""
+    if cupy_module is None:
         return "CuPy is not installed."
     try:
-        count = cupy.cuda.runtime.getDeviceCount()
+        count = cupy_module.cuda.runtime.getDeviceCount()
     except Exception as error:  # CuPy raises its own CUDA error types here
         return f"CuPy cannot reach a GPU ({error})."
     return None if count > 0 else "CuPy found no GPU on this machine."
@@ -109,6 +116,8 @@ def _to_base(value):
         return value.view(numpy.ndarray)
     if isinstance(value, (list, tuple)):
         return type(value)(_to_base(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _to_base(item) for key, item in value.items()}
     return value
 
 
@@ -134,8 +143,7 @@ class FakeGpuArray(numpy.ndarray):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         _refuse_host_arrays(inputs)
         _refuse_host_arrays(kwargs.get("out", ()))
-        kwargs = {key: _to_base(value) for key, value in kwargs.items()}
-        result = getattr(ufunc, method)(*_to_base(inputs), **kwargs)
+        result = getattr(ufunc, method)(*_to_base(inputs), **_to_base(kwargs))
         return None if method == "at" else _to_fake(result)
 
     def __array_function__(self, func, types, args, kwargs):
