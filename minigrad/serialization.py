@@ -87,9 +87,15 @@ def load(path: str | os.PathLike) -> Any:
     with loaded as archive:
         if _MANIFEST not in archive.files:
             raise ValueError(f"{path} was not written by minigrad.save (it has no manifest)")
-        manifest = json.loads(archive[_MANIFEST].tobytes().decode())
-        arrays = {name: archive[name] for name in archive.files if name != _MANIFEST}
-    return _decode(manifest, arrays)
+        return _read_archive(archive)
+
+
+def _read_archive(archive) -> Any:
+    """The contents of an open .npz: decoded through its manifest if ``save`` wrote it, else flat."""
+    arrays = {name: archive[name] for name in archive.files if name != _MANIFEST}
+    if _MANIFEST not in archive.files:
+        return arrays
+    return _decode(json.loads(archive[_MANIFEST].tobytes().decode()), arrays)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
@@ -105,7 +111,7 @@ def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         with numpy.load(path, allow_pickle=False) as archive:
-            found = load(path) if _MANIFEST in archive.files else {name: archive[name] for name in archive.files}
+            found = _read_archive(archive)
     elif suffix == ".safetensors":
         try:
             from safetensors.numpy import load_file
