@@ -1,0 +1,147 @@
+"""Datasets and the DataLoader: images on disk (or drawn in memory) to float32 batches on the host.
+
+A dataset is a sequence of labelled examples. ``dataset.load(index, rng)`` returns one as
+``(image, label)``, the image a ``(3, H, W)`` float32 array once the dataset's transform has run.
+Random augmentation draws from ``rng``, a generator the DataLoader derives from
+``(seed, epoch, index)``: a batch comes out the same whichever thread decoded it and however many
+threads there are, so a run can be repeated exactly.
+
+Batches stay on the host as NumPy arrays; the training loop moves each to the device in one copy.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy
+from PIL import Image
+
+Transform = Callable[[Image.Image, numpy.random.Generator], numpy.ndarray]
+
+
+class Dataset:
+    """Labelled images. Subclasses set ``classes`` and ``labels`` and implement ``load``."""
+
+    classes: list[str]
+    labels: numpy.ndarray  # (N,) int64, one class index per example
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, index: int, rng: numpy.random.Generator) -> tuple[numpy.ndarray, int]:
+        """Example ``index`` as ``(image (3, H, W) float32, label)``, augmented with ``rng``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[numpy.ndarray, int]:
+        return self.load(index, numpy.random.default_rng(index))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self) -> numpy.ndarray:
+        """How many examples each class has, in the order of ``classes``."""
+        return numpy.bincount(self.labels, minlength=self.num_classes)
+
+
+class ImageFiles(Dataset):
+    """Image files with their labels; each is read with Pillow, converted to RGB, optionally cropped
+    to a box ``(left, upper, right, lower)`` in pixels (clipped to the image), and transformed."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], classes: Sequence[str], transform: Transform,
+                 boxes: Sequence[tuple[int, int, int, int]] | None = None):
+        if len(paths) != len(labels) or (boxes is not None and len(boxes) != len(paths)):
+            raise ValueError(f"got {len(paths)} paths, {len(labels)} labels"
+                             + ("" if boxes is None else f" and {len(boxes)} boxes") + "; they must match")
+        self.paths = [Path(path) for path in paths]
+        self.labels = numpy.asarray(labels, dtype=numpy.int64)
+        self.classes = list(classes)
+        self.transform = transform
+        self.boxes = boxes
+
+    def load(self, index: int, rng: numpy.random.Generator) -> tuple[numpy.ndarray, int]:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except OSError as error:
+            raise OSError(f"cannot read the image {path}: {error}. Replace or delete the file.") from error
+        if self.boxes is not None:  # clipped here, where the image's size is known without extra reads
+            left, upper, right, lower = self.boxes[index]
+            image = image.crop((max(left, 0), max(upper, 0), min(right, image.width), min(lower, image.height)))
+        return self.transform(image, rng), int(self.labels[index])
+
+
+class Subset(Dataset):
+    """The examples of ``dataset`` at ``indices``, in that order."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        self.dataset = dataset
+        self.indices = numpy.asarray(indices, dtype=numpy.int64)
+        self.labels = dataset.labels[self.indices]
+        self.classes = dataset.classes
+
+    def load(self, index: int, rng: numpy.random.Generator) -> tuple[numpy.ndarray, int]:
+        return self.dataset.load(int(self.indices[index]), rng)
+
+
+class DataLoader:
+    """Batches of ``(images (B, 3, H, W) float32, labels (B,) int64)`` as NumPy arrays.
+
+    ``shuffle`` draws a new order each epoch from ``(seed, epoch)``; call ``set_epoch`` before
+    each epoch (the training loop does). ``num_workers`` threads decode images ahead of the
+    consumer (Pillow releases the GIL while decoding); 0 decodes in the calling thread.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 seed: int = 0, num_workers: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.dataset, self.batch_size = dataset, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.seed, self.num_workers = seed, num_workers
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.dataset), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def batch_indices(self) -> list[numpy.ndarray]:
+        """The indices of each batch of this epoch, in order."""
+        count = len(self.dataset)
+        order = (numpy.random.default_rng([self.seed, self.epoch]).permutation(count) if self.shuffle
+                 else numpy.arange(count))
+        return [order[start:start + self.batch_size] for start in range(0, len(self) * self.batch_size,
+                                                                         self.batch_size)]
+
+    def collate(self, indices: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """Load the examples at ``indices`` and stack them into one batch."""
+        examples = [self.dataset.load(int(index), numpy.random.default_rng([self.seed, self.epoch, int(index)]))
+                    for index in indices]
+        images = numpy.stack([image for image, _ in examples])
+        labels = numpy.array([label for _, label in examples], dtype=numpy.int64)
+        return images, labels
+
+    def __iter__(self) -> Iterator[tuple[numpy.ndarray, numpy.ndarray]]:
+        batches = self.batch_indices()
+        if self.num_workers == 0:
+            yield from map(self.collate, batches)
+            return
+        pool = ThreadPoolExecutor(self.num_workers)
+        pending: deque = deque()
+        try:
+            for indices in batches:
+                pending.append(pool.submit(self.collate, indices))
+                if len(pending) > 2 * self.num_workers:  # a bounded read-ahead
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

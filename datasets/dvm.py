@@ -1,0 +1,169 @@
+"""DVM-Car colours: the car's paint colour as the label, from the DVM-Car image folders.
+
+DVM-Car (figshare 19586296, https://deepvisualmarketing.github.io/) holds ~1.45 M 300x300 photos
+of UK car adverts as ``resized_DVM/<Maker>/<Genmodel>/<Year>/<Color>/<file>`` (front views only:
+``confirmed_fronts/<Maker>/<Year>/<file>``; the Kaggle mirror adds ``_clean`` to both names). Each
+file name carries its labels: ``Maker$$Genmodel$$Year$$Color$$Genmodel_ID$$AdvSeq$$image_N.jpg``.
+
+``dvm_colours`` keeps the photos of the most frequent colours and splits them into train, val and
+test by advert: an advert's photos show one car, so they all go to one split.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from tqdm import tqdm
+
+from datasets.core import ImageFiles, Transform
+
+EXAMPLE_NAME = "Bentley$$Arnage$$2000$$Silver$$10_1$$1$$image_0.jpg"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+FOLDERS = {"all": ("resized_DVM", "<Maker>/<Genmodel>/<Year>/<Color>/<file>"),
+           "fronts": ("confirmed_fronts", "<Maker>/<Year>/<file>")}
+NOT_A_COLOUR = {"", "Unlisted", "Multicolour"}
+SPLITS = ("train", "val", "test")
+
+
+class ImageName(NamedTuple):
+    """The seven fields of a DVM-Car file name."""
+
+    maker: str
+    genmodel: str
+    year: str
+    colour: str
+    genmodel_id: str
+    adv_seq: str
+    image: str
+
+    @property
+    def advert(self) -> str:
+        """The advert's id, ``Adv_ID`` in the DVM-Car tables."""
+        return f"{self.genmodel_id}$${self.adv_seq}"
+
+
+def parse_image_name(name: str) -> ImageName:
+    """Split a file name such as ``Bentley$$Arnage$$2000$$Silver$$10_1$$1$$image_0.jpg``."""
+    # Makers and models contain spaces and hyphens ("Land Rover", "Mercedes-Benz"): only "$$" separates.
+    fields = name.split("$$")
+    if len(fields) != len(ImageName._fields):
+        raise ValueError(f"expected a DVM-Car image name of seven $$-joined fields, such as {EXAMPLE_NAME!r}; "
+                         f"got {name!r} ({len(fields)} fields)")
+    return ImageName(*fields)
+
+
+def find_image_folder(root: str | os.PathLike, images: str = "all") -> Path:
+    """The folder of DVM-Car ``images`` ("all" or "fronts") at or inside ``root``."""
+    if images not in FOLDERS:
+        raise ValueError(f"images must be one of {sorted(FOLDERS)}, got {images!r}")
+    root = Path(root)
+    name, layout = FOLDERS[images]
+    names = (name, f"{name}_clean")
+    candidates = ([root] if root.name in names else []) + [root / folder for folder in names]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"no DVM-Car image folder: looked for {', '.join(str(c) for c in candidates)}. Expected "
+        f"{root}/{name}/{layout} (the Kaggle mirror names it {name}_clean), files named like {EXAMPLE_NAME}. "
+        "Download DVM-Car from https://deepvisualmarketing.github.io/ (figshare: "
+        "https://doi.org/10.6084/m9.figshare.19586296) and pass the folder that holds it; "
+        "without --data the training script uses the built-in synthetic set.")
+
+
+def scan_images(folder: str | os.PathLike) -> list[tuple[Path, ImageName]]:
+    """Every DVM-Car image under ``folder`` with its parsed name, in sorted path order."""
+    found: list[tuple[Path, ImageName]] = []
+    skipped: list[str] = []
+    with tqdm(desc=f"scanning {Path(folder).name}", unit="img", leave=False) as progress:
+        for directory, subdirectories, files in os.walk(folder):
+            subdirectories.sort()  # os.walk descends in this list's order: sorting makes the scan repeatable
+            before = len(found)
+            for file in sorted(files):
+                if not file.lower().endswith(IMAGE_SUFFIXES):
+                    continue
+                try:
+                    found.append((Path(directory, file), parse_image_name(file)))
+                except ValueError:
+                    skipped.append(file)
+            progress.update(len(found) - before)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} image files whose names are not DVM-Car names "
+                      f"(seven $$-joined fields, such as {EXAMPLE_NAME!r}), e.g. {skipped[0]!r}", stacklevel=2)
+    if not found:
+        raise FileNotFoundError(f"no DVM-Car images ({', '.join(IMAGE_SUFFIXES)} named like {EXAMPLE_NAME}) "
+                                f"under {folder}")
+    return found
+
+
+def top_colours(colours: Iterable[str], k: int = 11) -> list[str]:
+    """The ``k`` most frequent colours, most frequent first; ties go to the name first in alphabetical order."""
+    counts = Counter(colour for colour in colours if colour not in NOT_A_COLOUR)
+    ranked = sorted(counts, key=lambda colour: (-counts[colour], colour))
+    if not 1 <= k <= len(ranked):
+        found = ", ".join(f"{colour}: {counts[colour]}" for colour in ranked) or "none"
+        raise ValueError(f"asked for the top {k} colours, but the data has {len(ranked)} usable colours "
+                         f"(leaving out {sorted(NOT_A_COLOUR)}): {found}")
+    return ranked[:k]
+
+
+def _unit_hash(seed: int, text: str) -> float:
+    """A number in [0, 1) fixed by ``(seed, text)``; unlike ``hash()``, the same in every Python process."""
+    digest = hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
+
+
+def advert_split(advert: str, val_fraction: float, test_fraction: float, seed: int = 0) -> str:
+    """"train", "val" or "test" for ``advert``, decided by the advert alone so that adding data
+    never moves an advert to another split."""
+    draw = _unit_hash(seed, advert)
+    return "val" if draw < val_fraction else "test" if draw < val_fraction + test_fraction else "train"
+
+
+def _cap_per_class(examples: list[tuple[Path, int]], limit: int, seed: int) -> list[tuple[Path, int]]:
+    """At most ``limit`` examples of each label: the first in an order fixed by ``seed`` and the
+    file name (so the pick does not change when other files are added), kept in their original order."""
+    order = sorted(range(len(examples)), key=lambda index: _unit_hash(seed, examples[index][0].name))
+    taken: Counter = Counter()
+    kept = []
+    for index in order:
+        label = examples[index][1]
+        if taken[label] < limit:
+            taken[label] += 1
+            kept.append(index)
+    return [examples[index] for index in sorted(kept)]
+
+
+def dvm_colours(root: str | os.PathLike, transform_train: Transform, transform_eval: Transform,
+                num_colours: int = 11, images: str = "all", val_fraction: float = 0.1, test_fraction: float = 0.1,
+                seed: int = 0, max_per_class: int | None = None) -> tuple[ImageFiles, ImageFiles, ImageFiles]:
+    """DVM-Car's ``num_colours`` most frequent colours as (train, val, test), split by advert.
+
+    Classes are the colours, most frequent first. ``max_per_class`` caps each class in each split
+    (for quick runs). Train gets ``transform_train``; val and test get ``transform_eval``.
+    """
+    # Checked before the scan, which takes minutes on the full data.
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction and test_fraction must each be in [0, 1) and sum to less than 1, "
+                         f"got {val_fraction} and {test_fraction}")
+    if max_per_class is not None and max_per_class < 1:
+        raise ValueError(f"max_per_class must be at least 1 (or None for no cap), got {max_per_class}")
+    found = scan_images(find_image_folder(root, images))
+    classes = top_colours((name.colour for _, name in found), num_colours)
+    label_of = {colour: label for label, colour in enumerate(classes)}
+    splits: dict[str, list[tuple[Path, int]]] = {split: [] for split in SPLITS}
+    for path, name in found:
+        if name.colour in label_of:
+            split = advert_split(name.advert, val_fraction, test_fraction, seed)
+            splits[split].append((path, label_of[name.colour]))
+    if max_per_class is not None:
+        splits = {split: _cap_per_class(examples, max_per_class, seed) for split, examples in splits.items()}
+    transforms = {"train": transform_train, "val": transform_eval, "test": transform_eval}
+    train, val, test = (ImageFiles([path for path, _ in splits[split]], [label for _, label in splits[split]],
+                                   classes, transforms[split]) for split in SPLITS)
+    return train, val, test
