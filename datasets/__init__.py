@@ -5,7 +5,7 @@
     for images, labels in DataLoader(train, batch_size=32, shuffle=True):
         ...                                  # images (32, 3, 64, 64) float32, labels (32,) int64
 """
-from datasets.core import DataLoader, Dataset, ImageFiles, Subset
+from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
 from datasets.dvm import dvm_colours, parse_image_name, top_colours
 from datasets.stanford_cars import has_test_labels, stanford_cars
 from datasets.synthetic import COLOURS, SyntheticCarColours
@@ -14,5 +14,5 @@ from datasets.transforms import (CenterCrop, Compose, Normalize, RandomHorizonta
 
 __all__ = ["COLOURS", "CenterCrop", "Compose", "DataLoader", "Dataset", "ImageFiles", "Normalize",
            "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "Subset", "SyntheticCarColours", "ToArray",
-           "dvm_colours", "eval_transform", "has_test_labels", "parse_image_name", "stanford_cars", "top_colours",
-           "train_transform"]
+           "dvm_colours", "eval_transform", "has_test_labels", "parse_image_name", "stanford_cars", "stratified_split",
+           "top_colours", "train_transform"]

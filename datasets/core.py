@@ -145,3 +145,18 @@ class DataLoader:
                 yield pending.popleft().result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+
+def stratified_split(labels: numpy.ndarray, fraction: float, seed: int = 0) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Indices (kept, held out): a ``fraction`` of each class held out, chosen at random from
+    ``seed``; a class with at least two examples keeps one on each side."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must lie in (0, 1), got {fraction}")
+    rng = numpy.random.default_rng(seed)
+    held_out = numpy.zeros(len(labels), dtype=bool)
+    for label in numpy.unique(labels):
+        members = rng.permutation(numpy.flatnonzero(labels == label))
+        count = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held_out[members[:count]] = True
+    return numpy.flatnonzero(~held_out), numpy.flatnonzero(held_out)

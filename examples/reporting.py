@@ -1,0 +1,89 @@
+"""What a training run reports, computed on the host: accuracy, macro-F1, the confusion matrix,
+and the plots (loss and accuracy curves per optimizer, the confusion matrix as an image).
+
+Macro-F1 is the unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN), so a rare colour
+counts as much as a common one. A class that is neither present nor predicted (F1 = 0 / 0) is
+left out of the mean, as scikit-learn's ``f1_score(average="macro")`` does when it is not given
+the label list; that matters only for validation sets too small to hold every class.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed on a training server
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy  # noqa: E402
+
+
+def confusion_matrix(labels: numpy.ndarray, predictions: numpy.ndarray, num_classes: int) -> numpy.ndarray:
+    """counts[i, j]: examples of true class i predicted as class j."""
+    labels, predictions = numpy.asarray(labels), numpy.asarray(predictions)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ in shape")
+    pairs = labels.astype(numpy.int64) * num_classes + predictions.astype(numpy.int64)
+    return numpy.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def accuracy(confusion: numpy.ndarray) -> float:
+    total = confusion.sum()
+    return float(numpy.trace(confusion) / total) if total else 0.0
+
+
+def per_class_f1(confusion: numpy.ndarray) -> numpy.ndarray:
+    """F1 of each class; NaN for a class absent from both labels and predictions."""
+    true_positive = numpy.diag(confusion).astype(numpy.float64)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)  # = 2 TP + FP + FN
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        return numpy.where(denominator > 0, 2 * true_positive / denominator, numpy.nan)
+
+
+def macro_f1(confusion: numpy.ndarray) -> float:
+    scores = per_class_f1(confusion)
+    present = ~numpy.isnan(scores)
+    return float(scores[present].mean()) if present.any() else 0.0
+
+
+def plot_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Path) -> None:
+    """Loss, accuracy and macro-F1 per epoch, one line per optimizer (train solid, validation dashed)."""
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = (("loss", "loss"), ("acc", "accuracy"), ("f1", "macro-F1"))
+    for (key, title), axis in zip(panels, axes):
+        for index, (name, rows) in enumerate(histories.items()):
+            epochs = [row["epoch"] for row in rows]
+            colour = f"C{index}"
+            if f"train_{key}" in rows[0]:
+                axis.plot(epochs, [row[f"train_{key}"] for row in rows], color=colour, label=f"{name} train")
+            axis.plot(epochs, [row[f"val_{key}"] for row in rows], color=colour, linestyle="--",
+                      label=f"{name} validation")
+        axis.set(title=title, xlabel="epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_confusion(confusion: numpy.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+    """The confusion matrix normalised by row (each true class sums to 1), with the counts written in.
+    Beyond 30 classes the cells are too small for text and names, so only the colours are drawn."""
+    rows = confusion.sum(axis=1, keepdims=True)
+    normalised = confusion / numpy.maximum(rows, 1)
+    size = max(6.0, 0.45 * len(classes))
+    figure, axis = plt.subplots(figsize=(size + 1.5, size))
+    image = axis.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if len(classes) <= 30:
+        ticks = numpy.arange(len(classes))
+        axis.set_xticks(ticks, classes, rotation=60, ha="right")
+        axis.set_yticks(ticks, classes)
+        for (i, j), count in numpy.ndenumerate(confusion):
+            if count:
+                axis.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                          color="white" if normalised[i, j] > 0.5 else "black")
+    axis.set(title=title, xlabel="predicted", ylabel="true")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

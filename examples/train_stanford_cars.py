@@ -1,0 +1,50 @@
+"""Car model from a photo: Swin trained with Adam and with RAdam on Stanford Cars (196 models).
+
+    python examples/train_stanford_cars.py --data ~/data/stanford_cars --device gpu --epochs 30
+    python examples/train_stanford_cars.py --data ~/data/stanford_cars --device gpu \\
+        --pretrained swin_tiny_patch4_window7_224.safetensors --lr 1e-4
+
+--data is the folder holding cars_train/, cars_test/ and devkit/ (the Kaggle copy's nested
+folders work too). Images are cropped to the car's bounding box. A tenth of each class of the
+training images is held out for validation; the official test images are scored at the end when
+their labels (cars_test_annos_withlabels.mat, beside the folders) are there.
+
+From scratch, 196 fine-grained classes from 8,144 images are hard: the lab this project grew from
+reached 9 % accuracy after 30 epochs. Start from ImageNet weights (--pretrained) for a real model.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from datasets import Subset, eval_transform, has_test_labels, stanford_cars, stratified_split, train_transform
+from training import Splits, main, make_parser
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", type=Path, required=True, help="the Stanford Cars folder")
+    data.add_argument("--val-fraction", type=float, default=0.1,
+                      help="the part of each class of the training images held out for validation")
+    data.add_argument("--no-crop", action="store_true", help="use whole images, not the bounding boxes")
+
+
+def load_data(args: argparse.Namespace) -> Splits:
+    crop = not args.no_crop
+    train_tf, eval_tf = train_transform(args.img_size), eval_transform(args.img_size)
+    augmented = stanford_cars(args.data, "train", transform=train_tf, crop_to_box=crop)
+    plain = stanford_cars(args.data, "train", transform=eval_tf, crop_to_box=crop)
+    kept, held_out = stratified_split(augmented.labels, args.val_fraction, args.seed)
+    test = None
+    if has_test_labels(args.data):
+        test = stanford_cars(args.data, "test", transform=eval_tf, crop_to_box=crop)
+    else:
+        print("No test labels (cars_test_annos_withlabels.mat) beside the folders: the best models are "
+              "scored on the validation part of the training images instead.")
+    return Splits(Subset(augmented, kept), Subset(plain, held_out), test)
+
+
+if __name__ == "__main__":
+    parser = make_parser(__doc__)
+    add_data_arguments(parser)
+    main(parser, load_data, "stanford_cars")

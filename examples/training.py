@@ -1,0 +1,343 @@
+"""The training run the example scripts share: several optimizers (Adam and RAdam by default)
+train the same Swin from the same initial weights on one data set, each with a progress bar, a
+checkpoint after every epoch, and accuracy and macro-F1 on the validation split; at the end the
+best model of each is scored on the test split, and the curves and confusion matrices are drawn.
+
+A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... if that exists):
+
+    config.json                 the arguments, and the classes
+    <optimizer>/last.npz        model, optimizer, schedule and history after the latest epoch
+    <optimizer>/best.npz        the same at the best validation accuracy so far
+    history.csv                 one row per optimizer and epoch
+    curves.png                  loss, accuracy and macro-F1 of every optimizer, per epoch
+    confusion_<optimizer>.png   the confusion matrix of the best model on the test split
+    summary.md                  the scores and the speed
+
+``--resume`` continues a run in its folder from each optimizer's ``last.npz``; nothing already
+there is overwritten by a new run. On the GPU a training step reads nothing back from the device:
+the running loss and accuracy stay there and reach the progress bar once per ``--log-every`` steps.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy
+from tqdm import tqdm
+
+import minigrad
+import optim
+from datasets import DataLoader, Dataset
+from minigrad import backend
+from minigrad import functional as F
+from reporting import accuracy, confusion_matrix, macro_f1, per_class_f1, plot_confusion, plot_curves
+from swin import VARIANTS, SwinTransformer, build, load_pretrained
+
+OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
+
+
+class Splits(NamedTuple):
+    train: Dataset
+    val: Dataset
+    test: Dataset | None  # None: the best models are scored on the validation split instead
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every training script takes; the script adds its data arguments."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=sorted(VARIANTS),
+                       help="Swin variant (default: swin_mini on the synthetic set, swin_t on real data)")
+    model.add_argument("--img-size", type=int, help="image side in pixels (default: the variant's, 64 or 224)")
+    model.add_argument("--pretrained", type=Path,
+                       help="official or timm Swin weights (.npz, .safetensors, .pth) to start from; the head "
+                            "is left out when the class count differs")
+    model.add_argument("--drop-path", type=float, help="stochastic depth rate (default: the variant's)")
+    training = parser.add_argument_group("training")
+    training.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=["adam", "radam"],
+                          help="optimizers to compare, each from the same initial weights (default: adam radam)")
+    training.add_argument("--epochs", type=int, default=5)
+    training.add_argument("--batch-size", type=int, default=32)
+    training.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: 5e-4)")
+    training.add_argument("--weight-decay", type=float, default=0.0,
+                          help="L2 for adam/radam/sgd, decoupled for adamw; never on biases, norms, bias tables")
+    training.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                          help="learning-rate schedule (default: constant, so Adam and RAdam differ only in "
+                               "RAdam's rectification)")
+    training.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up (cosine schedule only)")
+    training.add_argument("--label-smoothing", type=float, default=0.0)
+    training.add_argument("--clip-grad", type=float, default=5.0, help="max gradient norm; 0 turns clipping off")
+    training.add_argument("--max-steps", type=int, help="stop each optimizer after this many steps (smoke runs)")
+    system = parser.add_argument_group("system")
+    system.add_argument("--device", default="cpu", help="cpu or gpu (needs CuPy: pip install -e '.[gpu]')")
+    system.add_argument("--seed", type=int, default=0)
+    system.add_argument("--workers", type=int, default=4, help="threads decoding images (default: 4)")
+    system.add_argument("--log-every", type=int, default=10, help="steps between progress-bar updates")
+    system.add_argument("--out", type=Path, help="the run's folder (default: runs/<name>, or the next free one)")
+    system.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
+    return parser
+
+
+def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespace], Splits], name: str,
+         argv: Sequence[str] | None = None) -> Path:
+    """Parse the arguments, check everything that can be checked before training (device, data,
+    model, output folder), then run. A problem found here ends with a message, not a traceback."""
+    args = parser.parse_args(argv)
+    try:
+        args.device = backend.normalize_device(args.device)
+        args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
+        args.img_size = args.img_size or VARIANTS[args.model].get("img_size", 224)
+        check_settings(args)
+        data = load_data(args)
+        for split in ("train", "val"):
+            if len(getattr(data, split)) == 0:
+                raise ValueError(f"the {'validation' if split == 'val' else 'training'} split is empty: "
+                                 f"the data set is too small for it")
+        initial_weights = initial_model(args, data.train.classes).state_dict()
+        folder = output_folder(args, name, data.train.classes)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as error:
+        parser.error(str(error).strip("'\""))
+    run(args, data, folder, initial_weights)
+    return folder
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    for option in ("epochs", "batch_size", "log_every"):
+        if getattr(args, option) < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if len(set(args.optimizers)) != len(args.optimizers):
+        raise ValueError(f"--optimizers names one twice: {' '.join(args.optimizers)}")
+
+
+def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTransformer:
+    """The model every optimizer starts from: seeded, and with the pretrained weights if given."""
+    minigrad.manual_seed(args.seed)
+    overrides: dict[str, Any] = dict(num_classes=len(classes), img_size=args.img_size)
+    if args.drop_path is not None:
+        overrides["drop_path_rate"] = args.drop_path
+    model = build(args.model, **overrides)
+    if args.pretrained is not None:
+        if not args.pretrained.exists():
+            raise FileNotFoundError(f"--pretrained {args.pretrained}: no such file")
+        load_pretrained(model, args.pretrained)
+    return model
+
+
+def output_folder(args: argparse.Namespace, name: str, classes: Sequence[str]) -> Path:
+    """The run's folder: a fresh one, or with --resume the one given, checked to hold this run."""
+    config = {"script": name, "model": args.model, "img_size": args.img_size, "classes": list(classes)}
+    if args.resume:
+        if args.out is None or not (args.out / "config.json").exists():
+            raise FileNotFoundError(f"--resume needs --out, the folder of an earlier run (one with config.json); "
+                                    f"got {args.out}")
+        saved = json.loads((args.out / "config.json").read_text())
+        changed = [key for key in config if saved.get(key) != config[key]]
+        if changed:
+            raise ValueError(f"--resume: {args.out} holds a run with other {', '.join(changed)} "
+                             f"({', '.join(f'{key}={saved.get(key)!r}' for key in changed)}); start a new run instead")
+        return args.out
+    if args.out is not None:
+        if args.out.exists() and any(args.out.iterdir()):
+            raise FileExistsError(f"--out {args.out} already holds files; choose another folder, or pass "
+                                  f"--resume to continue the run in it")
+        folder = args.out
+    else:
+        folder = Path("runs") / name
+        number = 1
+        while folder.exists():
+            number += 1
+            folder = Path("runs") / f"{name}-{number}"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    (folder / "config.json").write_text(json.dumps({**settings, **config}, indent=2) + "\n")
+    return folder
+
+
+def make_optimizer(name: str, model: SwinTransformer, lr: float, weight_decay: float) -> optim.Optimizer:
+    groups = optim.weight_decay_groups(model, weight_decay)
+    if name == "sgd":
+        return optim.SGD(groups, lr=lr, momentum=0.9)
+    return {"adam": optim.Adam, "radam": optim.RAdam, "adamw": optim.AdamW}[name](groups, lr=lr)
+
+
+def make_schedule(args: argparse.Namespace, optimizer: optim.Optimizer, steps_per_epoch: int):
+    if args.schedule == "constant":
+        return optim.lr_scheduler.ConstantLR(optimizer)
+    total = args.epochs * steps_per_epoch
+    return optim.lr_scheduler.WarmupCosineLR(optimizer, total, warmup_steps=min(total, round(args.warmup_epochs
+                                                                                            * steps_per_epoch)))
+
+
+def train_epoch(model, optimizer, schedule, loader: DataLoader, args: argparse.Namespace, description: str,
+                max_steps: int | None) -> dict[str, float]:
+    """One pass over ``loader`` (or ``max_steps`` steps of it); returns the mean loss, accuracy and speed."""
+    model.train()
+    loss_sum, correct, count, steps = 0.0, 0, 0, 0  # the first two become device scalars
+    progress = tqdm(loader, desc=description, unit="step", leave=False, dynamic_ncols=True, disable=None)
+    start = time.perf_counter()
+    for images, labels in progress:
+        images, labels = backend.to_device(images, args.device), backend.to_device(labels, args.device)
+        logits = model(minigrad.tensor(images))
+        loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
+        optimizer.zero_grad()
+        loss.backward()
+        if args.clip_grad > 0:
+            optim.clip_grad_norm_(model.parameters(), args.clip_grad)
+        optimizer.step()
+        schedule.step()
+        loss_sum = loss_sum + loss.data.astype("float64") * len(labels)
+        correct = correct + (logits.data.argmax(axis=1) == labels).sum()
+        count, steps = count + len(labels), steps + 1
+        if steps % args.log_every == 0:
+            running_loss, running_correct = read_back(loss_sum, correct)
+            progress.set_postfix(loss=f"{running_loss / count:.4f}", acc=f"{running_correct / count:.3f}")
+        if steps == max_steps:
+            break
+    progress.close()
+    total_loss, total_correct = read_back(loss_sum, correct)  # also waits for the device to finish
+    seconds = time.perf_counter() - start
+    return {"train_loss": total_loss / count, "train_acc": total_correct / count, "steps": steps,
+            "seconds": seconds, "images_per_s": count / seconds}
+
+
+def read_back(*scalars) -> list[float]:
+    """Device scalars to Python floats in one transfer."""
+    xp = backend.get_array_module(scalars[0])
+    return backend.asnumpy(xp.stack([xp.asarray(s, dtype=xp.float64) for s in scalars])).tolist()
+
+
+def evaluate(model, loader: DataLoader, device: str, description: str) -> tuple[float, numpy.ndarray, numpy.ndarray]:
+    """Mean loss, true labels and predicted labels over ``loader``, in eval mode and without a graph."""
+    model.eval()
+    loss_sum, predictions, labels_seen = 0.0, [], []
+    with minigrad.no_grad():
+        for images, labels in tqdm(loader, desc=description, unit="step", leave=False, dynamic_ncols=True,
+                                   disable=None):
+            logits = model(minigrad.tensor(backend.to_device(images, device)))
+            loss = F.cross_entropy(logits, backend.to_device(labels, device))
+            loss_sum = loss_sum + loss.data.astype("float64") * len(labels)
+            predictions.append(logits.data.argmax(axis=1))
+            labels_seen.append(labels)
+    xp = backend.get_array_module(predictions[0])
+    labels_all = numpy.concatenate(labels_seen)
+    return read_back(loss_sum)[0] / len(labels_all), labels_all, backend.asnumpy(xp.concatenate(predictions))
+
+
+def scores(labels: numpy.ndarray, predictions: numpy.ndarray, num_classes: int) -> dict[str, float]:
+    confusion = confusion_matrix(labels, predictions, num_classes)
+    return {"acc": accuracy(confusion), "f1": macro_f1(confusion)}
+
+
+def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, folder: Path,
+               initial_weights: dict[str, Any], history_file: Path, histories: dict[str, list]) -> SwinTransformer:
+    """Train a fresh copy of the initial model with one optimizer; return it with its best weights."""
+    model = initial_model(args, data.train.classes)
+    model.load_state_dict(initial_weights)
+    model.to(args.device)
+    train_loader = DataLoader(data.train, args.batch_size, shuffle=True, drop_last=len(data.train) > args.batch_size,
+                              seed=args.seed, num_workers=args.workers)
+    val_loader = DataLoader(data.val, args.batch_size, num_workers=args.workers)
+    optimizer = make_optimizer(optimizer_name, model, args.lr, args.weight_decay)
+    schedule = make_schedule(args, optimizer, len(train_loader))
+    checkpoints = folder / optimizer_name
+    checkpoints.mkdir(exist_ok=True)
+    history: list[dict[str, float]] = []
+    if args.resume and (checkpoints / "last.npz").exists():
+        state = minigrad.load(checkpoints / "last.npz")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history = state["history"]
+        tqdm.write(f"{optimizer_name}: resuming after epoch {history[-1]['epoch'] if history else 0}")
+    histories[optimizer_name] = history
+    steps_left = None if args.max_steps is None else args.max_steps - sum(row["steps"] for row in history)
+    for epoch in range(len(history) + 1, args.epochs + 1):
+        if steps_left is not None and steps_left <= 0:
+            break
+        train_loader.set_epoch(epoch)
+        # Drop-path draws fixed by (seed, epoch): the same for every optimizer, and a resumed run
+        # repeats an uninterrupted one exactly.
+        minigrad.manual_seed(int(numpy.random.SeedSequence([args.seed, epoch]).generate_state(1)[0]))
+        row = {"epoch": epoch, "lr": schedule.get_last_lr()[0]}
+        row.update(train_epoch(model, optimizer, schedule, train_loader, args,
+                               f"{optimizer_name} epoch {epoch}/{args.epochs}", steps_left))
+        val_loss, labels, predictions = evaluate(model, val_loader, args.device, f"{optimizer_name} validation")
+        row.update({"val_loss": val_loss, **{f"val_{k}": v for k, v in scores(labels, predictions,
+                                                                              len(data.val.classes)).items()}})
+        history.append(row)
+        if steps_left is not None:
+            steps_left -= row["steps"]
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                 "history": history, "classes": list(data.train.classes)}
+        minigrad.save(state, checkpoints / "last.npz")
+        if row["val_acc"] > max((earlier["val_acc"] for earlier in history[:-1]), default=-1.0):
+            minigrad.save(state, checkpoints / "best.npz")
+        write_history(histories, history_file)
+        tqdm.write(f"{optimizer_name} epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
+                   f"val loss {val_loss:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_f1']:.3f} | "
+                   f"{row['images_per_s']:.1f} img/s")
+    if (checkpoints / "best.npz").exists():
+        model.load_state_dict(minigrad.load(checkpoints / "best.npz")["model"])
+    return model
+
+
+def write_history(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
+    rows = [{"optimizer": name, **row} for name, history in histories.items() for row in history]
+    if not rows:
+        return
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: dict[str, Any]) -> None:
+    """Train with each optimizer, score each best model on the test split, and report."""
+    classes = data.train.classes
+    test_set, test_name = (data.test, "test") if data.test is not None else (data.val, "validation")
+    tqdm.write(f"{args.model} at {args.img_size} px on {args.device}; {len(data.train)} training, "
+               f"{len(data.val)} validation, {len(data.test) if data.test is not None else 0} test images, "
+               f"{len(classes)} classes; writing to {folder}")
+    histories: dict[str, list[dict[str, float]]] = {}
+    results = {}
+    for name in args.optimizers:
+        model = train_with(name, args, data, folder, initial_weights, folder / "history.csv", histories)
+        if not histories[name]:
+            continue
+        _, labels, predictions = evaluate(model, DataLoader(test_set, args.batch_size, num_workers=args.workers),
+                                          args.device, f"{name} {test_name}")
+        confusion = confusion_matrix(labels, predictions, len(classes))
+        plot_confusion(confusion, classes, folder / f"confusion_{name}.png",
+                       f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}")
+        results[name] = {"confusion": confusion, "history": histories[name]}
+    if results:
+        plot_curves({name: histories[name] for name in results}, folder / "curves.png")
+        summary = summarize(results, classes, test_name)
+        (folder / "summary.md").write_text(summary)
+        tqdm.write(summary)
+
+
+def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_name: str) -> str:
+    """A Markdown report: per optimizer the best epoch, the scores and the speed; per class the F1."""
+    lines = [f"| optimizer | best epoch | best val accuracy | {test_name} accuracy | {test_name} macro-F1 "
+             f"| images/s (median epoch) |", "|---|---|---|---|---|---|"]
+    for name, result in results.items():
+        best = max(result["history"], key=lambda row: row["val_acc"])
+        speed = numpy.median([row["images_per_s"] for row in result["history"]])
+        lines.append(f"| {name} | {best['epoch']} | {best['val_acc']:.4f} | {accuracy(result['confusion']):.4f} | "
+                     f"{macro_f1(result['confusion']):.4f} | {speed:.1f} |")
+    lines += ["", f"Per-class F1 on the {test_name} split:", "",
+              "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    per_class = {name: per_class_f1(result["confusion"]) for name, result in results.items()}
+    for index, label in enumerate(classes):
+        lines.append(f"| {label} | " + " | ".join(f"{per_class[name][index]:.3f}" for name in results) + " |")
+    return "\n".join(lines) + "\n"

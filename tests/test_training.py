@@ -1,0 +1,265 @@
+"""The training scripts: metrics against hand-counted cases, a whole run end to end on tiny data,
+resuming that repeats an uninterrupted run bit for bit, clear errors for bad input, nothing of
+the user's overwritten, and the host-device traffic of a training epoch on the stand-in GPU."""
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import minigrad
+from datasets import DataLoader, SyntheticCarColours, eval_transform, stratified_split, train_transform
+from minigrad import backend
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import reporting  # noqa: E402
+import train_dvm  # noqa: E402
+import train_stanford_cars  # noqa: E402
+import training  # noqa: E402
+from test_stanford_cars import NAMES, make_cars  # noqa: E402
+
+TINY = ["--model", "swin_mini", "--img-size", "32", "--synthetic-size", "44", "--batch-size", "8",
+        "--epochs", "2", "--workers", "0"]
+
+
+def run_dvm(argv):
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    return training.main(parser, train_dvm.load_data, "dvm", argv)
+
+
+def usage_error(capsys, run, argv) -> str:
+    """Run a script that must stop with a usage error; return its message."""
+    with pytest.raises(SystemExit) as stop:
+        run(argv)
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_confusion_matrix_counts_each_pair():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    predictions = np.array([0, 1, 1, 2, 0, 2])
+    expected = np.array([[1, 1, 0],
+                         [0, 1, 0],
+                         [1, 0, 2]])
+    np.testing.assert_array_equal(reporting.confusion_matrix(labels, predictions, 3), expected)
+
+
+def test_accuracy_and_f1_by_hand():
+    confusion = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert reporting.accuracy(confusion) == pytest.approx(4 / 6)
+    # F1 = 2TP / (2TP + FP + FN): class 0: 2/(2+1+1), class 1: 2/(2+1+0), class 2: 4/(4+0+1)
+    f1 = [2 / 4, 2 / 3, 4 / 5]
+    np.testing.assert_allclose(reporting.per_class_f1(confusion), f1)
+    assert reporting.macro_f1(confusion) == pytest.approx(np.mean(f1))
+
+
+def test_macro_f1_leaves_out_a_class_neither_present_nor_predicted():
+    confusion = reporting.confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 4)
+    scores = reporting.per_class_f1(confusion)
+    assert np.isnan(scores[2]) and np.isnan(scores[3])
+    assert reporting.macro_f1(confusion) == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def test_macro_f1_matches_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    labels, predictions = rng.integers(0, 7, 300), rng.integers(0, 6, 300)
+    confusion = reporting.confusion_matrix(labels, predictions, 9)
+    assert reporting.macro_f1(confusion) == pytest.approx(metrics.f1_score(labels, predictions, average="macro"))
+
+
+def test_confusion_matrix_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        reporting.confusion_matrix(np.zeros(3, int), np.zeros(4, int), 2)
+
+
+def test_stratified_split_holds_out_a_fraction_of_each_class():
+    labels = np.repeat(np.arange(4), [10, 20, 2, 1])
+    kept, held_out = stratified_split(labels, 0.1, seed=3)
+    assert sorted(np.concatenate([kept, held_out]).tolist()) == list(range(len(labels)))
+    np.testing.assert_array_equal(np.bincount(labels[held_out], minlength=4), [1, 2, 1, 0])
+    again = stratified_split(labels, 0.1, seed=3)
+    np.testing.assert_array_equal(again[1], held_out)
+    with pytest.raises(ValueError, match="fraction"):
+        stratified_split(labels, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# A whole run
+
+
+def read_history(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "history.csv") as file:
+        return list(csv.DictReader(file))
+
+
+def test_a_run_on_the_synthetic_set_writes_every_report(tmp_path):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run")])
+    for name in ("config.json", "history.csv", "curves.png", "confusion_adam.png", "confusion_radam.png",
+                 "summary.md", "adam/last.npz", "adam/best.npz", "radam/last.npz", "radam/best.npz"):
+        assert (folder / name).is_file(), name
+    rows = read_history(folder)
+    assert [(row["optimizer"], row["epoch"]) for row in rows] == [("adam", "1"), ("adam", "2"),
+                                                                   ("radam", "1"), ("radam", "2")]
+    assert all(0.0 <= float(row["val_acc"]) <= 1.0 for row in rows)
+    with Image.open(folder / "curves.png") as image:
+        assert image.width > 500
+    summary = (folder / "summary.md").read_text()
+    assert "| adam |" in summary and "| radam |" in summary and "| Beige |" in summary
+    checkpoint = minigrad.load(folder / "adam" / "last.npz")
+    assert checkpoint["classes"] == list(SyntheticCarColours().classes)
+    assert [row["epoch"] for row in checkpoint["history"]] == [1, 2]
+
+
+def test_an_optimizers_run_does_not_depend_on_the_one_before_it(tmp_path):
+    # Same initial weights, same batches, same drop-path draws, whatever trained first.
+    argv = TINY + ["--epochs", "1", "--max-steps", "3"]
+    alone = run_dvm(argv + ["--out", str(tmp_path / "alone"), "--optimizers", "sgd"])
+    second = run_dvm(argv + ["--out", str(tmp_path / "second"), "--optimizers", "adam", "sgd"])
+    expected = minigrad.load(alone / "sgd" / "last.npz")["model"]
+    actual = minigrad.load(second / "sgd" / "last.npz")["model"]
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+
+
+def test_resuming_repeats_an_uninterrupted_run_exactly(tmp_path):
+    straight = run_dvm(TINY + ["--out", str(tmp_path / "straight"), "--optimizers", "radam"])
+    interrupted = tmp_path / "interrupted"
+    run_dvm(TINY + ["--out", str(interrupted), "--optimizers", "radam", "--epochs", "1"])
+    run_dvm(TINY + ["--out", str(interrupted), "--optimizers", "radam", "--resume"])
+    expected = minigrad.load(straight / "radam" / "last.npz")
+    resumed = minigrad.load(interrupted / "radam" / "last.npz")
+    for key in expected["model"]:
+        np.testing.assert_array_equal(resumed["model"][key], expected["model"][key], err_msg=key)
+    assert [row["train_loss"] for row in resumed["history"]] == [row["train_loss"] for row in expected["history"]]
+
+
+def test_max_steps_stops_each_optimizer(tmp_path):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--max-steps", "7", "--epochs", "5"])
+    rows = read_history(folder)
+    for name in ("adam", "radam"):
+        assert sum(int(row["steps"]) for row in rows if row["optimizer"] == name) == 7
+
+
+def test_runs_without_out_take_the_next_free_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = TINY + ["--epochs", "1", "--max-steps", "1", "--optimizers", "adam"]
+    assert run_dvm(argv) == Path("runs/dvm")
+    assert run_dvm(argv) == Path("runs/dvm-2")
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: a clear message, and nothing of the user's touched
+
+
+def test_an_out_folder_with_files_is_never_overwritten(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    message = usage_error(capsys, run_dvm, TINY + ["--out", str(folder)])
+    assert "already holds files" in message and "--resume" in message
+    assert [path.name for path in folder.iterdir()] == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "precious"
+
+
+def test_resume_refuses_a_run_of_another_model(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1"])
+    message = usage_error(capsys, run_dvm, TINY[:2] + ["--img-size", "64"] + TINY[4:] + ["--out", str(folder),
+                                                                                          "--resume"])
+    assert "img_size" in message and "start a new run" in message
+
+
+def test_resume_needs_an_earlier_run(tmp_path, capsys):
+    message = usage_error(capsys, run_dvm, TINY + ["--resume", "--out", str(tmp_path / "nothing")])
+    assert "config.json" in message
+
+
+def test_an_image_size_the_model_cannot_take_names_sizes_it_can(capsys):
+    message = usage_error(capsys, run_dvm, ["--img-size", "50", "--out", "unused"])
+    assert "img_size=50" in message and "Sizes that fit" in message
+
+
+def test_a_missing_dvm_folder_says_where_to_get_the_data(tmp_path, capsys):
+    message = usage_error(capsys, run_dvm, ["--data", str(tmp_path / "DVM")])
+    assert "resized_DVM" in message and "deepvisualmarketing" in message
+
+
+def test_gpu_without_cupy_says_what_to_install(capsys, monkeypatch):
+    monkeypatch.delenv("MINIGRAD_FAKE_GPU", raising=False)
+    if backend.is_gpu_available():
+        pytest.skip("this machine has a GPU")
+    message = usage_error(capsys, run_dvm, TINY + ["--device", "gpu"])
+    assert "pip install" in message and "[gpu]" in message
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"),
+                                           ("--max-steps", "0"), ("--optimizers", "adam adam")])
+def test_settings_out_of_range_are_refused(capsys, option, value):
+    message = usage_error(capsys, run_dvm, TINY + [option, *value.split()])
+    assert option in message
+
+
+# --------------------------------------------------------------------------------------------
+# Stanford Cars
+
+
+def run_cars(argv):
+    parser = training.make_parser("test")
+    train_stanford_cars.add_data_arguments(parser)
+    return training.main(parser, train_stanford_cars.load_data, "stanford_cars", argv)
+
+
+def test_stanford_cars_run_scores_on_the_test_split(tmp_path):
+    train = [(1, 1, 40, 30, 1 + i % 3, f"{i + 1:05d}.jpg") for i in range(12)]  # four of each class
+    make_cars(tmp_path / "cars", train=train)
+    folder = run_cars(["--data", str(tmp_path / "cars"), "--model", "swin_mini", "--img-size", "32",
+                       "--epochs", "1", "--batch-size", "4", "--optimizers", "adam", "--workers", "0",
+                       "--val-fraction", "0.25", "--out", str(tmp_path / "run")])
+    rows = read_history(folder)
+    assert len(rows) == 1 and int(rows[0]["steps"]) == 2  # 9 training images: two full batches of 4
+    summary = (folder / "summary.md").read_text()
+    assert "test accuracy" in summary and NAMES[2] in summary
+
+
+def test_an_empty_validation_split_is_refused(tmp_path, capsys):
+    make_cars(tmp_path / "cars")  # one image per class: nothing to hold out
+    message = usage_error(capsys, run_cars, ["--data", str(tmp_path / "cars"), "--img-size", "32",
+                                             "--model", "swin_mini"])
+    assert "validation split is empty" in message
+
+
+def test_stanford_cars_needs_data(capsys):
+    message = usage_error(capsys, run_cars, [])
+    assert "--data" in message
+
+
+# --------------------------------------------------------------------------------------------
+# The GPU path on the stand-in
+
+
+def test_a_training_epoch_reads_from_the_device_once_per_logging_interval(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    args = parser.parse_args(TINY + ["--device", "gpu", "--log-every", "2"])
+    model = training.initial_model(args, SyntheticCarColours().classes).to("gpu")
+    optimizer = training.make_optimizer("radam", model, 1e-3, 0.05)
+    schedule = training.make_schedule(args, optimizer, 5)
+    data = SyntheticCarColours(40, 32, transform=train_transform(32))
+    loader = DataLoader(data, 8)
+    before = backend.transfer_count.count
+    result = training.train_epoch(model, optimizer, schedule, loader, args, "test", None)
+    # Each of the 5 steps uploads its images and labels; the running sums come back after steps 2
+    # and 4 and once at the end; nothing else crosses.
+    assert result["steps"] == 5
+    assert backend.transfer_count.count - before == 2 * 5 + 3
+    loss, labels, predictions = training.evaluate(model, DataLoader(SyntheticCarColours(
+        16, 32, split="val", transform=eval_transform(32)), 8), "gpu", "test")
+    assert predictions.shape == labels.shape == (16,) and isinstance(predictions, np.ndarray) and loss > 0
