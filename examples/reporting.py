@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed on a training server
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def macro_f1(confusion: numpy.ndarray) -> float:
 def plot_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Path) -> None:
     """Loss, accuracy and macro-F1 per epoch, one line per optimizer (train solid, validation dashed)."""
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = (("loss", "loss"), ("acc", "accuracy"), ("f1", "macro-F1"))
+    panels = (("loss", "loss"), ("acc", "accuracy"), ("f1", "validation macro-F1"))
     for (key, title), axis in zip(panels, axes):
         for index, (name, rows) in enumerate(histories.items()):
             epochs = [row["epoch"] for row in rows]
@@ -59,6 +60,7 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Pa
             axis.plot(epochs, [row[f"val_{key}"] for row in rows], color=colour, linestyle="--",
                       label=f"{name} validation")
         axis.set(title=title, xlabel="epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()

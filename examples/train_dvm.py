@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from datasets import SyntheticCarColours, dvm_colours, eval_transform, train_transform
-from training import Splits, main, make_parser
+from training import Splits, main, make_parser, say
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def load_data(args: argparse.Namespace) -> Splits:
     train_tf, eval_tf = train_transform(args.img_size), eval_transform(args.img_size)
     if args.data is None:
-        print("No --data given: training on the built-in synthetic car-colour set.")
+        say("No --data given: training on the built-in synthetic car-colour set.")
         sizes = {"train": args.synthetic_size, "val": args.synthetic_size // 4, "test": args.synthetic_size // 4}
         return Splits(*(SyntheticCarColours(size, args.img_size, split, args.seed,
                                             train_tf if split == "train" else eval_tf)

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from datasets import Subset, eval_transform, has_test_labels, stanford_cars, stratified_split, train_transform
-from training import Splits, main, make_parser
+from training import Splits, main, make_parser, say
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def load_data(args: argparse.Namespace) -> Splits:
     if has_test_labels(args.data):
         test = stanford_cars(args.data, "test", transform=eval_tf, crop_to_box=crop)
     else:
-        print("No test labels (cars_test_annos_withlabels.mat) beside the folders: the best models are "
+        say("No test labels (cars_test_annos_withlabels.mat) beside the folders: the best models are "
               "scored on the validation part of the training images instead.")
     return Splits(Subset(augmented, kept), Subset(plain, held_out), test)
 

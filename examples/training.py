@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -209,6 +210,12 @@ def train_epoch(model, optimizer, schedule, loader: DataLoader, args: argparse.N
             "seconds": seconds, "images_per_s": count / seconds}
 
 
+def say(message: str) -> None:
+    """Print between progress bars, at once even when the output goes to a log file."""
+    tqdm.write(message)
+    sys.stdout.flush()
+
+
 def read_back(*scalars) -> list[float]:
     """Device scalars to Python floats in one transfer."""
     xp = backend.get_array_module(scalars[0])
@@ -257,7 +264,7 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         history = state["history"]
-        tqdm.write(f"{optimizer_name}: resuming after epoch {history[-1]['epoch'] if history else 0}")
+        say(f"{optimizer_name}: resuming after epoch {history[-1]['epoch'] if history else 0}")
     histories[optimizer_name] = history
     steps_left = None if args.max_steps is None else args.max_steps - sum(row["steps"] for row in history)
     for epoch in range(len(history) + 1, args.epochs + 1):
@@ -282,7 +289,7 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
         if row["val_acc"] > max((earlier["val_acc"] for earlier in history[:-1]), default=-1.0):
             minigrad.save(state, checkpoints / "best.npz")
         write_history(histories, history_file)
-        tqdm.write(f"{optimizer_name} epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
+        say(f"{optimizer_name} epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
                    f"val loss {val_loss:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_f1']:.3f} | "
                    f"{row['images_per_s']:.1f} img/s")
     if (checkpoints / "best.npz").exists():
@@ -304,7 +311,7 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
     """Train with each optimizer, score each best model on the test split, and report."""
     classes = data.train.classes
     test_set, test_name = (data.test, "test") if data.test is not None else (data.val, "validation")
-    tqdm.write(f"{args.model} at {args.img_size} px on {args.device}; {len(data.train)} training, "
+    say(f"{args.model} at {args.img_size} px on {args.device}; {len(data.train)} training, "
                f"{len(data.val)} validation, {len(data.test) if data.test is not None else 0} test images, "
                f"{len(classes)} classes; writing to {folder}")
     histories: dict[str, list[dict[str, float]]] = {}
@@ -323,7 +330,7 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
         plot_curves({name: histories[name] for name in results}, folder / "curves.png")
         summary = summarize(results, classes, test_name)
         (folder / "summary.md").write_text(summary)
-        tqdm.write(summary)
+        say(summary)
 
 
 def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_name: str) -> str:
