@@ -1,4 +1,4 @@
-"""Image transforms on Pillow images, as torchvision's, with the random generator passed in.
+"""Image transforms on Pillow images, with torchvision's arithmetic, the random generator passed in.
 
 Each transform is called as ``transform(image, rng)``; the random ones draw only from ``rng``,
 which the DataLoader derives from (seed, epoch, index), so augmentation is reproducible.
@@ -12,6 +12,7 @@ DVM-Car), and a resize to ``size / 0.875`` then a centre crop for evaluation, as
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy
@@ -24,7 +25,7 @@ EVAL_CROP_FRACTION = 0.875
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     """``size`` as (height, width)."""
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return (int(size), int(size)) if isinstance(size, numbers.Integral) else (int(size[0]), int(size[1]))
 
 
 class Compose:
@@ -49,10 +50,12 @@ class Resize:
         self.size, self.interpolation = size, interpolation
 
     def __call__(self, image: Image.Image, rng: numpy.random.Generator) -> Image.Image:
-        if isinstance(self.size, int):
+        if isinstance(self.size, numbers.Integral):
+            # torchvision's arithmetic: the long side is truncated, not rounded.
             width, height = image.size
-            scale = self.size / min(width, height)
-            target = (max(1, round(width * scale)), max(1, round(height * scale)))
+            short, long = sorted((width, height))
+            sides = (int(self.size), int(self.size * long / short))
+            target = sides if width <= height else sides[::-1]
         else:
             height, width = _pair(self.size)
             target = (width, height)
@@ -70,10 +73,10 @@ class CenterCrop:
 
     def __call__(self, image: Image.Image, rng: numpy.random.Generator) -> Image.Image:
         height, width = self.size
-        left, top = (image.width - width) // 2, (image.height - height) // 2
-        if left < 0 or top < 0:
+        if width > image.width or height > image.height:
             raise ValueError(f"CenterCrop to {height}x{width} needs a larger image than "
                              f"{image.height}x{image.width}; resize it first")
+        left, top = int(round((image.width - width) / 2)), int(round((image.height - height) / 2))  # as torchvision
         return image.crop((left, top, left + width, top + height))
 
     def __repr__(self) -> str:

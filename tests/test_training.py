@@ -155,6 +155,20 @@ def test_runs_without_out_take_the_next_free_folder(tmp_path, monkeypatch):
     assert run_dvm(argv) == Path("runs/dvm-2")
 
 
+@pytest.mark.gpu
+def test_a_run_on_the_gpu_agrees_with_the_cpu(tmp_path):
+    if not backend.is_gpu_available():
+        pytest.skip("no GPU here: install CuPy on a GPU machine, or set MINIGRAD_FAKE_GPU=1 for the stand-in")
+    argv = TINY + ["--epochs", "1", "--max-steps", "3", "--optimizers", "sgd"]
+    on_cpu = run_dvm(argv + ["--out", str(tmp_path / "cpu")])
+    on_gpu = run_dvm(argv + ["--out", str(tmp_path / "gpu"), "--device", "gpu"])
+    expected, actual = (minigrad.load(folder / "sgd" / "last.npz") for folder in (on_cpu, on_gpu))
+    for key in ("train_loss", "val_loss"):
+        assert actual["history"][0][key] == pytest.approx(expected["history"][0][key], rel=1e-5)
+    for key in expected["model"]:
+        np.testing.assert_allclose(actual["model"][key], expected["model"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input: a clear message, and nothing of the user's touched
 
