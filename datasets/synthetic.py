@@ -44,7 +44,7 @@ class SyntheticCarColours(Dataset):
     def image(self, index: int) -> Image.Image:
         """Draw example ``index`` (the same picture every time)."""
         rng = numpy.random.default_rng([*self.seed, index])
-        scale = 4  # draw large, then shrink: smooth edges
+        scale = max(1, min(4, 256 // self.image_size))  # draw at about 256 px, then shrink: smooth edges
         side = self.image_size * scale
         sky, ground = rng.integers(90, 230, size=3), rng.integers(40, 150, size=3)
         horizon = int(side * rng.uniform(0.45, 0.7))
