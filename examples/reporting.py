@@ -53,6 +53,8 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Pa
     panels = (("loss", "loss"), ("acc", "accuracy"), ("f1", "validation macro-F1"))
     for (key, title), axis in zip(panels, axes):
         for index, (name, rows) in enumerate(histories.items()):
+            if not rows:
+                continue
             epochs = [row["epoch"] for row in rows]
             colour = f"C{index}"
             if f"train_{key}" in rows[0]:

@@ -245,8 +245,9 @@ def scores(labels: numpy.ndarray, predictions: numpy.ndarray, num_classes: int) 
 
 
 def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, folder: Path,
-               initial_weights: dict[str, Any], history_file: Path, histories: dict[str, list]) -> SwinTransformer:
-    """Train a fresh copy of the initial model with one optimizer; return it with its best weights."""
+               initial_weights: dict[str, Any], histories: dict[str, list]) -> SwinTransformer:
+    """Train a fresh copy of the initial model with one optimizer, or go on with it from its last
+    checkpoint; after each epoch save, log and plot. Return the model with its best weights."""
     model = initial_model(args, data.train.classes)
     model.load_state_dict(initial_weights)
     model.to(args.device)
@@ -278,31 +279,37 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
         row.update(train_epoch(model, optimizer, schedule, train_loader, args,
                                f"{optimizer_name} epoch {epoch}/{args.epochs}", steps_left))
         val_loss, labels, predictions = evaluate(model, val_loader, args.device, f"{optimizer_name} validation")
-        row.update({"val_loss": val_loss, **{f"val_{k}": v for k, v in scores(labels, predictions,
-                                                                              len(data.val.classes)).items()}})
+        row.update(val_loss=val_loss, **{f"val_{key}": value for key, value in
+                                         scores(labels, predictions, len(data.val.classes)).items()})
         history.append(row)
         if steps_left is not None:
             steps_left -= row["steps"]
+
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "history": history, "classes": list(data.train.classes)}
         minigrad.save(state, checkpoints / "last.npz")
         if row["val_acc"] > max((earlier["val_acc"] for earlier in history[:-1]), default=-1.0):
             minigrad.save(state, checkpoints / "best.npz")
-        write_history(histories, history_file)
+        write_history(optimizer_name, history, folder / "history.csv")
+        plot_curves(histories, folder / "curves.png")
         say(f"{optimizer_name} epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
-                   f"val loss {val_loss:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_f1']:.3f} | "
-                   f"{row['images_per_s']:.1f} img/s")
+            f"val loss {val_loss:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_f1']:.3f} | "
+            f"{row['images_per_s']:.1f} img/s")
     if (checkpoints / "best.npz").exists():
         model.load_state_dict(minigrad.load(checkpoints / "best.npz")["model"])
     return model
 
 
-def write_history(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
-    rows = [{"optimizer": name, **row} for name, history in histories.items() for row in history]
-    if not rows:
-        return
+def write_history(optimizer_name: str, history: list[dict[str, float]], path: Path) -> None:
+    """Put ``history`` in the run's CSV file in place of the optimizer's earlier rows, keeping the
+    rows of the other optimizers (also those a resumed run does not train again)."""
+    rows = []
+    if path.exists():
+        with open(path, newline="") as file:
+            rows = [row for row in csv.DictReader(file) if row["optimizer"] != optimizer_name]
+    rows += [{"optimizer": optimizer_name, **row} for row in history]
     with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(file, fieldnames=["optimizer", *history[0]])
         writer.writeheader()
         writer.writerows(rows)
 
@@ -312,12 +319,12 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
     classes = data.train.classes
     test_set, test_name = (data.test, "test") if data.test is not None else (data.val, "validation")
     say(f"{args.model} at {args.img_size} px on {args.device}; {len(data.train)} training, "
-               f"{len(data.val)} validation, {len(data.test) if data.test is not None else 0} test images, "
-               f"{len(classes)} classes; writing to {folder}")
+        f"{len(data.val)} validation, {len(data.test) if data.test is not None else 0} test images, "
+        f"{len(classes)} classes; writing to {folder}")
     histories: dict[str, list[dict[str, float]]] = {}
     results = {}
     for name in args.optimizers:
-        model = train_with(name, args, data, folder, initial_weights, folder / "history.csv", histories)
+        model = train_with(name, args, data, folder, initial_weights, histories)
         if not histories[name]:
             continue
         _, labels, predictions = evaluate(model, DataLoader(test_set, args.batch_size, num_workers=args.workers),
@@ -327,7 +334,6 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
                        f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}")
         results[name] = {"confusion": confusion, "history": histories[name]}
     if results:
-        plot_curves({name: histories[name] for name in results}, folder / "curves.png")
         summary = summarize(results, classes, test_name)
         (folder / "summary.md").write_text(summary)
         say(summary)

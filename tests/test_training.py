@@ -141,6 +141,13 @@ def test_resuming_repeats_an_uninterrupted_run_exactly(tmp_path):
     assert [row["train_loss"] for row in resumed["history"]] == [row["train_loss"] for row in expected["history"]]
 
 
+def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "2"])
+    run_dvm(TINY + ["--out", str(folder), "--resume", "--optimizers", "radam", "--max-steps", "4"])
+    rows = [(row["optimizer"], row["epoch"]) for row in read_history(folder)]
+    assert rows == [("adam", "1"), ("radam", "1"), ("radam", "2")]
+
+
 def test_max_steps_stops_each_optimizer(tmp_path):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--max-steps", "7", "--epochs", "5"])
     rows = read_history(folder)
