@@ -10,10 +10,10 @@ Batches stay on the host as NumPy arrays; the training loop moves each to the de
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy
 from PIL import Image
@@ -50,12 +50,12 @@ class ImageFiles(Dataset):
     """Image files with their labels; each is read with Pillow, converted to RGB, optionally cropped
     to a box ``(left, upper, right, lower)`` in pixels (clipped to the image), and transformed."""
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], classes: Sequence[str], transform: Transform,
+    def __init__(self, paths: Sequence[str | os.PathLike], labels: Sequence[int], classes: Sequence[str], transform: Transform,
                  boxes: Sequence[tuple[int, int, int, int]] | None = None):
         if len(paths) != len(labels) or (boxes is not None and len(boxes) != len(paths)):
             raise ValueError(f"got {len(paths)} paths, {len(labels)} labels"
                              + ("" if boxes is None else f" and {len(boxes)} boxes") + "; they must match")
-        self.paths = [Path(path) for path in paths]
+        self.paths = [os.fspath(path) for path in paths]  # strings: a million Path objects cost gigabytes
         self.labels = numpy.asarray(labels, dtype=numpy.int64)
         self.classes = list(classes)
         self.transform = transform

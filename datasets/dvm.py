@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -76,9 +77,17 @@ def find_image_folder(root: str | os.PathLike, images: str = "all") -> Path:
         "without --data the training script uses the built-in synthetic set.")
 
 
-def scan_images(folder: str | os.PathLike) -> list[tuple[Path, ImageName]]:
-    """Every DVM-Car image under ``folder`` with its parsed name, in sorted path order."""
-    found: list[tuple[Path, ImageName]] = []
+class Photo(NamedTuple):
+    """What the colour task keeps of one image file: a million of these must fit in memory."""
+
+    path: str
+    colour: str
+    advert: str
+
+
+def scan_images(folder: str | os.PathLike) -> list[Photo]:
+    """Every DVM-Car image under ``folder``, in sorted path order."""
+    found: list[Photo] = []
     skipped: list[str] = []
     with tqdm(desc=f"scanning {Path(folder).name}", unit="img", leave=False) as progress:
         for directory, subdirectories, files in os.walk(folder):
@@ -88,9 +97,12 @@ def scan_images(folder: str | os.PathLike) -> list[tuple[Path, ImageName]]:
                 if not file.lower().endswith(IMAGE_SUFFIXES):
                     continue
                 try:
-                    found.append((Path(directory, file), parse_image_name(file)))
+                    name = parse_image_name(file)
                 except ValueError:
                     skipped.append(file)
+                    continue
+                # One shared string per colour, not one per file.
+                found.append(Photo(os.path.join(directory, file), sys.intern(name.colour), name.advert))
             progress.update(len(found) - before)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} image files whose names are not DVM-Car names "
@@ -125,10 +137,10 @@ def advert_split(advert: str, val_fraction: float, test_fraction: float, seed: i
     return "val" if draw < val_fraction else "test" if draw < val_fraction + test_fraction else "train"
 
 
-def _cap_per_class(examples: list[tuple[Path, int]], limit: int, seed: int) -> list[tuple[Path, int]]:
+def _cap_per_class(examples: list[tuple[str, int]], limit: int, seed: int) -> list[tuple[str, int]]:
     """At most ``limit`` examples of each label: the first in an order fixed by ``seed`` and the
     file name (so the pick does not change when other files are added), kept in their original order."""
-    order = sorted(range(len(examples)), key=lambda index: _unit_hash(seed, examples[index][0].name))
+    order = sorted(range(len(examples)), key=lambda index: _unit_hash(seed, os.path.basename(examples[index][0])))
     taken: Counter = Counter()
     kept = []
     for index in order:
@@ -154,13 +166,13 @@ def dvm_colours(root: str | os.PathLike, transform_train: Transform, transform_e
     if max_per_class is not None and max_per_class < 1:
         raise ValueError(f"max_per_class must be at least 1 (or None for no cap), got {max_per_class}")
     found = scan_images(find_image_folder(root, images))
-    classes = top_colours((name.colour for _, name in found), num_colours)
+    classes = top_colours((photo.colour for photo in found), num_colours)
     label_of = {colour: label for label, colour in enumerate(classes)}
-    splits: dict[str, list[tuple[Path, int]]] = {split: [] for split in SPLITS}
-    for path, name in found:
-        if name.colour in label_of:
-            split = advert_split(name.advert, val_fraction, test_fraction, seed)
-            splits[split].append((path, label_of[name.colour]))
+    splits: dict[str, list[tuple[str, int]]] = {split: [] for split in SPLITS}
+    for photo in found:
+        if photo.colour in label_of:
+            split = advert_split(photo.advert, val_fraction, test_fraction, seed)
+            splits[split].append((photo.path, label_of[photo.colour]))
     if max_per_class is not None:
         splits = {split: _cap_per_class(examples, max_per_class, seed) for split, examples in splits.items()}
     transforms = {"train": transform_train, "val": transform_eval, "test": transform_eval}
