@@ -286,7 +286,8 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
             steps_left -= row["steps"]
 
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                 "history": history, "classes": list(data.train.classes)}
+                 "history": history, "classes": list(data.train.classes),
+                 "architecture": {"name": args.model, "img_size": args.img_size}}
         minigrad.save(state, checkpoints / "last.npz")
         if row["val_acc"] > max((earlier["val_acc"] for earlier in history[:-1]), default=-1.0):
             minigrad.save(state, checkpoints / "best.npz")

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 import minigrad
-from datasets import DataLoader, SyntheticCarColours, eval_transform, stratified_split, train_transform
+from datasets import DataLoader, ImageFiles, SyntheticCarColours, eval_transform, stratified_split, train_transform
 from minigrad import backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import predict  # noqa: E402
 import reporting  # noqa: E402
 import train_dvm  # noqa: E402
 import train_stanford_cars  # noqa: E402
@@ -284,3 +285,40 @@ def test_a_training_epoch_reads_from_the_device_once_per_logging_interval(monkey
     loss, labels, predictions = training.evaluate(model, DataLoader(SyntheticCarColours(
         16, 32, split="val", transform=eval_transform(32)), 8), "gpu", "test")
     assert predictions.shape == labels.shape == (16,) and isinstance(predictions, np.ndarray) and loss > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Classifying one's own photos with a saved model
+
+
+def test_predict_ranks_the_classes_of_saved_photos(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--optimizers", "adam"])
+    photos = SyntheticCarColours(5, 40, split="test")
+    paths = []
+    for index in range(len(photos)):
+        paths.append(tmp_path / f"car {index}.png")
+        photos.image(index).save(paths[-1])
+    model, classes = predict.load_classifier(folder / "adam" / "best.npz", "cpu")
+    ranked = predict.predict(model, classes, paths, top=len(classes))
+    for guesses in ranked:
+        probabilities = [probability for _, probability in guesses]
+        assert sorted(probabilities, reverse=True) == probabilities
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert sorted(name for name, _ in guesses) == sorted(classes)
+    # The same photos through the training code's evaluation give the same top class.
+    saved = ImageFiles(paths, photos.labels, classes, eval_transform(32))
+    _, _, predictions = training.evaluate(model, DataLoader(saved, 2), "cpu", "test")
+    assert [guesses[0][0] for guesses in ranked] == [classes[k] for k in predictions]
+
+    capsys.readouterr()
+    predict.main([str(folder / "adam" / "best.npz"), *map(str, paths[:2]), "--top", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{paths[0]}: {ranked[0][0][0]} ")
+
+
+def test_predict_explains_bad_input(tmp_path, capsys):
+    message = usage_error(capsys, predict.main, [str(tmp_path / "none.npz"), "car.jpg"])
+    assert "no checkpoint" in message
+    minigrad.save({"weight": np.zeros(3)}, tmp_path / "bare.npz")
+    message = usage_error(capsys, predict.main, [str(tmp_path / "bare.npz"), "car.jpg"])
+    assert "not a checkpoint of examples/train_" in message

@@ -1,0 +1,69 @@
+"""Classify your own photos with a model the training scripts saved.
+
+    python examples/predict.py runs/dvm/radam/best.npz my_car.jpg other_car.png --top 3
+
+The checkpoint carries the variant, the image size and the class names, so nothing else is
+needed. Each photo is resized and centre-cropped as the validation images were.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import numpy
+
+import minigrad
+from datasets import DataLoader, ImageFiles, eval_transform
+from minigrad import backend
+from minigrad import functional as F
+from swin import SwinTransformer, build
+
+
+def load_classifier(checkpoint: Path, device: str) -> tuple[SwinTransformer, list[str]]:
+    """The model saved in ``checkpoint`` (``last.npz`` or ``best.npz`` of a run), in eval mode."""
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}: pass a run's <optimizer>/best.npz or last.npz")
+    state = minigrad.load(checkpoint)
+    if not isinstance(state, dict) or "architecture" not in state or "classes" not in state:
+        raise ValueError(f"{checkpoint} is not a checkpoint of examples/train_*.py (it lacks the architecture "
+                         f"and class names); to use bare Swin weights, see swin.load_pretrained")
+    architecture, classes = state["architecture"], state["classes"]
+    model = build(architecture["name"], num_classes=len(classes), img_size=architecture["img_size"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), classes
+
+
+def predict(model: SwinTransformer, classes: Sequence[str], paths: Sequence[Path], top: int = 3,
+            device: str = "cpu") -> list[list[tuple[str, float]]]:
+    """For each photo, the ``top`` most probable classes with their probabilities, most probable first."""
+    photos = ImageFiles(paths, [0] * len(paths), classes, eval_transform(model.img_size))
+    results = []
+    with minigrad.no_grad():
+        for images, _ in DataLoader(photos, batch_size=32):
+            logits = model(minigrad.tensor(backend.to_device(images, device)))
+            probabilities = backend.asnumpy(F.softmax(logits, axis=-1).data)
+            ranked = numpy.argsort(-probabilities, axis=1, kind="stable")[:, :top]
+            results += [[(classes[k], float(row[k])) for k in order] for row, order in zip(probabilities, ranked)]
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a run's <optimizer>/best.npz or last.npz")
+    parser.add_argument("images", type=Path, nargs="+", help="photos to classify")
+    parser.add_argument("--top", type=int, default=3, help="how many classes to show per photo (default: 3)")
+    parser.add_argument("--device", default="cpu", help="cpu or gpu")
+    args = parser.parse_args(argv)
+    try:
+        device = backend.normalize_device(args.device)
+        model, classes = load_classifier(args.checkpoint, device)
+        results = predict(model, classes, args.images, max(1, args.top), device)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        parser.error(str(error))
+    for path, guesses in zip(args.images, results):
+        print(f"{path}: " + ", ".join(f"{name} {probability:.1%}" for name, probability in guesses))
+
+
+if __name__ == "__main__":
+    main()
