@@ -20,6 +20,7 @@ import types
 from typing import Any
 
 import numpy
+import scipy.special
 
 try:  # The "gpu" extra installs cupy-cuda12x; a machine may carry another CuPy wheel by this name.
     import cupy
@@ -315,63 +316,13 @@ def scatter_add(target, index, values) -> None:
     get_array_module(target).add.at(target, index, values)
 
 
-# Cephes' rational approximations (S. L. Moshier): erf(x) = x T(x^2) / U(x^2) for |x| <= 1, and
-# erfc(x) = exp(-x^2) P(x) / Q(x) for 1 < x < 8, exp(-x^2) R(x) / S(x) beyond; U, Q, S are monic.
-_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3,
-          7.00332514112805075473e3, 5.55923013010394962768e4)
-_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3,
-          2.26290000613890934246e4, 4.92673942608635921086e4)
-_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0,
-           4.86371970985681366614e1, 1.96520832956077098242e2, 5.26445194995477358631e2,
-           9.34528527171957607540e2, 1.02755188689515710272e3, 5.57535335369399327526e2)
-_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2,
-           9.75708501743205489753e2, 1.82390916687909736289e3, 2.24633760818710981792e3,
-           1.65666309194161350182e3, 5.57535340817727675546e2)
-_ERFC_R = (5.64189583547755073984e-1, 1.27536670759978104416e0, 5.01905042251180477414e0,
-           6.16021097993053585195e0, 7.40974269950448939160e0, 2.97886665372100240670e0)
-_ERFC_S = (1.0, 2.26052863220117276590e0, 9.39603524938001434673e0, 1.20489539808096656605e1,
-           1.70814450747565897222e1, 9.60896809063285878198e0, 3.36907645100081516050e0)
-
-
-def _polynomial(coefficients, x):
-    """Horner's rule, highest power first."""
-    result = numpy.full_like(x, coefficients[0])
-    for coefficient in coefficients[1:]:
-        result = result * x + coefficient
-    return result
-
-
-def _numpy_erf(x: numpy.ndarray) -> numpy.ndarray:
-    """Vectorised erf in float64, within 2 ulps of ``math.erf``; cast back to x's dtype.
-
-    Each element is evaluated by the one approximation that covers it (the masks keep the
-    work to two polynomials per element).
-    """
-    x64 = numpy.asarray(x, dtype=numpy.float64)
-    out = numpy.empty_like(x64)
-    a = numpy.abs(x64)
-    small = a <= 1.0
-    near = x64[small]
-    z = near * near
-    out[small] = near * _polynomial(_ERF_T, z) / _polynomial(_ERF_U, z)
-    for part, numerator, denominator in ((~small & (a < 8.0), _ERFC_P, _ERFC_Q),
-                                         (~small & ~(a < 8.0), _ERFC_R, _ERFC_S)):
-        far = numpy.minimum(a[part], 30.0)  # erfc(30) underflows to 0: no need to go further
-        # exp(-x^2) with x = h + l and h a multiple of 1/16: h*h is exact, so the rounding error
-        # of x^2, multiplied by up to 64 in the exponent, does not reach the result.
-        head = numpy.floor(far * 16.0) / 16.0
-        gauss = numpy.exp(-head * head) * numpy.exp(-(far - head) * (far + head))
-        ratio = _polynomial(numerator, far) / _polynomial(denominator, far)
-        out[part] = numpy.copysign(1.0 - gauss * ratio, x64[part])
-    return out.astype(numpy.asarray(x).dtype, copy=False)
-
-
 def erf(x):
-    """The error function, elementwise, on the device of ``x``."""
+    """The error function, elementwise, on the device of ``x``: SciPy's on the host (Cephes, within
+    a few ulps), CuPy's on the GPU. NumPy has none."""
     if isinstance(x, FakeGpuArray):
-        return _to_fake(_numpy_erf(x.view(numpy.ndarray)))
+        return _to_fake(numpy.asarray(scipy.special.erf(x.view(numpy.ndarray))))
     if get_array_module(x) is numpy:
-        return _numpy_erf(x)
+        return numpy.asarray(scipy.special.erf(x))  # a 0-d array stays an array, as elsewhere
     import cupyx.scipy.special
 
     return cupyx.scipy.special.erf(x)

@@ -148,8 +148,11 @@ class GELU(Function):
 
     def forward(self, x):
         self.x = x
-        self.cdf = 0.5 * (1.0 + backend.erf(x * _SQRT_HALF))
-        return x * self.cdf
+        cdf = backend.erf(x * _SQRT_HALF)  # a fresh array: the rest in place
+        cdf += 1.0
+        cdf *= 0.5
+        self.cdf = cdf
+        return x * cdf
 
     def backward(self, grad):
         x = self.x
