@@ -7,6 +7,7 @@
 """
 from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
 from datasets.dvm import dvm_colours, parse_image_name, top_colours
+from datasets.folder import image_folder
 from datasets.stanford_cars import has_test_labels, stanford_cars
 from datasets.synthetic import COLOURS, SyntheticCarColours
 from datasets.transforms import (CenterCrop, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, Resize,
@@ -14,5 +15,5 @@ from datasets.transforms import (CenterCrop, Compose, Normalize, RandomHorizonta
 
 __all__ = ["COLOURS", "CenterCrop", "Compose", "DataLoader", "Dataset", "ImageFiles", "Normalize",
            "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "Subset", "SyntheticCarColours", "ToArray",
-           "dvm_colours", "eval_transform", "has_test_labels", "parse_image_name", "stanford_cars", "stratified_split",
-           "top_colours", "train_transform"]
+           "dvm_colours", "eval_transform", "has_test_labels", "image_folder", "parse_image_name", "stanford_cars",
+           "stratified_split", "top_colours", "train_transform"]

@@ -1,6 +1,7 @@
 """The training scripts: metrics against hand-counted cases, a whole run end to end on tiny data,
 resuming that repeats an uninterrupted run bit for bit, clear errors for bad input, nothing of
 the user's overwritten, and the host-device traffic of a training epoch on the stand-in GPU."""
+import argparse
 import csv
 import sys
 from pathlib import Path
@@ -10,13 +11,15 @@ import pytest
 from PIL import Image
 
 import minigrad
-from datasets import DataLoader, ImageFiles, SyntheticCarColours, eval_transform, stratified_split, train_transform
+from datasets import (DataLoader, ImageFiles, SyntheticCarColours, ToArray, eval_transform, image_folder,
+                      stratified_split, train_transform)
 from minigrad import backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import predict  # noqa: E402
 import reporting  # noqa: E402
 import train_dvm  # noqa: E402
+import train_folder  # noqa: E402
 import train_stanford_cars  # noqa: E402
 import training  # noqa: E402
 from test_stanford_cars import NAMES, make_cars  # noqa: E402
@@ -322,3 +325,56 @@ def test_predict_explains_bad_input(tmp_path, capsys):
     minigrad.save({"weight": np.zeros(3)}, tmp_path / "bare.npz")
     message = usage_error(capsys, predict.main, [str(tmp_path / "bare.npz"), "car.jpg"])
     assert "not a checkpoint of examples/train_" in message
+
+
+# --------------------------------------------------------------------------------------------
+# One's own photos, one folder per class
+
+
+def write_class_folders(root: Path, counts: dict[str, int]) -> None:
+    for name, count in counts.items():
+        (root / name / "nested").mkdir(parents=True)
+        colour = (200, 30, 30) if name == "Red" else (20, 20, 20)
+        for index in range(count):
+            folder = root / name / ("nested" if index % 2 else "")
+            Image.new("RGB", (40, 30), colour).save(folder / f"photo {index}.PNG")
+    (root / "Red" / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_reads_one_class_per_folder(tmp_path):
+    write_class_folders(tmp_path, {"Red": 3, "Black": 2})
+    photos = image_folder(tmp_path, eval_transform(16))
+    assert photos.classes == ["Black", "Red"]
+    np.testing.assert_array_equal(photos.labels, [0, 0, 1, 1, 1])
+    image, label = photos[4]
+    assert label == 1 and image.shape == (3, 16, 16)
+    assert image[0].mean() > image[1].mean()  # red
+
+
+def test_image_folder_explains_what_it_needs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="one subfolder per class"):
+        image_folder(tmp_path / "missing", ToArray())
+    write_class_folders(tmp_path, {"Red": 2})
+    (tmp_path / "Blue").mkdir()
+    with pytest.raises(ValueError, match="without images: Blue"):
+        image_folder(tmp_path, ToArray())
+
+
+def run_folder(argv):
+    parser = training.make_parser("test")
+    train_folder.add_data_arguments(parser)
+    return training.main(parser, train_folder.load_data, "folder", argv)
+
+
+def test_a_run_on_class_folders_holds_out_validation_and_test(tmp_path):
+    write_class_folders(tmp_path / "photos", {"Red": 10, "Black": 10})
+    folder = run_folder(["--data", str(tmp_path / "photos"), "--model", "swin_mini", "--img-size", "32",
+                         "--epochs", "1", "--batch-size", "4", "--optimizers", "adam", "--workers", "0",
+                         "--out", str(tmp_path / "run")])
+    assert int(read_history(folder)[0]["steps"]) == 4  # 16 training photos: 8 of each, 1 and 1 held out
+    assert "test accuracy" in (folder / "summary.md").read_text()
+    splits = train_folder.load_data(argparse.Namespace(data=tmp_path / "photos", img_size=32, seed=0,
+                                                       val_fraction=0.1, test_fraction=0.1))
+    train, val, test = ({split.dataset.paths[i] for i in split.indices} for split in splits)
+    assert (len(train), len(val), len(test)) == (16, 2, 2)
+    assert len(train | val | test) == 20  # no photo in two splits

@@ -1,0 +1,46 @@
+"""Train Swin on your own photos, sorted into one folder per class, with Adam and with RAdam.
+
+    python examples/train_folder.py --data ~/my_cars --device gpu
+    python examples/train_folder.py --data ~/my_cars --device gpu \\
+        --pretrained swin_tiny_patch4_window7_224.safetensors --lr 1e-4
+
+--data holds one subfolder per class (my_cars/Red/car1.jpg, my_cars/Black/...). A tenth of each
+class is held out for validation (which picks the best epoch) and another tenth for the final test.
+With a few hundred photos, start from ImageNet weights (--pretrained): from scratch, Swin needs
+far more data.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from datasets import Subset, eval_transform, image_folder, stratified_split, train_transform
+from training import Splits, main, make_parser
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", type=Path, required=True, help="a folder with one subfolder of images per class")
+    data.add_argument("--val-fraction", type=float, default=0.1, help="the part of each class used for validation")
+    data.add_argument("--test-fraction", type=float, default=0.1,
+                      help="the part of each class kept for the final test (0: score on the validation part)")
+
+
+def load_data(args: argparse.Namespace) -> Splits:
+    if not (0 < args.val_fraction and 0 <= args.test_fraction and args.val_fraction + args.test_fraction < 1):
+        raise ValueError(f"need --val-fraction > 0, --test-fraction >= 0 and their sum < 1, "
+                         f"got {args.val_fraction} and {args.test_fraction}")
+    augmented = image_folder(args.data, train_transform(args.img_size))
+    plain = image_folder(args.data, eval_transform(args.img_size))
+    held_out_fraction = args.val_fraction + args.test_fraction
+    kept, held_out = stratified_split(augmented.labels, held_out_fraction, args.seed)
+    if args.test_fraction == 0:
+        return Splits(Subset(augmented, kept), Subset(plain, held_out), None)
+    val, test = stratified_split(plain.labels[held_out], args.test_fraction / held_out_fraction, args.seed)
+    return Splits(Subset(augmented, kept), Subset(plain, held_out[val]), Subset(plain, held_out[test]))
+
+
+if __name__ == "__main__":
+    parser = make_parser(__doc__)
+    add_data_arguments(parser)
+    main(parser, load_data, "folder")
