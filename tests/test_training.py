@@ -178,6 +178,9 @@ def test_a_run_on_the_gpu_agrees_with_the_cpu(tmp_path):
         assert actual["history"][0][key] == pytest.approx(expected["history"][0][key], rel=1e-5)
     for key in expected["model"]:
         np.testing.assert_allclose(actual["model"][key], expected["model"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+    # Resuming puts the saved model and optimizer state back on the GPU.
+    run_dvm(TINY + ["--max-steps", "6", "--optimizers", "sgd", "--out", str(on_gpu), "--device", "gpu", "--resume"])
+    assert [row["steps"] for row in minigrad.load(on_gpu / "sgd" / "last.npz")["history"]] == [3, 3]
 
 
 # --------------------------------------------------------------------------------------------
