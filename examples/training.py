@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -77,7 +78,8 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     system = parser.add_argument_group("system")
     system.add_argument("--device", default="cpu", help="cpu or gpu (needs CuPy: pip install -e '.[gpu]')")
     system.add_argument("--seed", type=int, default=0)
-    system.add_argument("--workers", type=int, default=4, help="threads decoding images (default: 4)")
+    system.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="threads decoding images (default: the number of cores, at most 8)")
     system.add_argument("--log-every", type=int, default=10, help="steps between progress-bar updates")
     system.add_argument("--out", type=Path, help="the run's folder (default: runs/<name>, or the next free one)")
     system.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
