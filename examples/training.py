@@ -104,9 +104,15 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
         initial_weights = initial_model(args, data.train.classes).state_dict()
         folder = output_folder(args, name, data.train.classes)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as error:
-        parser.error(str(error).strip("'\""))
+        # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
+        parser.exit(2, f"{parser.prog}: error: {message_of(error)}\n")
     run(args, data, folder, initial_weights)
     return folder
+
+
+def message_of(error: Exception) -> str:
+    """An exception's text (a KeyError's ``str`` would wrap it in quotes)."""
+    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
 
 
 def check_settings(args: argparse.Namespace) -> None:
@@ -131,7 +137,11 @@ def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTrans
     if args.pretrained is not None:
         if not args.pretrained.exists():
             raise FileNotFoundError(f"--pretrained {args.pretrained}: no such file")
-        load_pretrained(model, args.pretrained)
+        try:
+            load_pretrained(model, args.pretrained)
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"--pretrained {args.pretrained} does not fit {args.model} with {len(classes)} classes "
+                             f"at {args.img_size} px: {message_of(error)}") from error
     return model
 
 

@@ -14,6 +14,7 @@ import minigrad
 from datasets import (DataLoader, ImageFiles, SyntheticCarColours, ToArray, eval_transform, image_folder,
                       stratified_split, train_transform)
 from minigrad import backend
+from swin import swin_mini
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import predict  # noqa: E402
@@ -212,6 +213,14 @@ def test_resume_needs_an_earlier_run(tmp_path, capsys):
 def test_an_image_size_the_model_cannot_take_names_sizes_it_can(capsys):
     message = usage_error(capsys, run_dvm, ["--img-size", "50", "--out", "unused"])
     assert "img_size=50" in message and "Sizes that fit" in message
+
+
+def test_pretrained_weights_of_another_shape_are_named(tmp_path, capsys):
+    minigrad.save(swin_mini(embed_dim=16, num_heads=(1, 1, 2, 2)).state_dict(), tmp_path / "other.npz")
+    message = usage_error(capsys, run_dvm, TINY + ["--pretrained", str(tmp_path / "other.npz")])
+    assert "does not fit swin_mini with 11 classes at 32 px" in message
+    assert "patch_embed.proj.weight: the checkpoint has shape (16, 3, 4, 4), the model (32, 3, 4, 4)" in message
+    assert "usage:" not in message  # the arguments were fine: only the problem is shown
 
 
 def test_a_missing_dvm_folder_says_where_to_get_the_data(tmp_path, capsys):
