@@ -18,6 +18,7 @@ from datasets import DataLoader, ImageFiles, eval_transform
 from minigrad import backend
 from minigrad import functional as F
 from swin import SwinTransformer, build
+from training import message_of
 
 
 def load_classifier(checkpoint: Path, device: str) -> tuple[SwinTransformer, list[str]]:
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         model, classes = load_classifier(args.checkpoint, device)
         results = predict(model, classes, args.images, max(1, args.top), device)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
-        parser.error(str(error))
+        parser.exit(2, f"{parser.prog}: error: {message_of(error)}\n")
     for path, guesses in zip(args.images, results):
         print(f"{path}: " + ", ".join(f"{name} {probability:.1%}" for name, probability in guesses))
 
