@@ -127,13 +127,18 @@ def check_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"--optimizers names one twice: {' '.join(args.optimizers)}")
 
 
-def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTransformer:
-    """The model every optimizer starts from: seeded, and with the pretrained weights if given."""
+def build_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTransformer:
+    """The Swin variant the arguments ask for, freshly (seeded) initialised."""
     minigrad.manual_seed(args.seed)
     overrides: dict[str, Any] = dict(num_classes=len(classes), img_size=args.img_size)
     if args.drop_path is not None:
         overrides["drop_path_rate"] = args.drop_path
-    model = build(args.model, **overrides)
+    return build(args.model, **overrides)
+
+
+def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTransformer:
+    """The model every optimizer starts from: seeded, and with the pretrained weights if given."""
+    model = build_model(args, classes)
     if args.pretrained is not None:
         if not args.pretrained.exists():
             raise FileNotFoundError(f"--pretrained {args.pretrained}: no such file")
@@ -260,8 +265,8 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
                initial_weights: dict[str, Any], histories: dict[str, list]) -> SwinTransformer:
     """Train a fresh copy of the initial model with one optimizer, or go on with it from its last
     checkpoint; after each epoch save, log and plot. Return the model with its best weights."""
-    model = initial_model(args, data.train.classes)
-    model.load_state_dict(initial_weights)
+    model = build_model(args, data.train.classes)
+    model.load_state_dict(initial_weights)  # the pretrained file is read once, in main
     model.to(args.device)
     train_loader = DataLoader(data.train, args.batch_size, shuffle=True, drop_last=len(data.train) > args.batch_size,
                               seed=args.seed, num_workers=args.workers)

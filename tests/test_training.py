@@ -215,6 +215,18 @@ def test_an_image_size_the_model_cannot_take_names_sizes_it_can(capsys):
     assert "img_size=50" in message and "Sizes that fit" in message
 
 
+def test_every_optimizer_starts_from_the_pretrained_weights(tmp_path):
+    minigrad.manual_seed(7)  # weights unlike the run's own seeded initialisation
+    pretrained = swin_mini(img_size=32, num_classes=11).state_dict()
+    minigrad.save(pretrained, tmp_path / "weights.npz")
+    folder = run_dvm(TINY + ["--pretrained", str(tmp_path / "weights.npz"), "--optimizers", "sgd", "adam",
+                             "--max-steps", "1", "--lr", "1e-12", "--out", str(tmp_path / "run")])
+    for name in ("sgd", "adam"):
+        trained = minigrad.load(folder / name / "last.npz")["model"]
+        for key in pretrained:  # one step of lr 1e-12 moves nothing visibly
+            np.testing.assert_allclose(trained[key], pretrained[key], rtol=0, atol=1e-9, err_msg=f"{name} {key}")
+
+
 def test_pretrained_weights_of_another_shape_are_named(tmp_path, capsys):
     minigrad.save(swin_mini(embed_dim=16, num_heads=(1, 1, 2, 2)).state_dict(), tmp_path / "other.npz")
     message = usage_error(capsys, run_dvm, TINY + ["--pretrained", str(tmp_path / "other.npz")])
