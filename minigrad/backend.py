@@ -22,16 +22,19 @@ from typing import Any
 import numpy
 import scipy.special
 
+_cupy_import_error: str | None = None
 try:  # The "gpu" extra installs cupy-cuda12x; a machine may carry another CuPy wheel by this name.
     import cupy
-except ImportError:
+except ImportError as error:
     cupy = None
+    if error.name != "cupy":  # installed, but it failed to load (a CUDA library, a version clash)
+        _cupy_import_error = str(error)
 
 DEVICES = ("cpu", "gpu")
 _ALIASES = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}
 
 _INSTALL_HINT = (
-    "Install CuPy for your CUDA version: pip install -e \".[gpu]\" (CUDA 12) or "
+    "Install CuPy with the CUDA libraries for your driver: pip install -e \".[gpu]\" (CUDA 12) or "
     "pip install -e \".[gpu-cuda13]\" (CUDA 13), on a machine with an NVIDIA GPU."
 )
 
@@ -41,26 +44,41 @@ def fake_gpu_enabled() -> bool:
     return os.environ.get("MINIGRAD_FAKE_GPU", "") == "1"
 
 
-def _real_gpu_error() -> str | None:
-    """Why the real GPU cannot be used, or None when it can."""
+def gpu_problem() -> str | None:
+    """Why the real GPU cannot be used, in a sentence, or None when it can."""
+    if _cupy_import_error is not None:
+        return f"CuPy is installed but does not load ({_cupy_import_error})."
     return _gpu_problem(cupy)
 
 
 @functools.lru_cache(maxsize=None)
 def _gpu_problem(cupy_module) -> str | None:
-    """Asked once per process (every op checks its device), keyed by the module for tests."""
+    """Asked once per process (every op checks its device), keyed by the module for tests.
+
+    Finding a GPU is not enough: CuPy compiles its kernels with NVRTC and multiplies with cuBLAS,
+    libraries a wheel without the ``[ctk]`` extra expects from a local CUDA Toolkit. A tiny matmul
+    and kernel here turn their absence into this message, not an error deep inside the first step.
+    """
     if cupy_module is None:
         return "CuPy is not installed."
     try:
         count = cupy_module.cuda.runtime.getDeviceCount()
     except Exception as error:  # CuPy raises its own CUDA error types here
         return f"CuPy cannot reach a GPU ({error})."
-    return None if count > 0 else "CuPy found no GPU on this machine."
+    if count == 0:
+        return "CuPy found no GPU on this machine."
+    try:
+        square = cupy_module.arange(4, dtype=cupy_module.float32).reshape(2, 2)
+        float((square @ square + 1).sum())
+    except Exception as error:
+        return (f"CuPy found a GPU but cannot compute on it ({type(error).__name__}: {error}); "
+                "its CUDA libraries (NVRTC, cuBLAS) are probably missing.")
+    return None
 
 
 def is_gpu_available() -> bool:
     """True when device ``"gpu"`` can be used: real CuPy with a GPU, or the test stand-in."""
-    return fake_gpu_enabled() or _real_gpu_error() is None
+    return fake_gpu_enabled() or gpu_problem() is None
 
 
 def normalize_device(device: str | None) -> str:
@@ -71,7 +89,7 @@ def normalize_device(device: str | None) -> str:
     if name is None:
         raise ValueError(f"unknown device {device!r}: use 'cpu' or 'gpu' (alias 'cuda')")
     if name == "gpu" and not fake_gpu_enabled():
-        problem = _real_gpu_error()
+        problem = gpu_problem()
         if problem is not None:
             raise RuntimeError(f"device 'gpu' was asked for, but {problem} {_INSTALL_HINT}")
     return name

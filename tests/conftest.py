@@ -5,12 +5,25 @@ import minigrad
 from minigrad import backend
 
 
+def _skip_without_gpu() -> None:
+    if not backend.is_gpu_available():
+        pytest.skip(f"no GPU here: {backend.gpu_problem()} On a GPU machine install CuPy; "
+                    "elsewhere set MINIGRAD_FAKE_GPU=1 for the stand-in.")
+
+
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 def device(request) -> str:
     """Run the test on the CPU and on the GPU (real CuPy, or the stand-in with MINIGRAD_FAKE_GPU=1)."""
-    if request.param == "gpu" and not backend.is_gpu_available():
-        pytest.skip("no GPU here: install CuPy on a GPU machine, or set MINIGRAD_FAKE_GPU=1 for the stand-in")
+    if request.param == "gpu":
+        _skip_without_gpu()
     return request.param
+
+
+@pytest.fixture
+def gpu() -> str:
+    """Device "gpu" for tests that need it beside the CPU; skips where there is none."""
+    _skip_without_gpu()
+    return "gpu"
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,9 @@
 """The array backend: device names, array modules, transfers, seeding, and the stand-in GPU."""
+import importlib.util
 import math
 import re
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -48,6 +51,89 @@ def test_cuda_is_an_alias_of_gpu(fake_gpu):
     assert backend.is_gpu_available()
     assert backend.normalize_device("cuda") == backend.normalize_device("CUDA") == "gpu"
     assert minigrad.tensor([1.0], device="cuda").device == "gpu"
+
+
+def cupy_like(device_count, compute_error=None) -> types.ModuleType:
+    """A module that answers the questions the backend asks CuPy, computing with NumPy."""
+    module = types.ModuleType("cupy_like")
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: device_count)
+    module.cuda = types.SimpleNamespace(runtime=runtime)
+    module.float32 = np.float32
+
+    def arange(*args, **kwargs):
+        if compute_error is not None:
+            raise compute_error
+        return np.arange(*args, **kwargs)
+
+    module.arange = arange
+    return module
+
+
+def cuda_error(message):
+    raise RuntimeError(message)
+
+
+@pytest.mark.parametrize("module, expected", [
+    (cupy_like(1), None),
+    (cupy_like(0), "CuPy found no GPU on this machine."),
+    (cupy_like(2, RuntimeError("CuPy failed to load libnvrtc.so.12")),
+     "CuPy found a GPU but cannot compute on it (RuntimeError: CuPy failed to load libnvrtc.so.12); "
+     "its CUDA libraries (NVRTC, cuBLAS) are probably missing."),
+])
+def test_gpu_problem_tries_a_computation_not_just_the_device_count(module, expected):
+    assert backend._gpu_problem(module) == expected
+
+
+def test_gpu_problem_reports_a_cuda_error_from_the_device_count():
+    module = cupy_like(1)
+    module.cuda.runtime.getDeviceCount = lambda: cuda_error("cudaErrorInsufficientDriver: driver too old")
+    assert backend._gpu_problem(module) == "CuPy cannot reach a GPU (cudaErrorInsufficientDriver: driver too old)."
+
+
+def test_gpu_with_cupy_that_cannot_compute_says_why(monkeypatch):
+    monkeypatch.delenv("MINIGRAD_FAKE_GPU", raising=False)
+    monkeypatch.setattr(backend, "cupy", cupy_like(1, RuntimeError("libcublas.so.12: cannot open")))
+    assert not backend.is_gpu_available()
+    with pytest.raises(RuntimeError) as error:
+        minigrad.tensor([1.0], device="gpu")
+    assert "libcublas.so.12: cannot open" in str(error.value)
+    assert 'pip install -e ".[gpu]"' in str(error.value)
+
+
+class _BrokenCupyFinder:
+    """An import hook for which ``import cupy`` fails the way a wheel without its CUDA libraries does."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "cupy":
+            raise ImportError("libcudart.so.12: cannot open shared object file", name="cupy_backends.cuda")
+        return None
+
+
+def load_backend_afresh(monkeypatch, cupy_finder=None) -> types.ModuleType:
+    """Execute backend.py as a new module, with ``import cupy`` answered by ``cupy_finder``."""
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.delenv("MINIGRAD_FAKE_GPU", raising=False)
+    if cupy_finder is None:
+        monkeypatch.setitem(sys.modules, "cupy", None)  # as if CuPy were not installed
+    else:
+        monkeypatch.setattr(sys, "meta_path", [cupy_finder] + sys.meta_path)
+    spec = importlib.util.spec_from_file_location("backend_afresh", backend.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cupy_that_is_installed_but_does_not_load_is_not_called_missing(monkeypatch):
+    fresh = load_backend_afresh(monkeypatch, _BrokenCupyFinder())
+    assert fresh.cupy is None
+    assert fresh.gpu_problem() == (
+        "CuPy is installed but does not load (libcudart.so.12: cannot open shared object file).")
+    with pytest.raises(RuntimeError, match="does not load"):
+        fresh.normalize_device("gpu")
+
+
+def test_cupy_that_is_not_installed_is_called_missing(monkeypatch):
+    assert load_backend_afresh(monkeypatch).gpu_problem() == "CuPy is not installed."
 
 
 def test_cpu_needs_nothing(no_gpu):

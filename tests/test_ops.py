@@ -593,9 +593,7 @@ MIXED_DEVICE_OPS = {
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", MIXED_DEVICE_OPS)
-def test_mixing_cpu_and_gpu_names_both(name):
-    if not backend.is_gpu_available():
-        pytest.skip("no GPU here: install CuPy on a GPU machine, or set MINIGRAD_FAKE_GPU=1 for the stand-in")
+def test_mixing_cpu_and_gpu_names_both(name, gpu):
     on_cpu = minigrad.tensor(np.ones((3, 3)), requires_grad=True)
     on_gpu = minigrad.tensor(np.ones((3, 3)), requires_grad=True, device="gpu")
     with pytest.raises(RuntimeError, match="'cpu'.*'gpu'"):

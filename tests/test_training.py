@@ -168,9 +168,7 @@ def test_runs_without_out_take_the_next_free_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_a_run_on_the_gpu_agrees_with_the_cpu(tmp_path):
-    if not backend.is_gpu_available():
-        pytest.skip("no GPU here: install CuPy on a GPU machine, or set MINIGRAD_FAKE_GPU=1 for the stand-in")
+def test_a_run_on_the_gpu_agrees_with_the_cpu(tmp_path, gpu):
     argv = TINY + ["--epochs", "1", "--max-steps", "3", "--optimizers", "sgd"]
     on_cpu = run_dvm(argv + ["--out", str(tmp_path / "cpu")])
     on_gpu = run_dvm(argv + ["--out", str(tmp_path / "gpu"), "--device", "gpu"])
