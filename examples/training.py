@@ -13,8 +13,8 @@ A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... i
     confusion_<optimizer>.png   the confusion matrix of the best model on the test split
     summary.md                  the scores and the speed
 
-``--resume`` continues a run in its folder from each optimizer's ``last.npz``; nothing already
-there is overwritten by a new run. On the GPU a training step reads nothing back from the device:
+``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too);
+nothing already there is overwritten by a new run. On the GPU a training step reads nothing back from the device:
 the running loss and accuracy stay there and reach the progress bar once per ``--log-every`` steps.
 """
 from __future__ import annotations
@@ -106,7 +106,11 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as error:
         # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
         parser.exit(2, f"{parser.prog}: error: {message_of(error)}\n")
-    run(args, data, folder, initial_weights)
+    try:
+        run(args, data, folder, initial_weights)
+    except KeyboardInterrupt:
+        parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
+                         f"to go on, run the same command with --resume --out {folder}\n")
     return folder
 
 

@@ -146,6 +146,30 @@ def test_resuming_repeats_an_uninterrupted_run_exactly(tmp_path):
     assert [row["train_loss"] for row in resumed["history"]] == [row["train_loss"] for row in expected["history"]]
 
 
+def test_ctrl_c_says_how_to_resume_and_resuming_repeats_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    straight = run_dvm(TINY + ["--out", str(tmp_path / "straight"), "--optimizers", "adam"])
+    train_epoch, calls = training.train_epoch, []
+
+    def interrupted_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", interrupted_in_epoch_2)
+    folder = tmp_path / "interrupted"
+    with pytest.raises(SystemExit) as stop:
+        run_dvm(TINY + ["--out", str(folder), "--optimizers", "adam"])
+    assert stop.value.code == 130
+    assert f"interrupted. Every finished epoch is saved in {folder}" in capsys.readouterr().err
+    assert [row["epoch"] for row in minigrad.load(folder / "adam" / "last.npz")["history"]] == [1]
+    monkeypatch.setattr(training, "train_epoch", train_epoch)
+    run_dvm(TINY + ["--out", str(folder), "--optimizers", "adam", "--resume"])
+    expected, resumed = (minigrad.load(run / "adam" / "last.npz") for run in (straight, folder))
+    for key in expected["model"]:
+        np.testing.assert_array_equal(resumed["model"][key], expected["model"][key], err_msg=key)
+
+
 def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "2"])
     run_dvm(TINY + ["--out", str(folder), "--resume", "--optimizers", "radam", "--max-steps", "4"])
