@@ -6,16 +6,19 @@ of UK car adverts as ``resized_DVM/<Maker>/<Genmodel>/<Year>/<Color>/<file>`` (f
 file name carries its labels: ``Maker$$Genmodel$$Year$$Color$$Genmodel_ID$$AdvSeq$$image_N.jpg``.
 
 ``dvm_colours`` keeps the photos of the most frequent colours and splits them into train, val and
-test by advert: an advert's photos show one car, so they all go to one split.
+test by advert: an advert's photos show one car, so they all go to one split. It can also keep
+only some viewpoints, read from ``Image_table.csv`` (its ``Predicted_viewpoint``, in degrees in
+steps of 45: 0 is the front, 180 the rear).
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +32,9 @@ FOLDERS = {"all": ("resized_DVM", "<Maker>/<Genmodel>/<Year>/<Color>/<file>"),
            "fronts": ("confirmed_fronts", "<Maker>/<Year>/<file>")}
 NOT_A_COLOUR = {"", "Unlisted", "Multicolour"}
 SPLITS = ("train", "val", "test")
+VIEWPOINTS = tuple(range(0, 360, 45))  # the table also says 360, which is 0
+IMAGE_TABLE = "Image_table.csv"
+TABLE_FOLDERS = (".", "tables", "tables/tables")  # beside the images; figshare's tables.zip; the Kaggle mirror
 
 
 class ImageName(NamedTuple):
@@ -113,6 +119,46 @@ def scan_images(folder: str | os.PathLike) -> list[Photo]:
     return found
 
 
+def find_image_table(root: str | os.PathLike) -> Path:
+    """DVM-Car's ``Image_table.csv`` at or below ``root`` (or beside it, when ``root`` is an image folder)."""
+    root = Path(root)
+    if any(root.name in (name, f"{name}_clean") for name, _ in FOLDERS.values()):
+        root = root.parent
+    candidates = [root / folder / IMAGE_TABLE for folder in TABLE_FOLDERS]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"--viewpoints needs DVM-Car's {IMAGE_TABLE}, which holds each photo's viewpoint: looked for "
+        f"{', '.join(str(c) for c in candidates)}. It comes in the tables of DVM-Car "
+        "(https://doi.org/10.6084/m9.figshare.19586296); unpack them in the folder you pass as --data.")
+
+
+def _file_key(name: str) -> str:
+    # The Kaggle mirror took the apostrophes out of its file names, not out of its tables.
+    return name.strip().replace("'", "")
+
+
+def names_in_viewpoints(table: str | os.PathLike, viewpoints: Iterable[int]) -> set[str]:
+    """The file names (as ``_file_key`` writes them) of the photos whose ``Predicted_viewpoint`` in
+    ``table`` is one of ``viewpoints``; rows without a viewpoint are left out."""
+    wanted = {viewpoint % 360 for viewpoint in viewpoints}
+    names = set()
+    # utf-8-sig drops a byte-order mark; the header names may carry spaces.
+    with open(table, newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file)
+        header = [field.strip() for field in next(reader, [])]
+        missing = {"Image_name", "Predicted_viewpoint"} - set(header)
+        if missing:
+            raise ValueError(f"{table} has no column {', '.join(sorted(missing))}; its header is {header}")
+        name_at, viewpoint_at = header.index("Image_name"), header.index("Predicted_viewpoint")
+        for row in tqdm(reader, desc=f"reading {Path(table).name}", unit="row", leave=False):
+            viewpoint = row[viewpoint_at].strip() if len(row) > viewpoint_at else ""
+            if viewpoint and int(float(viewpoint)) % 360 in wanted:
+                names.add(_file_key(row[name_at]))
+    return names
+
+
 def top_colours(colours: Iterable[str], k: int = 11) -> list[str]:
     """The ``k`` most frequent colours, most frequent first; ties go to the name first in alphabetical order."""
     counts = Counter(colour for colour in colours if colour not in NOT_A_COLOUR)
@@ -153,11 +199,14 @@ def _cap_per_class(examples: list[tuple[str, int]], limit: int, seed: int) -> li
 
 def dvm_colours(root: str | os.PathLike, transform_train: Transform, transform_eval: Transform,
                 num_colours: int = 11, images: str = "all", val_fraction: float = 0.1, test_fraction: float = 0.1,
-                seed: int = 0, max_per_class: int | None = None) -> tuple[ImageFiles, ImageFiles, ImageFiles]:
+                seed: int = 0, max_per_class: int | None = None,
+                viewpoints: Sequence[int] | None = None) -> tuple[ImageFiles, ImageFiles, ImageFiles]:
     """DVM-Car's ``num_colours`` most frequent colours as (train, val, test), split by advert.
 
     Classes are the colours, most frequent first. ``max_per_class`` caps each class in each split
-    (for quick runs). Train gets ``transform_train``; val and test get ``transform_eval``.
+    (for quick runs). ``viewpoints`` (degrees, e.g. ``[315, 0, 45]`` for the front and the front
+    corners) keeps only photos with those viewpoints in ``Image_table.csv``. Train gets
+    ``transform_train``; val and test get ``transform_eval``.
     """
     # Checked before the scan, which takes minutes on the full data.
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -165,7 +214,20 @@ def dvm_colours(root: str | os.PathLike, transform_train: Transform, transform_e
                          f"got {val_fraction} and {test_fraction}")
     if max_per_class is not None and max_per_class < 1:
         raise ValueError(f"max_per_class must be at least 1 (or None for no cap), got {max_per_class}")
-    found = scan_images(find_image_folder(root, images))
+    if viewpoints is not None:
+        unknown = sorted(set(viewpoints) - set(VIEWPOINTS) - {360})
+        if unknown or not viewpoints:
+            raise ValueError(f"viewpoints must be some of {', '.join(map(str, VIEWPOINTS))} (degrees, 0 the front, "
+                             f"180 the rear), got {', '.join(map(str, viewpoints)) or 'none'}")
+        table = find_image_table(root)
+    folder = find_image_folder(root, images)
+    found = scan_images(folder)
+    if viewpoints is not None:
+        kept = names_in_viewpoints(table, viewpoints)
+        found = [photo for photo in found if _file_key(os.path.basename(photo.path)) in kept]
+        if not found:
+            raise ValueError(f"none of the photos under {folder} has a viewpoint of "
+                             f"{', '.join(map(str, viewpoints))} in {table}")
     classes = top_colours((photo.colour for photo in found), num_colours)
     label_of = {colour: label for label, colour in enumerate(classes)}
     splits: dict[str, list[tuple[str, int]]] = {split: [] for split in SPLITS}

@@ -9,6 +9,7 @@ Swin at 64 px, in a few minutes on a CPU:
 With DVM-Car (https://deepvisualmarketing.github.io/, the folder that holds resized_DVM/):
 
     python examples/train_dvm.py --data ~/data/DVM --device gpu --epochs 30
+    python examples/train_dvm.py --data ~/data/DVM --device gpu --viewpoints 315 0 45   # front views
     python examples/train_dvm.py --data ~/data/DVM --device gpu --pretrained swin_tiny_patch4_window7_224.safetensors
 
 Photos of one advert all go to the same split, so the test set holds cars the model never saw.
@@ -29,6 +30,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                            "without it, the built-in synthetic set")
     data.add_argument("--images", choices=("all", "fronts"), default="all",
                       help="all views (resized_DVM) or front views only (confirmed_fronts)")
+    data.add_argument("--viewpoints", type=int, nargs="+", metavar="DEGREES",
+                      help="keep only photos of these viewpoints (0 front, 45, 90, ..., 180 rear, ..., 315), "
+                           "as DVM-Car's Image_table.csv predicts them, e.g. --viewpoints 315 0 45")
     data.add_argument("--colours", type=int, default=11, help="how many of the most common colours to keep")
     data.add_argument("--max-per-class", type=int, help="cap each colour in each split (quick runs)")
     data.add_argument("--synthetic-size", type=int, default=2200,
@@ -44,7 +48,7 @@ def load_data(args: argparse.Namespace) -> Splits:
                                             train_tf if split == "train" else eval_tf)
                         for split, size in sizes.items()))
     return Splits(*dvm_colours(args.data, train_tf, eval_tf, num_colours=args.colours, images=args.images,
-                               seed=args.seed, max_per_class=args.max_per_class))
+                               seed=args.seed, max_per_class=args.max_per_class, viewpoints=args.viewpoints))
 
 
 if __name__ == "__main__":

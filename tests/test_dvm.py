@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from datasets.core import DataLoader
-from datasets.dvm import (advert_split, dvm_colours, find_image_folder, parse_image_name, scan_images,
-                          top_colours)
+from datasets.dvm import (advert_split, dvm_colours, find_image_folder, names_in_viewpoints, parse_image_name,
+                          scan_images, top_colours)
 from datasets.transforms import ToArray, eval_transform, train_transform
 
 PAINT = {"Black": (15, 15, 15), "White": (240, 240, 240), "Blue": (20, 40, 200), "Red": (200, 20, 20),
@@ -198,3 +198,86 @@ def test_a_data_loader_batches_the_train_split(tmp_path):
         assert (labels == train.labels[indices]).all()
         seen.extend(indices)
     assert sorted(seen) == list(range(len(train)))
+
+
+# ---- viewpoints from Image_table.csv
+
+
+def write_image_table(path: Path, rows, header=" Genmodel_ID, Image_ID, Image_name, Predicted_viewpoint, Quality_check"):
+    """An Image_table.csv as DVM-Car writes it: a byte-order mark, spaces in the header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8-sig", newline="") as file:
+        file.write(header + "\n")
+        for name, viewpoint in rows:
+            fields = parse_image_name(name)
+            file.write(f'{fields.genmodel_id},{fields.advert}$${fields.image[6:-4]},"{name}",{viewpoint},\n')
+
+
+def viewpoint_of(name: str) -> str:
+    """Photo 0 of each advert faces the front (the table says 0 or 360), photo 1 the rear."""
+    fields = parse_image_name(name)
+    return "180" if fields.image == "image_1.jpg" else "360" if int(fields.adv_seq) % 2 else "0"
+
+
+@pytest.mark.parametrize("tables", ["tables", "tables/tables", "."])
+def test_viewpoints_keep_the_photos_the_image_table_puts_there(tmp_path, tables):
+    write_tree(tmp_path / "resized_DVM")
+    names = sorted(path.name for path in tmp_path.rglob("*.jpg"))
+    write_image_table(tmp_path / tables / "Image_table.csv", [(name, viewpoint_of(name)) for name in names])
+    fronts = dvm_colours(tmp_path, ToArray(), ToArray(), num_colours=3, viewpoints=[0])
+    rears = dvm_colours(tmp_path, ToArray(), ToArray(), num_colours=3, viewpoints=[180])
+    every = dvm_colours(tmp_path, ToArray(), ToArray(), num_colours=3, viewpoints=[0, 180])
+    adverts = sum(ADVERTS[colour] for colour in ("Black", "White", "Blue"))
+    for splits, images in ((fronts, {"image_0.jpg"}), (rears, {"image_1.jpg"}), (every, {"image_0.jpg", "image_1.jpg"})):
+        paths = [path for split in splits for path in split.paths]
+        assert len(paths) == adverts * len(images)
+        assert {parse_image_name(Path(path).name).image for path in paths} == images
+    assert [len(split) for split in every] == [len(split) for split in dvm_colours(tmp_path, ToArray(), ToArray(),
+                                                                                     num_colours=3)]
+
+
+def test_viewpoints_match_files_whose_apostrophes_the_kaggle_mirror_removed(tmp_path):
+    write_tree(tmp_path / "resized_DVM_clean", adverts={"Black": 2, "White": 1})
+    names = sorted(path.name for path in tmp_path.rglob("*.jpg"))
+    assert names[0].startswith("Land Rover$$Range Rover Sport$$")
+    rows = [(names[0].replace("Range Rover", "Range Rover'"), "45")] + [(name, "90") for name in names[1:]]
+    write_image_table(tmp_path / "tables" / "Image_table.csv", rows)
+    train, val, test = dvm_colours(tmp_path / "resized_DVM_clean", ToArray(), ToArray(), num_colours=1,
+                                   viewpoints=[45], val_fraction=0.0, test_fraction=0.0)
+    assert [Path(path).name for path in train.paths] == [names[0]] and len(val) == len(test) == 0
+
+
+def test_names_in_viewpoints_skips_rows_without_a_viewpoint(tmp_path):
+    table = tmp_path / "Image_table.csv"
+    table.write_text("Image_name,Predicted_viewpoint\nA$$b$$2000$$Red$$1_1$$1$$image_0.jpg,\n"
+                     "A$$b$$2000$$Red$$1_1$$1$$image_1.jpg, 0 \n", encoding="utf-8")
+    assert names_in_viewpoints(table, [0]) == {"A$$b$$2000$$Red$$1_1$$1$$image_1.jpg"}
+
+
+def test_a_table_without_the_columns_says_which_are_missing(tmp_path):
+    table = tmp_path / "Image_table.csv"
+    table.write_text("Image_ID,Viewpoint\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no column Image_name, Predicted_viewpoint"):
+        names_in_viewpoints(table, [0])
+
+
+def test_viewpoints_without_the_table_say_where_it_was_looked_for(tmp_path):
+    write_tree(tmp_path / "resized_DVM")
+    with pytest.raises(FileNotFoundError) as error:
+        dvm_colours(tmp_path / "resized_DVM", ToArray(), ToArray(), viewpoints=[0])
+    message = str(error.value)
+    assert str(tmp_path / "tables" / "tables" / "Image_table.csv") in message and "figshare" in message
+
+
+@pytest.mark.parametrize("viewpoints", [[30], [0, 400], []])
+def test_viewpoints_must_be_the_tables_angles(tmp_path, viewpoints):
+    with pytest.raises(ValueError, match="viewpoints must be some of 0, 45, 90, 135, 180, 225, 270, 315"):
+        dvm_colours(tmp_path / "nothing here", ToArray(), ToArray(), viewpoints=viewpoints)
+
+
+def test_viewpoints_that_keep_no_photo_are_an_error(tmp_path):
+    write_tree(tmp_path / "resized_DVM")
+    names = sorted(path.name for path in tmp_path.rglob("*.jpg"))
+    write_image_table(tmp_path / "Image_table.csv", [(name, "90") for name in names])
+    with pytest.raises(ValueError, match="none of the photos .* has a viewpoint of 0, 45"):
+        dvm_colours(tmp_path, ToArray(), ToArray(), viewpoints=[0, 45])

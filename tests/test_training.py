@@ -3,6 +3,8 @@ resuming that repeats an uninterrupted run bit for bit, clear errors for bad inp
 the user's overwritten, and the host-device traffic of a training epoch on the stand-in GPU."""
 import argparse
 import csv
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import train_dvm  # noqa: E402
 import train_folder  # noqa: E402
 import train_stanford_cars  # noqa: E402
 import training  # noqa: E402
+from test_dvm import viewpoint_of, write_image_table, write_tree  # noqa: E402
 from test_stanford_cars import NAMES, make_cars  # noqa: E402
 
 TINY = ["--model", "swin_mini", "--img-size", "32", "--synthetic-size", "44", "--batch-size", "8",
@@ -255,6 +258,21 @@ def test_pretrained_weights_of_another_shape_are_named(tmp_path, capsys):
     assert "does not fit swin_mini with 11 classes at 32 px" in message
     assert "patch_embed.proj.weight: the checkpoint has shape (16, 3, 4, 4), the model (32, 3, 4, 4)" in message
     assert "usage:" not in message  # the arguments were fine: only the problem is shown
+
+
+def test_the_dvm_script_trains_on_the_real_layout_with_chosen_viewpoints(tmp_path, capsys):
+    write_tree(tmp_path / "DVM" / "resized_DVM", adverts={"Black": 20, "White": 16, "Blue": 12, "Red": 4})
+    names = sorted(path.name for path in (tmp_path / "DVM").rglob("*.jpg"))
+    write_image_table(tmp_path / "DVM" / "tables" / "Image_table.csv", [(name, viewpoint_of(name)) for name in names])
+    folder = run_dvm(["--data", str(tmp_path / "DVM"), "--viewpoints", "0", "--colours", "3", "--model", "swin_mini",
+                      "--img-size", "32", "--epochs", "1", "--optimizers", "sgd", "--workers", "0",
+                      "--out", str(tmp_path / "run")])
+    counts = re.search(r"(\d+) training, (\d+) validation, (\d+) test images", capsys.readouterr().out)
+    assert sum(map(int, counts.groups())) == 20 + 16 + 12  # the front photo of each advert of the top 3 colours
+    config = json.loads((folder / "config.json").read_text())
+    assert config["classes"] == ["Black", "White", "Blue"] and config["viewpoints"] == [0]
+    state = minigrad.load(folder / "sgd" / "last.npz")
+    assert state["classes"] == ["Black", "White", "Blue"] and state["history"][0]["epoch"] == 1
 
 
 def test_a_missing_dvm_folder_says_where_to_get_the_data(tmp_path, capsys):
