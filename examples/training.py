@@ -343,6 +343,10 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
     say(f"{args.model} at {args.img_size} px on {args.device}; {len(data.train)} training, "
         f"{len(data.val)} validation, {len(data.test) if data.test is not None else 0} test images, "
         f"{len(classes)} classes; writing to {folder}")
+    empty_cache = cold_kernel_cache() if args.device == "gpu" else None
+    if empty_cache is not None:
+        say(f"The first steps compile CuPy's GPU kernels, so the progress bar waits a while; they are kept in "
+            f"{empty_cache} for later runs.")
     histories: dict[str, list[dict[str, float]]] = {}
     results = {}
     for name in args.optimizers:
@@ -359,6 +363,12 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
         summary = summarize(results, classes, test_name)
         (folder / "summary.md").write_text(summary)
         say(summary)
+
+
+def cold_kernel_cache() -> Path | None:
+    """CuPy's kernel cache folder when it is still empty (a first run on this machine), else None."""
+    folder = Path(os.environ.get("CUPY_CACHE_DIR") or Path.home() / ".cupy" / "kernel_cache")
+    return None if folder.is_dir() and any(folder.iterdir()) else folder
 
 
 def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_name: str) -> str:

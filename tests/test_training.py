@@ -275,6 +275,20 @@ def test_the_dvm_script_trains_on_the_real_layout_with_chosen_viewpoints(tmp_pat
     assert state["classes"] == ["Black", "White", "Blue"] and state["history"][0]["epoch"] == 1
 
 
+def test_a_first_run_on_the_gpu_warns_of_kernel_compilation(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
+    cache = tmp_path / "kernel_cache"
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(cache))
+    argv = TINY + ["--device", "gpu", "--max-steps", "1", "--optimizers", "sgd"]
+    run_dvm(argv + ["--out", str(tmp_path / "first")])
+    assert f"compile CuPy's GPU kernels, so the progress bar waits a while; they are kept in {cache}" in \
+        capsys.readouterr().out
+    cache.mkdir()
+    (cache / "kernel.cubin").write_bytes(b"compiled")
+    run_dvm(argv + ["--out", str(tmp_path / "second")])
+    assert "compile CuPy's GPU kernels" not in capsys.readouterr().out
+
+
 def test_a_missing_dvm_folder_says_where_to_get_the_data(tmp_path, capsys):
     message = usage_error(capsys, run_dvm, ["--data", str(tmp_path / "DVM")])
     assert "resized_DVM" in message and "deepvisualmarketing" in message
