@@ -14,8 +14,9 @@ A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... i
     summary.md                  the scores and the speed
 
 ``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too);
-nothing already there is overwritten by a new run. On the GPU a training step reads nothing back from the device:
-the running loss and accuracy stay there and reach the progress bar once per ``--log-every`` steps.
+nothing already there is overwritten by a new run. On the GPU a training step reads nothing back
+from the device: the running loss and accuracy stay there and reach the progress bar once per
+``--log-every`` steps.
 """
 from __future__ import annotations
 

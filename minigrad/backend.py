@@ -350,6 +350,7 @@ def erf(x):
 # Random numbers: one seeded generator per device.
 
 _generators: dict[str, Any] = {}
+_seed: int | None = None
 
 
 def _new_generator(device: str, seed: int | None):
@@ -359,17 +360,20 @@ def _new_generator(device: str, seed: int | None):
 
 
 def manual_seed(seed: int) -> None:
-    """Seed the generators of every device (initialisation, dropout, drop-path)."""
+    """Seed the generators of every device (initialisation, dropout, drop-path).
+
+    Each device's generator is made at its first draw, from this seed: seeding never starts a GPU
+    (a CUDA context, cuRAND) in a program that computes on the CPU only.
+    """
+    global _seed
+    _seed = seed
     _generators.clear()
-    _generators["cpu"] = _new_generator("cpu", seed)
-    if is_gpu_available():
-        _generators["gpu"] = _new_generator("gpu", seed)
 
 
 def _generator(device: str):
     device = normalize_device(device)
     if device not in _generators:
-        _generators[device] = _new_generator(device, None)
+        _generators[device] = _new_generator(device, _seed)
     return _generators[device]
 
 

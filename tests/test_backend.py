@@ -218,6 +218,20 @@ def test_manual_seed_makes_samples_reproducible(sample, dtype, device):
     assert not np.array_equal(first, other_first)
 
 
+def test_manual_seed_leaves_the_gpu_alone_until_it_draws(monkeypatch):
+    made = []
+    new_generator = backend._new_generator
+    monkeypatch.setattr(backend, "_new_generator", lambda device, seed: made.append((device, seed))
+                        or new_generator(device, seed))
+    monkeypatch.setattr(backend, "is_gpu_available", lambda: pytest.fail("manual_seed asked about the GPU"))
+    monkeypatch.setattr(backend, "gpu_problem", lambda: pytest.fail("manual_seed asked about the GPU"))
+    minigrad.manual_seed(5)
+    assert made == []
+    backend.random_uniform((2,), np.float32, "cpu")
+    backend.random_uniform((2,), np.float32, "cpu")
+    assert made == [("cpu", 5)]
+
+
 def test_uniform_samples_lie_in_the_unit_interval(device):
     samples = backend.asnumpy(backend.random_uniform((10_000,), np.float32, device))
     assert samples.min() >= 0.0 and samples.max() < 1.0

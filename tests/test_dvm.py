@@ -203,11 +203,11 @@ def test_a_data_loader_batches_the_train_split(tmp_path):
 # ---- viewpoints from Image_table.csv
 
 
-def write_image_table(path: Path, rows, header=" Genmodel_ID, Image_ID, Image_name, Predicted_viewpoint, Quality_check"):
+def write_image_table(path: Path, rows):
     """An Image_table.csv as DVM-Car writes it: a byte-order mark, spaces in the header."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8-sig", newline="") as file:
-        file.write(header + "\n")
+        file.write(" Genmodel_ID, Image_ID, Image_name, Predicted_viewpoint, Quality_check\n")
         for name, viewpoint in rows:
             fields = parse_image_name(name)
             file.write(f'{fields.genmodel_id},{fields.advert}$${fields.image[6:-4]},"{name}",{viewpoint},\n')
@@ -228,7 +228,8 @@ def test_viewpoints_keep_the_photos_the_image_table_puts_there(tmp_path, tables)
     rears = dvm_colours(tmp_path, ToArray(), ToArray(), num_colours=3, viewpoints=[180])
     every = dvm_colours(tmp_path, ToArray(), ToArray(), num_colours=3, viewpoints=[0, 180])
     adverts = sum(ADVERTS[colour] for colour in ("Black", "White", "Blue"))
-    for splits, images in ((fronts, {"image_0.jpg"}), (rears, {"image_1.jpg"}), (every, {"image_0.jpg", "image_1.jpg"})):
+    both = {"image_0.jpg", "image_1.jpg"}
+    for splits, images in ((fronts, {"image_0.jpg"}), (rears, {"image_1.jpg"}), (every, both)):
         paths = [path for split in splits for path in split.paths]
         assert len(paths) == adverts * len(images)
         assert {parse_image_name(Path(path).name).image for path in paths} == images
