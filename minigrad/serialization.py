@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy
 
-from minigrad import backend
+from minigrad import backend, torch_checkpoint
 from minigrad.tensor import Tensor
 
 _MANIFEST = "__manifest__"
@@ -102,7 +102,8 @@ def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
     """Read a flat mapping name -> host array from a weights file, whoever wrote it.
 
     ``.npz`` (from ``minigrad.save`` or plain ``numpy.savez``), ``.safetensors`` (needs the
-    ``safetensors`` package), ``.pth``/``.pt``/``.bin`` (needs PyTorch; tensors only, no code runs).
+    ``safetensors`` package), ``.pth``/``.pt``/``.bin`` (``torch.save``'s files, read without
+    PyTorch by ``torch_checkpoint``; no code in them runs).
     Official Swin checkpoints nest the weights under ``"model"``; that level is taken off.
     """
     path = Path(path)
@@ -126,18 +127,32 @@ def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
     for nesting in ("model", "state_dict"):
         if isinstance(found.get(nesting), dict):
             found = found[nesting]
+    if isinstance(found, torch_checkpoint.Unknown):
+        raise ValueError(f"{path} holds a pickled {found.origin}, not its weights; save its state_dict() instead")
     return {name: value for name, value in found.items() if hasattr(value, "shape")}
 
 
 def _load_torch_file(path: Path) -> dict[str, Any]:
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(
-            f"reading {path.name} needs PyTorch, which is not installed here. Convert it once on a machine "
-            f"that has it:\n  python -c \"import torch, numpy; sd = torch.load('{path.name}', map_location='cpu', "
-            f"weights_only=True); sd = sd.get('model', sd); numpy.savez('{path.stem}.npz', "
-            f"**{{k: v.numpy() for k, v in sd.items()}})\"\nthen load {path.stem}.npz.") from None
-    found = torch.load(path, map_location="cpu", weights_only=True)
-    found = found.get("model", found.get("state_dict", found))
-    return {name: value.numpy() for name, value in found.items() if hasattr(value, "numpy")}
+    """A ``torch.save`` file: its zip format is read here; the format before PyTorch 1.6 needs torch."""
+    if torch_checkpoint.is_zip_checkpoint(path):
+        found = torch_checkpoint.load(path)
+    else:
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(
+                f"{path.name} is in the format of PyTorch before 1.6, which only PyTorch reads. Convert it once "
+                f"on a machine that has it:\n  python -c \"import torch; torch.save(torch.load('{path.name}', "
+                f"map_location='cpu', weights_only=True), '{path.stem}-new{path.suffix}')\"\nthen load "
+                f"{path.stem}-new{path.suffix}.") from None
+        found = torch.load(path, map_location="cpu", weights_only=True)
+        found = _tensors_to_arrays(found)
+    if not isinstance(found, dict):
+        raise ValueError(f"{path} holds a {type(found).__name__}, not a dict of weights")
+    return found
+
+
+def _tensors_to_arrays(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _tensors_to_arrays(item) for key, item in value.items()}
+    return value.numpy() if hasattr(value, "numpy") else value

@@ -1,7 +1,9 @@
 """swin.load_pretrained and resize_bias_table: official and timm layouts, heads of another size,
 strictness, shape errors, weight files of every kind, and bias tables of another window size."""
 import importlib.util
+import pickle
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 import minigrad
 from minigrad.tensor import Tensor
 from swin import SwinTransformer, load_pretrained, resize_bias_table, swin_mini
+from test_torch_checkpoint import TorchStorage, TorchTensor, write_checkpoint
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -157,15 +160,25 @@ def test_weights_files(tmp_path, source, write):
         assert_same_parameters(model, source.state_dict())
 
 
-@pytest.mark.skipif(HAS_TORCH, reason="torch is installed here, so .pth files load")
-def test_pth_without_torch_explains_how_to_convert(tmp_path):
+def test_official_pth_file_without_torch(tmp_path, source):
+    state = source.state_dict()
+    storages = {key: TorchStorage(str(index), value.reshape(-1)) for index, (key, value) in enumerate(state.items())}
+    tensors = {key: TorchTensor(storages[key], 0, value.shape, [step // value.itemsize for step in value.strides])
+               for key, value in state.items()}
+    write_checkpoint(tmp_path / "swin.pth", {"model": tensors, "epoch": 300}, storages.values())
+    model = fresh()
+    load_pretrained(model, tmp_path / "swin.pth")
+    assert_same_parameters(model, state)
+
+
+def test_pth_of_pytorch_before_1_6_without_torch_explains_how_to_convert(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     path = tmp_path / "swin_tiny_patch4_window7_224.pth"
-    path.write_bytes(b"not read: torch is missing")
-    with pytest.raises(ImportError, match="PyTorch") as error:
+    path.write_bytes(pickle.dumps({"not": "a zip"}))  # the old format is a bare pickle stream
+    with pytest.raises(ImportError, match="format of PyTorch before 1.6") as error:
         load_pretrained(fresh(), path)
-    message = str(error.value)
-    assert "torch.load('swin_tiny_patch4_window7_224.pth'" in message
-    assert "numpy.savez('swin_tiny_patch4_window7_224.npz'" in message
+    assert ("torch.save(torch.load('swin_tiny_patch4_window7_224.pth', map_location='cpu', weights_only=True), "
+            "'swin_tiny_patch4_window7_224-new.pth')") in str(error.value)
 
 
 @pytest.mark.torch

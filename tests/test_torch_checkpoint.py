@@ -1,0 +1,218 @@
+"""Reading torch.save's zip checkpoints without torch: files written here opcode for opcode as
+torch writes them (checked against real torch.save files where torch is installed), tensors of
+every layout, damaged files, and pickles that try to run code."""
+import collections
+import importlib.util
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minigrad import torch_checkpoint
+from minigrad.serialization import load_arrays
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+class TorchName:
+    """A name in torch (``torch._utils._rebuild_tensor_v2``, ``torch.FloatStorage``), pickled as torch pickles it."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):
+        raise AssertionError("only pickled, never called")
+
+
+class TorchStorage:
+    def __init__(self, key, values, storage_class="FloatStorage"):
+        self.key, self.values, self.storage_class = key, np.ascontiguousarray(values), storage_class
+
+
+class TorchTensor:
+    """What torch pickles for a tensor: ``_rebuild_tensor_v2(storage, offset, size, stride, ...)``."""
+
+    def __init__(self, storage, offset, size, stride, rebuild="_rebuild_tensor_v2"):
+        self.arguments = (storage, offset, tuple(size), tuple(stride), False, collections.OrderedDict())
+        self.rebuild = rebuild
+
+    def __reduce__(self):
+        return TorchName("torch._utils", self.rebuild), self.arguments
+
+
+class TorchParameter:
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __reduce__(self):
+        return TorchName("torch._utils", "_rebuild_parameter"), (self.tensor, True, collections.OrderedDict())
+
+
+class TorchStylePickler(pickle._Pickler):
+    """Protocol 2, storages as persistent ids, torch's names as GLOBAL opcodes: torch.save's data.pkl."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def __init__(self, file):
+        super().__init__(file, protocol=2)
+
+    def persistent_id(self, obj):
+        if isinstance(obj, TorchStorage):
+            return "storage", TorchName("torch", obj.storage_class), obj.key, "cpu", obj.values.size
+        return None
+
+    def save_torch_name(self, obj):
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+        self.memoize(obj)
+
+    dispatch[TorchName] = save_torch_name
+
+
+def write_checkpoint(path: Path, obj, storages, byteorder="little", archive="archive"):
+    """A zip laid out as torch.save lays it out."""
+    data = io.BytesIO()
+    TorchStylePickler(data).dump(obj)
+    with zipfile.ZipFile(path, "w") as file:
+        file.writestr(f"{archive}/data.pkl", data.getvalue())
+        file.writestr(f"{archive}/byteorder", byteorder)
+        for storage in storages:
+            values = storage.values
+            file.writestr(f"{archive}/data/{storage.key}",
+                          values.astype(values.dtype.newbyteorder("<" if byteorder == "little" else ">")).tobytes())
+        file.writestr(f"{archive}/version", "3\n")
+
+
+def test_tensors_of_every_layout_come_back_as_arrays(tmp_path):
+    grid = TorchStorage("0", np.arange(24, dtype=np.float32))
+    counts = TorchStorage("1", np.array([3, -1, 7], dtype=np.int64), "LongStorage")
+    halves = TorchStorage("2", np.array([0.5, -2.0], dtype=np.float16), "HalfStorage")
+    flags = TorchStorage("3", np.array([True, False]), "BoolStorage")
+    doubles = TorchStorage("4", np.array([np.pi]), "DoubleStorage")
+    config = collections.Counter(a=1)  # any other object: read as an inert stand-in
+    state = {"model": collections.OrderedDict([
+        ("grid", TorchTensor(grid, 0, (4, 6), (6, 1))),
+        ("transposed", TorchTensor(grid, 0, (6, 4), (1, 6))),
+        ("strided", TorchTensor(grid, 7, (2, 3), (6, 2))),  # rows 1..2, every other column from 1: same storage
+        ("weight", TorchParameter(TorchTensor(grid, 2, (3,), (1,)))),
+        ("counts", TorchTensor(counts, 0, (3,), (1,))),
+        ("halves", TorchTensor(halves, 0, (2,), (1,))),
+        ("flags", TorchTensor(flags, 0, (2,), (1,))),
+        ("scalar", TorchTensor(doubles, 0, (), ())),
+        ("empty", TorchTensor(grid, 0, (0, 3), (3, 1))),
+    ]), "config": config, "epoch": 300}
+    write_checkpoint(tmp_path / "weights.pth", state, [grid, counts, halves, flags, doubles])
+    loaded = torch_checkpoint.load(tmp_path / "weights.pth")
+    model = loaded["model"]
+    grid_values = np.arange(24, dtype=np.float32).reshape(4, 6)
+    expected = {"grid": grid_values, "transposed": grid_values.T, "strided": grid_values[1:3, 1::2],
+                "weight": np.float32([2, 3, 4]), "counts": np.int64([3, -1, 7]), "halves": np.float16([0.5, -2.0]),
+                "flags": np.array([True, False]), "scalar": np.array(np.pi), "empty": np.zeros((0, 3), np.float32)}
+    assert list(model) == list(expected)
+    for key, value in expected.items():
+        assert model[key].dtype == value.dtype and model[key].shape == value.shape, key
+        np.testing.assert_array_equal(model[key], value, err_msg=key)
+        assert model[key].flags.writeable and model[key].flags.c_contiguous, key
+    assert isinstance(loaded["config"], torch_checkpoint.Unknown) and loaded["config"].origin == "collections.Counter"
+    assert loaded["epoch"] == 300
+    assert sorted(load_arrays(tmp_path / "weights.pth")) == sorted(expected)
+
+
+def test_bfloat16_is_widened_to_float32_exactly(tmp_path):
+    values = np.float32([1.5, -2.25, 1.5 * 2.0**127, -0.0, 2.0**-130])  # all exact in bfloat16
+    storage = TorchStorage("0", (values.view(np.uint32) >> 16).astype(np.uint16), "BFloat16Storage")
+    write_checkpoint(tmp_path / "b.pth", {"w": TorchTensor(storage, 0, (5,), (1,))}, [storage])
+    loaded = torch_checkpoint.load(tmp_path / "b.pth")["w"]
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded.view(np.uint32), values.view(np.uint32))
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_the_byte_order_the_file_names_is_honoured(tmp_path, byteorder):
+    storage = TorchStorage("0", np.array([1.0, -2.5, 1e30], dtype=np.float32))
+    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(storage, 0, (3,), (1,))}, [storage], byteorder=byteorder)
+    loaded = torch_checkpoint.load(tmp_path / "w.pth")["w"]
+    assert loaded.dtype == np.dtype("float32")  # native order, whatever the file's
+    np.testing.assert_array_equal(loaded, np.float32([1.0, -2.5, 1e30]))
+
+
+def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path):
+    storage = TorchStorage("0", np.zeros(6, dtype=np.float32))
+    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(storage, 1, (2, 3), (3, 1))}, [storage])
+    with pytest.raises(ValueError, match="reaches element 6 of a storage of 6: the file is damaged"):
+        torch_checkpoint.load(tmp_path / "w.pth")
+
+
+def test_a_storage_shorter_than_the_pickle_says_is_refused(tmp_path):
+    storage = TorchStorage("0", np.zeros(6, dtype=np.float32))
+    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(storage, 0, (6,), (1,))}, [TorchStorage("0", np.zeros(4, np.float32))])
+    with pytest.raises(ValueError, match="storage 0 holds 4 elements where the pickle says 6"):
+        torch_checkpoint.load(tmp_path / "w.pth")
+
+
+class RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_that_would_run_code_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    write_checkpoint(tmp_path / "evil.pth", {"model": {}, "payload": RunsACommand(marker)}, [])
+    loaded = torch_checkpoint.load(tmp_path / "evil.pth")
+    assert not marker.exists()
+    assert loaded["payload"].origin in ("posix.system", "nt.system") and loaded["payload"].args == (f"touch {marker}",)
+
+
+def test_a_pickled_model_object_is_named_not_loaded(tmp_path):
+    write_checkpoint(tmp_path / "m.pth", {"model": collections.Counter(a=1)}, [])
+    with pytest.raises(ValueError, match="holds a pickled collections.Counter, not its weights; save its state_dict"):
+        load_arrays(tmp_path / "m.pth")
+
+
+def test_a_zip_that_is_not_a_checkpoint_says_so(tmp_path):
+    with zipfile.ZipFile(tmp_path / "other.pth", "w") as file:
+        file.writestr("readme.txt", "hello")
+    with pytest.raises(ValueError, match="not a torch.save checkpoint"):
+        load_arrays(tmp_path / "other.pth")
+
+
+# ---- against real torch.save files
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not HAS_TORCH, reason="writing real .pth files needs torch")
+def test_real_torch_save_files_read_the_same_as_torch_reads_them(tmp_path):
+    import torch
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    tensors = {"grid": base, "transposed": base.t(), "strided": base[1:3, 1::2], "weight": torch.nn.Parameter(base[0]),
+               "bfloat16": torch.tensor([1.5, -2.25], dtype=torch.bfloat16), "half": torch.tensor([0.1], dtype=torch.half),
+               "long": torch.arange(3), "bool": torch.tensor([True, False]), "scalar": torch.tensor(3.5),
+               "uint16": torch.tensor([1, 2, 300], dtype=torch.int32).to(torch.uint16)[1:]}  # _rebuild_tensor_v3
+    torch.save({"model": tensors, "config": collections.Counter(a=1), "epoch": 3}, tmp_path / "real.pth")
+    loaded = torch_checkpoint.load(tmp_path / "real.pth")
+    for key, tensor in tensors.items():
+        expected = tensor.detach().float().numpy() if tensor.dtype == torch.bfloat16 else tensor.detach().numpy()
+        assert loaded["model"][key].dtype == expected.dtype, key
+        np.testing.assert_array_equal(loaded["model"][key], expected, err_msg=key)
+    assert loaded["epoch"] == 3
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not HAS_TORCH, reason="writing real .pth files needs torch")
+def test_the_hand_written_files_match_torch_save_byte_for_byte(tmp_path):
+    import torch
+
+    torch.save({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3).t()}, tmp_path / "real.pth")
+    storage = TorchStorage("0", np.arange(6, dtype=np.float32))
+    write_checkpoint(tmp_path / "ours.pth", {"w": TorchTensor(storage, 0, (3, 2), (1, 3))}, [storage])
+    with zipfile.ZipFile(tmp_path / "real.pth") as real, zipfile.ZipFile(tmp_path / "ours.pth") as ours:
+        real_prefix = real.namelist()[0].split("/")[0]
+        for name in ("data.pkl", "data/0", "byteorder"):
+            assert ours.read(f"archive/{name}") == real.read(f"{real_prefix}/{name}"), name
