@@ -124,13 +124,20 @@ class _CheckpointUnpickler(pickle.Unpickler):
 
 
 def is_zip_checkpoint(path: str | os.PathLike) -> bool:
-    """True for ``torch.save``'s zip format (PyTorch 1.6 and later), which ``load`` reads."""
-    return zipfile.is_zipfile(path)
+    """True for ``torch.save``'s zip format (PyTorch 1.6 and later), which ``load`` reads: a file
+    that starts as a zip archive does (as torch tells the formats apart), even if cut short."""
+    with open(path, "rb") as file:
+        return file.read(4) == b"PK\x03\x04"
 
 
 def load(path: str | os.PathLike) -> Any:
     """The object saved in a ``torch.save`` zip file, its tensors as host NumPy arrays."""
-    with zipfile.ZipFile(path) as archive:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{path} starts as a zip archive but cannot be read ({error}): the file is damaged "
+                         "or was not downloaded completely; download it again") from None
+    with archive:
         pickles = [name for name in archive.namelist() if name.endswith("data.pkl") and name.count("/") == 1]
         if not pickles:
             raise ValueError(f"{path} is a zip file but not a torch.save checkpoint (it has no <name>/data.pkl)")

@@ -152,6 +152,15 @@ def test_a_storage_shorter_than_the_pickle_says_is_refused(tmp_path):
         torch_checkpoint.load(tmp_path / "w.pth")
 
 
+def test_a_file_cut_short_says_to_download_it_again(tmp_path):
+    storage = TorchStorage("0", np.zeros(1000, dtype=np.float32))
+    write_checkpoint(tmp_path / "whole.pth", {"w": TorchTensor(storage, 0, (1000,), (1,))}, [storage])
+    whole = (tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="damaged or was not downloaded completely; download it again"):
+        load_arrays(tmp_path / "cut.pth")
+
+
 class RunsACommand:
     def __init__(self, marker):
         self.marker = marker
