@@ -83,3 +83,15 @@ def test_gradients_match_timm(models_and_batch):
         assert relative <= GRADIENT_TOLERANCE, f"{name}: max |difference| is {relative:.3g} of max |grad| {scale:.3g}"
     print(f"worst gradient difference: {worst[0]:.3g} of max |grad| ({worst[1]}); "
           f"max |difference| / max(1, max |grad|) = {worst_absolute:.3g}")
+
+
+def test_an_official_pth_file_loads_without_torch_to_the_same_weights(models_and_batch, tmp_path):
+    # As the official repository saves them: official names under "model", beside other state.
+    reference, ours, _, _ = models_and_batch
+    official = {official_name(name): value for name, value in reference.state_dict().items()}
+    torch.save({"model": official, "epoch": 299, "max_accuracy": 81.2}, tmp_path / "swin_tiny.pth")
+    from_file = swin_t(drop_path_rate=0.0)
+    assert load_pretrained(from_file, tmp_path / "swin_tiny.pth", strict=True) == ([], [])
+    expected = ours.state_dict()
+    for key, value in from_file.state_dict().items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
