@@ -1,6 +1,7 @@
 """Classify your own photos with a model the training scripts saved.
 
     python examples/predict.py runs/dvm/radam/best.npz my_car.jpg other_car.png --top 3
+    python examples/predict.py runs/dvm/radam/best.npz my_photos/          # every image in the folder
 
 The checkpoint carries the variant, the image size and the class names, so nothing else is
 needed. Each photo is resized and centre-cropped as the validation images were.
@@ -15,6 +16,7 @@ import numpy
 
 import minigrad
 from datasets import DataLoader, ImageFiles, eval_transform
+from datasets.folder import IMAGE_SUFFIXES
 from minigrad import backend
 from minigrad import functional as F
 from swin import SwinTransformer, build
@@ -35,6 +37,22 @@ def load_classifier(checkpoint: Path, device: str) -> tuple[SwinTransformer, lis
     return model.to(device).eval(), classes
 
 
+def image_paths(arguments: Sequence[Path]) -> list[Path]:
+    """The photos named on the command line, a folder standing for the images directly in it."""
+    paths = []
+    for argument in arguments:
+        if argument.is_dir():
+            found = sorted(path for path in argument.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {argument}")
+            paths += found
+        elif argument.is_file():
+            paths.append(argument)
+        else:
+            raise FileNotFoundError(f"no image or folder at {argument}")
+    return paths
+
+
 def predict(model: SwinTransformer, classes: Sequence[str], paths: Sequence[Path], top: int = 3,
             device: str = "cpu") -> list[list[tuple[str, float]]]:
     """For each photo, the ``top`` most probable classes with their probabilities, most probable first."""
@@ -52,17 +70,18 @@ def predict(model: SwinTransformer, classes: Sequence[str], paths: Sequence[Path
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a run's <optimizer>/best.npz or last.npz")
-    parser.add_argument("images", type=Path, nargs="+", help="photos to classify")
+    parser.add_argument("images", type=Path, nargs="+", help="photos to classify, or folders of them")
     parser.add_argument("--top", type=int, default=3, help="how many classes to show per photo (default: 3)")
     parser.add_argument("--device", default="cpu", help="cpu or gpu")
     args = parser.parse_args(argv)
     try:
         device = backend.normalize_device(args.device)
         model, classes = load_classifier(args.checkpoint, device)
-        results = predict(model, classes, args.images, max(1, args.top), device)
+        paths = image_paths(args.images)
+        results = predict(model, classes, paths, max(1, args.top), device)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         parser.exit(2, f"{parser.prog}: error: {message_of(error)}\n")
-    for path, guesses in zip(args.images, results):
+    for path, guesses in zip(paths, results):
         print(f"{path}: " + ", ".join(f"{name} {probability:.1%}" for name, probability in guesses))
 
 

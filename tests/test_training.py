@@ -395,14 +395,25 @@ def test_predict_ranks_the_classes_of_saved_photos(tmp_path, capsys):
     predict.main([str(folder / "adam" / "best.npz"), *map(str, paths[:2]), "--top", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith(f"{paths[0]}: {ranked[0][0][0]} ")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    predict.main([str(folder / "adam" / "best.npz"), str(tmp_path)])  # a folder: the photos in it
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(path) for path in sorted(paths)]
 
 
 def test_predict_explains_bad_input(tmp_path, capsys):
     message = usage_error(capsys, predict.main, [str(tmp_path / "none.npz"), "car.jpg"])
     assert "no checkpoint" in message
     minigrad.save({"weight": np.zeros(3)}, tmp_path / "bare.npz")
-    message = usage_error(capsys, predict.main, [str(tmp_path / "bare.npz"), "car.jpg"])
+    Image.new("RGB", (8, 8)).save(tmp_path / "car.jpg")
+    message = usage_error(capsys, predict.main, [str(tmp_path / "bare.npz"), str(tmp_path / "car.jpg")])
     assert "not a checkpoint of examples/train_" in message
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--max-steps", "1", "--optimizers", "sgd"])
+    message = usage_error(capsys, predict.main, [str(folder / "sgd" / "last.npz"), str(tmp_path / "no car.jpg")])
+    assert f"no image or folder at {tmp_path / 'no car.jpg'}" in message
+    (tmp_path / "empty").mkdir()
+    message = usage_error(capsys, predict.main, [str(folder / "sgd" / "last.npz"), str(tmp_path / "empty")])
+    assert f"no images (.jpg, .jpeg, .png, .bmp, .webp) in the folder {tmp_path / 'empty'}" in message
 
 
 # --------------------------------------------------------------------------------------------
