@@ -29,7 +29,7 @@ def update_moments(grad, state, beta1: float, beta2: float) -> int:
         state["exp_avg_sq"] = xp.zeros_like(grad)
     state["step"] += 1
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    exp_avg += (1 - beta1) * (grad - exp_avg)  # torch's lerp, to the last bit
+    exp_avg += (1 - beta1) * (grad - exp_avg)  # torch's lerp, up to rounding
     exp_avg_sq *= beta2
     exp_avg_sq += (1 - beta2) * grad * grad
     return state["step"]
@@ -44,10 +44,10 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False):
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False):
         check_adam_settings(lr, betas, eps, weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad))
+                                      amsgrad=amsgrad, maximize=maximize))
 
     def decay(self, parameter, grad, group):
         """L2 regularisation: the gradient of (wd / 2) |p|^2 joins the loss gradient."""
@@ -73,8 +73,8 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (torch.optim.AdamW): p <- p (1 - lr wd), then Adam's step."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
 
     def decay(self, parameter, grad, group):
         if group["weight_decay"]:

@@ -1,8 +1,9 @@
 """``Optimizer``: parameter groups, per-parameter state, and saving both, as ``torch.optim``.
 
 A subclass implements ``update(parameter, grad, state, group)`` on raw arrays; the base class walks
-the groups, skips parameters without a gradient, and keeps ``state`` per parameter. Arrays stay on
-the parameters' device; ``state_dict`` copies them to the host for ``minigrad.save``.
+the groups, skips parameters without a gradient, negates the gradient of groups that ``maximize``,
+and keeps ``state`` per parameter. Arrays stay on the parameters' device; ``state_dict`` copies
+them to the host for ``minigrad.save``.
 """
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ from typing import Any, Iterable
 
 from minigrad import backend
 from minigrad.nn import Parameter
+from minigrad.tensor import Tensor
 
 
 class Optimizer:
-    def __init__(self, params: Iterable[Parameter] | Iterable[dict], defaults: dict[str, Any]):
+    """Takes parameters (``model.parameters()``), ``(name, parameter)`` pairs
+    (``model.named_parameters()``), or groups: dicts with ``"params"`` and their own settings."""
+
+    def __init__(self, params: Iterable[Parameter] | Iterable[tuple[str, Parameter]] | Iterable[dict],
+                 defaults: dict[str, Any]):
         self.defaults = defaults
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[Parameter, dict[str, Any]] = {}
-        groups = list(params)
+        groups = list(_check_iterable(params, type(self).__name__))
         if not groups:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         if not isinstance(groups[0], dict):
@@ -27,7 +33,7 @@ class Optimizer:
 
     def add_param_group(self, group: dict[str, Any]) -> None:
         """Add parameters with their own settings; settings not given take the defaults."""
-        params = list(group["params"])
+        params = [_parameter(entry) for entry in _check_iterable(group["params"], type(self).__name__)]
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in params):
             raise ValueError("a parameter appears in more than one parameter group")
@@ -37,17 +43,22 @@ class Optimizer:
                              f"it takes {sorted(self.defaults)}")
         self.param_groups.append({**self.defaults, **group, "params": params})
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients (``set_to_none``, which frees them) or fill them with zeros."""
         for group in self.param_groups:
             for parameter in group["params"]:
-                parameter.grad = None
+                if set_to_none:
+                    parameter.grad = None
+                elif parameter.grad is not None:
+                    parameter.grad[...] = 0
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
         for group in self.param_groups:
             for parameter in group["params"]:
                 if parameter.grad is not None:
-                    self.update(parameter, parameter.grad, self.state.setdefault(parameter, {}), group)
+                    grad = -parameter.grad if group["maximize"] else parameter.grad
+                    self.update(parameter, grad, self.state.setdefault(parameter, {}), group)
 
     def update(self, parameter: Parameter, grad, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -80,6 +91,22 @@ class Optimizer:
         for key, saved_state in state_dict["state"].items():
             parameter = parameters[int(key)]
             self.state[parameter] = {k: _restore(v, parameter) for k, v in saved_state.items()}
+
+
+def _check_iterable(params: Any, optimizer: str) -> Any:
+    if isinstance(params, Tensor):  # iterating would give its rows, each silently never trained
+        raise TypeError(f"{optimizer} takes an iterable of parameters, got a single tensor: pass [parameter] "
+                        "or model.parameters()")
+    return params
+
+
+def _parameter(entry: Any) -> Tensor:
+    """The parameter of an entry of ``params``, which may be a ``(name, parameter)`` pair."""
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+        entry = entry[1]
+    if not isinstance(entry, Tensor) or not entry.requires_grad or not entry.is_leaf:
+        raise TypeError(f"an optimizer updates leaf tensors that require grad (nn.Parameter), got {entry!r:.80}")
+    return entry
 
 
 def _restore(value: Any, parameter: Parameter) -> Any:

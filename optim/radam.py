@@ -48,10 +48,10 @@ class RAdam(Optimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False):
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False):
         check_adam_settings(lr, betas, eps, weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      decoupled_weight_decay=decoupled_weight_decay))
+                                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
 
     def update(self, parameter, grad, state, group):
         xp = backend.get_array_module(grad)

@@ -218,6 +218,66 @@ def test_zero_grad_clears_every_gradient():
     assert a.grad is None and b.grad is None
 
 
+def test_zero_grad_can_fill_with_zeros_in_place():
+    a = nn.Parameter(START.copy())
+    optimizer = optim.SGD([a], lr=0.1)
+    a.grad = objective_grad(a.data)
+    held = a.grad
+    optimizer.zero_grad(set_to_none=False)
+    assert a.grad is held and not held.any()
+
+
+MAKERS = {"SGD": lambda p, **kw: optim.SGD(p, lr=0.03, momentum=0.9, weight_decay=0.1, **kw),
+          "Adam": lambda p, **kw: optim.Adam(p, lr=0.05, weight_decay=0.1, amsgrad=True, **kw),
+          "AdamW": lambda p, **kw: optim.AdamW(p, lr=0.05, **kw),
+          "RAdam": lambda p, **kw: optim.RAdam(p, lr=0.05, weight_decay=0.1, **kw)}
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_maximize_climbs_where_the_negated_objective_descends(name):
+    """maximize follows -grad: on f it takes exactly the path that minimising -f takes."""
+    climber, descender = nn.Parameter(START.copy()), nn.Parameter(START.copy())
+    climbing, descending = MAKERS[name]([climber], maximize=True), MAKERS[name]([descender])
+    for _ in range(STEPS):
+        climber.grad, descender.grad = -objective_grad(climber.data), objective_grad(descender.data)
+        climbing.step()
+        descending.step()
+    np.testing.assert_array_equal(climber.data, descender.data)
+    assert not np.array_equal(climber.data, START)
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_named_parameters_train_as_the_parameters_do(name):
+    models = [make_model(0), make_model(0)]
+    optimizers = [MAKERS[name](models[0].parameters()), MAKERS[name](models[1].named_parameters())]
+    for model, optimizer in zip(models, optimizers):
+        for step in range(3):
+            x, y = batch(step, "cpu", np.float64)
+            optimizer.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            optimizer.step()
+    for ours, theirs in zip(models[0].parameters(), models[1].parameters()):
+        np.testing.assert_array_equal(ours.data, theirs.data)
+
+
+def test_sgd_takes_its_arguments_in_torchs_order():
+    group = optim.SGD([nn.Parameter(START.copy())], 0.1, 0.9, 0.0, 1e-4).param_groups[0]
+    assert (group["lr"], group["momentum"], group["dampening"], group["weight_decay"], group["nesterov"]) == (
+        0.1, 0.9, 0.0, 1e-4, False)
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: optim.Adam(p),
+    lambda p: optim.SGD([{"params": p}], lr=0.1),
+    lambda p: optim.RAdam([p * 2.0]),
+    lambda p: optim.AdamW([minigrad.tensor(START.copy())]),
+    lambda p: optim.Adam([START.copy()]),
+], ids=["bare tensor", "bare tensor in a group", "not a leaf", "no grad", "an array"])
+def test_what_is_not_a_list_of_parameters_raises_type_error(make):
+    with pytest.raises(TypeError, match="tensor"):
+        make(nn.Parameter(START.copy()))
+
+
 def test_parameters_without_grad_are_skipped():
     a, b = nn.Parameter(START.copy()), nn.Parameter(START.copy())
     optimizer = optim.Adam([a, b], lr=0.05)
@@ -397,6 +457,12 @@ def test_clip_grad_norm_below_max_norm_changes_nothing(device):
     assert optim.clip_grad_norm_(parameters, max_norm=13.5).item() == 13.0
     for parameter, grad in zip(parameters, grads):
         assert np.array_equal(backend.asnumpy(parameter.grad), grad)
+
+
+def test_clip_grad_norm_of_a_single_tensor():
+    parameter = parameters_with_grads([np.array([3.0, 4.0])], "cpu")[0]
+    assert optim.clip_grad_norm_(parameter, max_norm=1.0).item() == 5.0
+    np.testing.assert_allclose(parameter.grad, [3.0 / (5.0 + 1e-6), 4.0 / (5.0 + 1e-6)], rtol=1e-15)
 
 
 def test_clip_grad_norm_without_gradients_raises():

@@ -1,5 +1,7 @@
 """Our optimizers and gradient clipping against PyTorch's, step for step, in float64 (skipped
 without torch)."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,10 @@ CASES = [
     ("RAdam", dict(lr=0.05, weight_decay=0.1)),
     ("RAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
     ("RAdam", dict(lr=0.05, betas=(0.9, 0.6))),
+    ("SGD", dict(lr=0.03, momentum=0.9, weight_decay=0.1, maximize=True)),
+    ("Adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True, maximize=True)),
+    ("AdamW", dict(lr=0.05, maximize=True)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1, maximize=True)),
 ]
 
 
@@ -53,6 +59,20 @@ def test_optimizer_matches_torch(name, settings):
         their_optimizer.step()
         worst = max(worst, *(np.abs(our.data - their.detach().numpy()).max() for our, their in zip(ours, theirs)))
     assert worst < 1e-10
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RAdam"])
+def test_arguments_have_torchs_names_order_and_defaults(name):
+    """Positional arguments in torch's order, so torch-style calls mean the same here; keyword-only
+    ones a subset of torch's (the rest, foreach, fused, ..., choose torch kernels)."""
+    ours = inspect.signature(getattr(optim, name)).parameters.values()
+    theirs = inspect.signature(getattr(torch.optim, name)).parameters
+    positional = [(p.name, p.default) for p in ours if p.kind == p.POSITIONAL_OR_KEYWORD]
+    assert positional == [(p.name, p.default) for p in theirs.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
+    for parameter in ours:
+        if parameter.kind == parameter.KEYWORD_ONLY:
+            assert theirs[parameter.name].kind == parameter.KEYWORD_ONLY
+            assert theirs[parameter.name].default == parameter.default
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 100.0])
