@@ -251,17 +251,31 @@ class SwinTransformer(nn.Module):
                 init.zeros_(module.bias)
 
     def check_input(self, x: Tensor) -> None:
-        """Raise a clear error for an input this model cannot take."""
-        expected = (self.in_chans, self.img_size, self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        """Raise a clear error for an input this model cannot take, saying what to change."""
+        channels, size = self.in_chans, self.img_size
+        expected = f"this model takes images of shape (B, {channels}, {size}, {size})"
+        shape = tuple(x.shape)
+        if x.ndim == 3 and shape == (channels, size, size):
+            raise ValueError(f"{expected}, got one image {shape}: add the batch axis, x[None]")
+        if x.ndim != 4:
+            raise ValueError(f"{expected}, got shape {shape}")
+        if shape[1] != channels:
+            hint = (f"; convert them to {channels} channels (e.g. Pillow's .convert('RGB'))" if shape[3] != channels
+                    else "; they look channels-last (B, H, W, C): transpose them with x.transpose(0, 3, 1, 2)")
+            raise ValueError(f"{expected}, got {shape}, with {shape[1]} on the channel axis{hint}")
+        if shape[2:] != (size, size):
             hint = ""
-            if x.ndim == 4 and x.shape[2] == x.shape[3]:
-                reason = unusable_size_reason(x.shape[2], self.patch_size, self.window_size, self.num_layers)
-                hint = (f" A model built with img_size={x.shape[2]} would take them." if reason is None else
-                        f" No model of this configuration takes {x.shape[2]} px ({reason}); sizes that fit: "
-                        f"{usable_sizes(x.shape[2], self.patch_size, self.window_size, self.num_layers)}.")
-            raise ValueError(f"this model takes images of shape (B, {expected[0]}, {expected[1]}, {expected[2]}), "
-                             f"got {tuple(x.shape)}: resize them to {self.img_size}x{self.img_size}.{hint}")
+            if shape[2] == shape[3]:
+                reason = unusable_size_reason(shape[2], self.patch_size, self.window_size, self.num_layers)
+                hint = (f" A model built with img_size={shape[2]} would take them." if reason is None else
+                        f" No model of this configuration takes {shape[2]} px ({reason}); sizes that fit: "
+                        f"{usable_sizes(shape[2], self.patch_size, self.window_size, self.num_layers)}.")
+            raise ValueError(f"{expected}, got {shape}: resize them to {size}x{size}.{hint}")
+        weights = self.patch_embed.proj.weight
+        if x.dtype != weights.dtype:
+            hint = ("scale them to floats first (e.g. pixels / 255, then normalise)" if x.dtype.kind in "iub" else
+                    f"convert them with .astype('{weights.dtype}'), or the model with model.to(dtype='{x.dtype}')")
+            raise TypeError(f"this model's weights are {weights.dtype}, got {x.dtype} images: {hint}")
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Pooled features ``(B, num_features)`` before the head."""

@@ -82,8 +82,9 @@ def load_pretrained(model: SwinTransformer, source: str | os.PathLike | Mapping[
                     strict: bool = True) -> IncompatibleKeys:
     """Load official or timm weights from a file (``.npz``, ``.safetensors``, ``.pth``) or a mapping.
 
-    When the checkpoint's classifier does not fit the model (another number of classes, or no
-    head), it is left out and the model's head is zeroed, as the official fine-tuning code does.
+    When the checkpoint's classifier does not fit the model (another number of classes, or a head
+    on one side only, as in a backbone-only checkpoint), it is left out and the model's head is
+    zeroed, as the official fine-tuning code does.
     Bias tables of another window size are resized. Other shape differences raise an error
     naming the key and both shapes; with ``strict``, so do missing or unexpected keys.
     """
@@ -98,8 +99,8 @@ def load_pretrained(model: SwinTransformer, source: str | os.PathLike | Mapping[
                 and value.shape != model_state[key].shape:
             window = round(((model_state[key].shape[0]) ** 0.5 + 1) / 2)
             state[key] = resize_bias_table(value, window)
-    head_fits = all(key in model_state and state[key].shape == model_state[key].shape
-                    for key in _HEAD_KEYS if key in state)
+    model_head = {key: model_state[key].shape for key in _HEAD_KEYS if key in model_state}
+    head_fits = model_head == {key: state[key].shape for key in _HEAD_KEYS if key in state}
     if not head_fits:
         state = {key: value for key, value in state.items() if key not in _HEAD_KEYS}
         for key in _HEAD_KEYS:
@@ -108,10 +109,10 @@ def load_pretrained(model: SwinTransformer, source: str | os.PathLike | Mapping[
     result = model.load_state_dict(state, strict=False)
     missing = [key for key in result.missing_keys if head_fits or key not in _HEAD_KEYS]
     if strict and (missing or result.unexpected_keys):
-        raise KeyError("load_pretrained(strict=True): the checkpoint does not match the model.\n"
-                       f"  missing from the checkpoint: {missing or 'none'}\n"
-                       f"  unexpected in the checkpoint: {result.unexpected_keys or 'none'}\n"
-                       "Check the variant (swin_t/s/b/l) and its settings, or pass strict=False.")
+        raise RuntimeError("load_pretrained(strict=True): the checkpoint does not match the model.\n"
+                           f"  missing from the checkpoint: {missing or 'none'}\n"
+                           f"  unexpected in the checkpoint: {result.unexpected_keys or 'none'}\n"
+                           "Check the variant (swin_t/s/b/l) and its settings, or pass strict=False.")
     return IncompatibleKeys(missing, result.unexpected_keys)
 
 

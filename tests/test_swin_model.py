@@ -233,8 +233,25 @@ def test_forward_with_a_wrong_image_size_says_what_the_model_takes():
     assert listed_sizes(message)
     with pytest.raises(ValueError, match="A model built with img_size=32 would take them"):
         model(np.zeros((1, 3, 32, 32), dtype=np.float32))
-    with pytest.raises(ValueError, match=r"\(B, 3, 64, 64\)"):
-        model(np.zeros((1, 1, 64, 64), dtype=np.float32))
+
+
+
+@pytest.mark.parametrize("shape, hint", [
+    ((3, 64, 64), r"add the batch axis, x\[None\]"),
+    ((2, 64, 64, 3), r"channels-last.*x.transpose\(0, 3, 1, 2\)"),
+    ((2, 1, 64, 64), r"with 1 on the channel axis; convert them to 3 channels"),
+    ((64, 64), r"got shape \(64, 64\)$"),
+], ids=["one image", "channels last", "grey", "2-D"])
+def test_forward_with_a_wrong_layout_says_what_to_change(shape, hint):
+    with pytest.raises(ValueError, match=r"takes images of shape \(B, 3, 64, 64\).*" + hint):
+        swin_mini()(np.zeros(shape, dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype, hint", [(np.float64, r"\.astype\('float32'\)"), (np.uint8, "pixels / 255")])
+def test_forward_with_images_of_another_dtype_says_what_to_change(dtype, hint):
+    """float64 images would silently turn the whole step into float64 (and uint8 ones are unscaled)."""
+    with pytest.raises(TypeError, match=f"weights are float32, got {np.dtype(dtype)} images: .*{hint}"):
+        swin_mini()(np.zeros((1, 3, 64, 64), dtype=dtype))
 
 
 # ---- each module against NumPy

@@ -99,10 +99,19 @@ def test_a_head_of_another_size_is_left_out_and_zeroed(source, layout):
     assert_same_parameters(model, state, skip=("head.weight", "head.bias"))
 
 
+def test_a_backbone_without_a_head_loads_strictly_and_the_head_is_zeroed(source):
+    state = {key: value for key, value in source.state_dict().items() if not key.startswith("head.")}
+    model = fresh()
+    result = load_pretrained(model, state, strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert not model.head.weight.numpy().any() and not model.head.bias.numpy().any()
+    assert_same_parameters(model, state)
+
+
 def test_strict_names_a_missing_key(source):
     checkpoint = source.state_dict()
     del checkpoint["layers.1.blocks.0.norm1.weight"]
-    with pytest.raises(KeyError, match=r"layers\.1\.blocks\.0\.norm1\.weight"):
+    with pytest.raises(RuntimeError, match=r"layers\.1\.blocks\.0\.norm1\.weight"):
         load_pretrained(fresh(), checkpoint, strict=True)
     result = load_pretrained(fresh(), checkpoint, strict=False)
     assert result.missing_keys == ["layers.1.blocks.0.norm1.weight"]
@@ -110,7 +119,7 @@ def test_strict_names_a_missing_key(source):
 
 def test_strict_names_an_unexpected_key(source):
     checkpoint = {**source.state_dict(), "layers.0.blocks.0.gamma": np.ones(8, dtype=np.float32)}
-    with pytest.raises(KeyError, match=r"layers\.0\.blocks\.0\.gamma"):
+    with pytest.raises(RuntimeError, match=r"layers\.0\.blocks\.0\.gamma"):
         load_pretrained(fresh(), checkpoint)
 
 

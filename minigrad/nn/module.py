@@ -146,9 +146,13 @@ class Module:
                     module._buffers[name] = convert(buffer, buffer.dtype.kind == "f")
         return self
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the parameters' gradients (``set_to_none``, which frees them) or fill them with zeros."""
         for parameter in self.parameters():
-            parameter.grad = None
+            if set_to_none:
+                parameter.grad = None
+            elif parameter.grad is not None:
+                parameter.grad[...] = 0
 
     # ---- state
 
@@ -183,10 +187,10 @@ class Module:
         if mismatched:
             raise ValueError("load_state_dict: shapes differ for these keys:\n" + "\n".join(mismatched))
         if strict and (missing or unexpected):
-            raise KeyError("load_state_dict(strict=True): keys differ.\n"
-                           f"  missing from the checkpoint: {missing or 'none'}\n"
-                           f"  unexpected in the checkpoint: {unexpected or 'none'}\n"
-                           "Pass strict=False to load only the keys that match.")
+            raise RuntimeError("load_state_dict(strict=True): keys differ.\n"
+                               f"  missing from the checkpoint: {missing or 'none'}\n"
+                               f"  unexpected in the checkpoint: {unexpected or 'none'}\n"
+                               "Pass strict=False to load only the keys that match.")
         for key, value in state_dict.items():
             if key not in slots:
                 continue
