@@ -121,8 +121,11 @@ permute = transpose
 
 def flatten(x: TensorLike, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     """Merge axes ``start_axis..end_axis`` (inclusive) into one, as ``torch.flatten``."""
-    shape = _raw(x).shape
-    start, end = start_axis % len(shape), end_axis % len(shape)
+    shape = _raw(x).shape or (1,)  # a 0-d tensor flattens to one element, as in torch
+    start, end = (normalize_axes(axis, len(shape))[0] for axis in (start_axis, end_axis))
+    if start > end:
+        raise ValueError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} in a tensor of "
+                         f"{len(shape)} axes")
     merged = 1
     for n in shape[start:end + 1]:
         merged *= n
@@ -193,9 +196,11 @@ def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
 
 def cross_entropy(logits: TensorLike, target: TensorLike, label_smoothing: float = 0.0,
                   reduction: str = "mean") -> Tensor:
-    """Cross-entropy of logits (N, C) against integer class indices (N,), as ``torch``'s.
+    """Cross-entropy of logits (N, C) against integer class indices (N,) in 0..C-1, as ``torch``'s.
 
-    ``reduction`` is ``"mean"`` (default), ``"sum"`` or ``"none"`` (one loss per sample).
+    ``reduction`` is ``"mean"`` (default), ``"sum"`` or ``"none"`` (one loss per sample). Targets
+    on the CPU are checked here; on the GPU that check would wait for the device at every step, so
+    there a target out of range makes its sample's loss NaN instead.
     """
     logits_shape, target_array = _raw(logits).shape, _raw(target)
     if len(logits_shape) != 2:
@@ -203,6 +208,12 @@ def cross_entropy(logits: TensorLike, target: TensorLike, label_smoothing: float
     if target_array.shape != logits_shape[:1] or target_array.dtype.kind not in "iu":
         raise ValueError(f"cross_entropy expects integer targets of shape ({logits_shape[0]},), got "
                          f"{target_array.dtype} of shape {target_array.shape}")
+    if backend.device_of(target_array) == "cpu" and target_array.size:
+        low, high, classes = int(target_array.min()), int(target_array.max()), logits_shape[1]
+        if low < 0 or high >= classes:
+            hint = " (labels counted from 1? subtract 1)" if low >= 1 and high == classes else ""
+            raise ValueError(f"cross_entropy expects class indices 0..{classes - 1}, got targets from {low} to "
+                             f"{high}{hint}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:

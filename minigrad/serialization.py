@@ -145,14 +145,16 @@ def _load_torch_file(path: Path) -> dict[str, Any]:
                 f"on a machine that has it:\n  python -c \"import torch; torch.save(torch.load('{path.name}', "
                 f"map_location='cpu', weights_only=True), '{path.stem}-new{path.suffix}')\"\nthen load "
                 f"{path.stem}-new{path.suffix}.") from None
-        found = torch.load(path, map_location="cpu", weights_only=True)
-        found = _tensors_to_arrays(found)
+        found = _tensors_to_arrays(torch.load(path, map_location="cpu", weights_only=True), torch)
     if not isinstance(found, dict):
         raise ValueError(f"{path} holds a {type(found).__name__}, not a dict of weights")
     return found
 
 
-def _tensors_to_arrays(value: Any) -> Any:
+def _tensors_to_arrays(value: Any, torch: Any) -> Any:
     if isinstance(value, dict):
-        return {key: _tensors_to_arrays(item) for key, item in value.items()}
-    return value.numpy() if hasattr(value, "numpy") else value
+        return {key: _tensors_to_arrays(item, torch) for key, item in value.items()}
+    if isinstance(value, torch.Tensor):  # NumPy has no bfloat16: widen it, exactly, to float32
+        value = value.detach()
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return value

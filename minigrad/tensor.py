@@ -11,6 +11,7 @@ limit; each node's saved arrays are released as soon as its backward has run.
 from __future__ import annotations
 
 import contextlib
+import numbers
 from typing import Any, Iterator, Sequence
 
 from minigrad import backend
@@ -64,10 +65,11 @@ class Function:
     def apply(cls, *inputs: Any, **settings: Any) -> "Tensor":
         """Run the op on ``inputs`` (tensors, arrays or Python numbers) and record it in the graph.
 
-        Python numbers and None pass through to ``forward`` unchanged (so float32 stays float32).
+        Numbers and None pass through to ``forward`` as Python values (so float32 stays float32,
+        and a NumPy scalar such as ``np.float32(2)`` meets a GPU array as the number it is).
         """
         function = cls(**settings)
-        tensors = [x if isinstance(x, Tensor) or _is_constant(x) else Tensor(x) for x in inputs]
+        tensors = [_python_value(x) if _is_constant(x) else x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
         arrays = [x.data if isinstance(x, Tensor) else x for x in tensors]
         backend.check_same_device([x.data for x in tensors if isinstance(x, Tensor)])
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in tensors)
@@ -81,7 +83,11 @@ class Function:
 
 
 def _is_constant(value: Any) -> bool:
-    return value is None or isinstance(value, (int, float, bool))
+    return value is None or isinstance(value, numbers.Number)  # NumPy registers its scalar types here
+
+
+def _python_value(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
 
 
 class Tensor:
@@ -179,6 +185,9 @@ class Tensor:
             grad = xp.ones_like(self.data)
         else:
             grad = grad.data if isinstance(grad, Tensor) else grad
+            if not hasattr(grad, "shape"):
+                raise TypeError(f"grad must be a tensor or an array of shape {self.shape} on '{self.device}', "
+                                f"got {type(grad).__name__}")
             backend.check_same_device([grad, self.data])
             if grad.shape != self.shape:
                 raise ValueError(f"grad has shape {grad.shape}, but the tensor has shape {self.shape}")

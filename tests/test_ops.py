@@ -175,6 +175,27 @@ def test_relu_zeroes_negatives_and_passes_positive_gradient(device):
     assert np.all(out.numpy() >= 0)
 
 
+def test_relu_of_infinities(device):
+    out = forward(F.relu, [np.array([-np.inf, -1.0, 0.0, 2.0, np.inf])], device)
+    np.testing.assert_array_equal(out, [0.0, 0.0, 0.0, 2.0, np.inf])
+    assert not np.signbit(out).any()  # +0, not the -0 that x * (x > 0) gives for negatives
+
+
+def test_pow_gradients_at_a_zero_base_take_their_limits(device):
+    """d(a^b)/da = b a^(b-1) is 0 * inf at a = b = 0, and d(a^b)/db = a^b log a is 0 * -inf at a = 0,
+    b > 0: both limits are 0, as torch takes them. Where b < 0, a^b and its slope are infinite."""
+    base, exponent = leaf(np.zeros(4), device), leaf(np.array([0.0, 0.5, 2.0, -1.0]), device)
+    x, e = leaf(np.array([0.0, 3.0]), device), leaf(np.array([0.0, 2.0]), device)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the 0 * inf that the limits replace
+        (base**exponent).sum().backward()
+        (x**0).sum().backward()
+        (0.0**e).sum().backward()
+    np.testing.assert_array_equal(backend.asnumpy(base.grad), [0.0, np.inf, 0.0, -np.inf])
+    np.testing.assert_array_equal(backend.asnumpy(exponent.grad), [0.0, 0.0, 0.0, -np.inf])
+    np.testing.assert_array_equal(backend.asnumpy(x.grad), [0.0, 0.0])
+    np.testing.assert_array_equal(backend.asnumpy(e.grad), [0.0, 0.0])
+
+
 # ---- matmul
 
 MATMUL_SHAPES = [((3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((2, 3, 4), (4, 5)),
@@ -385,6 +406,29 @@ def test_flatten(device, start, end):
     np.testing.assert_allclose(out.numpy(), x.reshape(shape) ** 2)
 
 
+def test_flatten_of_a_0d_tensor_has_one_element():
+    assert minigrad.tensor(np.float64(2.0)).flatten().shape == (1,)
+
+
+@pytest.mark.parametrize("start, end", [(2, 1), (3, -1), (0, -4)])
+def test_flatten_rejects_axes_out_of_range_or_out_of_order(start, end):
+    with pytest.raises(ValueError, match="axis"):
+        minigrad.tensor(np.ones((2, 3, 4))).flatten(start, end)
+
+
+@pytest.mark.parametrize("axes", [(0, 5), (1, 2), (0, -3)], ids=str)
+def test_transpose_rejects_axes_out_of_range(axes):
+    with pytest.raises(ValueError, match="permutation"):
+        minigrad.tensor(np.ones((2, 3))).transpose(*axes)
+
+
+def test_numpy_integers_pass_as_axes_and_pad_widths():
+    x = minigrad.tensor(np.ones((2, 3)))
+    assert x.sum(axis=np.int64(1)).shape == (2,)
+    assert F.pad(x, np.int64(1)).shape == (4, 5)
+    assert F.pad(x, (np.int32(0), np.int32(2))).shape == (4, 5)
+
+
 # ---- neural-network functions
 
 @pytest.mark.parametrize("axis", [-1, 0, 1])
@@ -443,6 +487,21 @@ def test_cross_entropy_rejects_bad_targets(device, target):
     logits = minigrad.tensor(np.zeros((3, 4)), device=device)
     with pytest.raises(ValueError, match="target"):
         F.cross_entropy(logits, backend.to_device(target, device))
+
+
+@pytest.mark.parametrize("target, hint", [([0, 4, 1], ""), ([-1, 0, 1], ""), ([1, 4, 2], "counted from 1")],
+                         ids=["too large", "negative", "from 1"])
+def test_cross_entropy_rejects_targets_out_of_range(target, hint):
+    with pytest.raises(ValueError, match=f"class indices 0..3.*{hint}"):
+        F.cross_entropy(minigrad.tensor(np.zeros((3, 4))), np.array(target))
+
+
+def test_cross_entropy_on_the_gpu_makes_a_target_out_of_range_a_nan_loss(gpu):
+    """Checking there would wait for the GPU every step; CuPy would read another class instead."""
+    logits = minigrad.tensor(np.zeros((3, 4)), device=gpu)
+    losses = F.cross_entropy(logits, backend.to_device(np.array([1, -1, 3]), gpu), reduction="none").numpy()
+    np.testing.assert_array_equal(np.isnan(losses), [False, True, False])
+    np.testing.assert_allclose(losses[[0, 2]], np.log(4.0), rtol=1e-15)
 
 
 @pytest.mark.parametrize("affine", ["none", "weight", "weight and bias"])

@@ -123,6 +123,12 @@ def test_backward_with_grad_of_wrong_shape_raises():
         y.backward(np.ones((3, 2)))
 
 
+def test_backward_with_a_number_for_grad_says_what_it_takes():
+    y = leaf(np.ones(2)) * 2.0
+    with pytest.raises(TypeError, match=r"grad must be a tensor or an array of shape \(2,\)"):
+        y.backward(1.0)
+
+
 def test_backward_on_tensor_without_grad_raises():
     with pytest.raises(RuntimeError, match="does not require grad"):
         (minigrad.tensor([1.0]) * 2.0).backward()
@@ -279,6 +285,18 @@ def test_float32_with_python_scalars_stays_float32(op, device):
     assert y.dtype == np.float32
     y.sum().backward()
     assert x.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("scalar", [np.float32(2.0), np.float64(2.0), np.int64(2), np.int32(2)], ids=repr)
+def test_numpy_scalars_act_as_the_numbers_they_are(scalar, device):
+    """As Python numbers: float32 stays float32, and a GPU tensor takes them (CuPy would refuse a
+    NumPy scalar made into a host array)."""
+    x = minigrad.tensor(np.array([1.0, 3.0], dtype=np.float32), requires_grad=True, device=device)
+    y = x * scalar + scalar / x
+    assert y.dtype == np.float32 and y.device == device
+    np.testing.assert_allclose(y.numpy(), [4.0, 6.0 + 2.0 / 3.0], rtol=1e-7)
+    y.sum().backward()
+    np.testing.assert_allclose(backend.asnumpy(x.grad), [0.0, 2.0 - 2.0 / 9.0], rtol=1e-6, atol=1e-7)
 
 
 def test_full_reduction_keeps_float64(device):

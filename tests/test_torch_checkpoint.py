@@ -225,3 +225,17 @@ def test_the_hand_written_files_match_torch_save_byte_for_byte(tmp_path):
         real_prefix = real.namelist()[0].split("/")[0]
         for name in ("data.pkl", "data/0", "byteorder"):
             assert ours.read(f"archive/{name}") == real.read(f"{real_prefix}/{name}"), name
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not HAS_TORCH, reason="writing the format before PyTorch 1.6 needs torch")
+def test_the_format_before_pytorch_1_6_reads_parameters_and_bfloat16_through_torch(tmp_path):
+    import torch
+
+    weight = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6).reshape(2, 3))  # requires grad
+    half = torch.tensor([1.5, -2.0, 3.0e38], dtype=torch.bfloat16)
+    torch.save({"w": weight, "h": half}, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    loaded = load_arrays(tmp_path / "old.pth")
+    np.testing.assert_array_equal(loaded["w"], weight.detach().numpy())
+    assert loaded["h"].dtype == np.float32
+    np.testing.assert_array_equal(loaded["h"], half.float().numpy())

@@ -6,6 +6,7 @@ undone by the engine (``sum_to_shape``), so binary ops return gradients of the b
 from __future__ import annotations
 
 import math
+import numbers
 
 from minigrad import backend
 from minigrad.tensor import Function
@@ -65,7 +66,11 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a) (defined for a > 0)."""
+    """d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a) (defined for a > 0).
+
+    At a = 0 the formulas meet 0 * inf; the limits, as torch takes them, are d/da = 0 where b = 0
+    and d/db = 0 where b > 0 (a^b is 0 there whatever b does).
+    """
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -74,11 +79,19 @@ class Pow(Function):
 
     def backward(self, grad):
         a, b = self.a, self.b
-        grad_a = grad * b * a ** (b - 1) if self.needs_input_grad[0] else None
-        grad_b = None
+        xp = backend.get_array_module(grad)
+        grad_a = grad_b = None
+        if self.needs_input_grad[0]:
+            if isinstance(b, numbers.Number):
+                grad_a = grad * (b * a ** (b - 1)) if b != 0 else xp.zeros_like(grad)
+            else:
+                grad_a = grad * xp.where(b == 0, 0, b * a ** (b - 1))
         if self.needs_input_grad[1]:
-            log_a = math.log(a) if isinstance(a, (int, float)) else backend.get_array_module(a).log(a)
-            grad_b = grad * self.out * log_a
+            if isinstance(a, numbers.Number):
+                log_a = math.log(a) if a > 0 else -math.inf if a == 0 else math.nan
+            else:
+                log_a = xp.log(a)
+            grad_b = grad * xp.where((a == 0) & (b >= 0), 0, self.out * log_a)
         return grad_a, grad_b
 
 
@@ -133,7 +146,7 @@ class Erf(Function):
 class ReLU(Function):
     def forward(self, x):
         self.positive = x > 0
-        return x * self.positive
+        return backend.get_array_module(x).where(self.positive, x, 0)  # not x * positive: -inf * 0 is nan
 
     def backward(self, grad):
         return grad * self.positive

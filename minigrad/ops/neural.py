@@ -127,6 +127,8 @@ class CrossEntropy(Function):
         losses = -(1.0 - self.smoothing) * log_probs[rows, target]
         if self.smoothing:
             losses = losses - (self.smoothing / classes) * log_probs.sum(axis=-1)
+        # CuPy wraps an index out of range where NumPy raises: such a loss is made NaN, not another class's.
+        losses = xp.where((target >= 0) & (target < classes), losses, xp.nan)
         self.log_probs, self.target = log_probs, target
         if self.reduction == "none":
             return losses

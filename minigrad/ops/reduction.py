@@ -5,6 +5,8 @@ it back over the reduced axes.
 """
 from __future__ import annotations
 
+import numbers
+
 from minigrad import backend
 from minigrad.tensor import Function
 
@@ -13,7 +15,7 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
     """``axis`` (None, an int or a tuple, negatives allowed) as a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
     for a in axes:
         if not -ndim <= a < ndim:
             raise ValueError(f"axis {a} is out of range for an array of {ndim} dimensions")

@@ -6,6 +6,8 @@ the opposite roll, a scatter into zeros (adding where an index repeats), a split
 """
 from __future__ import annotations
 
+import numbers
+
 from minigrad import backend
 from minigrad.tensor import Function, sum_to_shape
 
@@ -34,7 +36,7 @@ class Transpose(Function):
 
     def forward(self, x):
         axes = tuple(reversed(range(x.ndim))) if self.axes is None else tuple(a % x.ndim for a in self.axes)
-        if sorted(axes) != list(range(x.ndim)):
+        if sorted(axes) != list(range(x.ndim)) or any(not -x.ndim <= a < x.ndim for a in self.axes or ()):
             raise ValueError(f"transpose axes {self.axes} are not a permutation of the {x.ndim} axes")
         self.inverse = tuple(axes.index(i) for i in range(x.ndim))
         return x.transpose(axes)
@@ -127,9 +129,9 @@ class Stack(Function):
 def normalize_pad_width(pad_width, ndim: int) -> tuple[tuple[int, int], ...]:
     """NumPy's ``pad_width`` forms (n, (n,), (before, after), ((before, after),), or one pair per
     axis) as one pair per axis."""
-    if isinstance(pad_width, int):
-        return ((pad_width, pad_width),) * ndim
-    pairs = tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in pad_width)
+    if isinstance(pad_width, numbers.Integral):
+        return ((int(pad_width), int(pad_width)),) * ndim
+    pairs = tuple(tuple(map(int, p)) if isinstance(p, (tuple, list)) else int(p) for p in pad_width)
     if len(pairs) == 1:  # (n,) or ((before, after),): the same for every axis
         pairs = (pairs[0] if isinstance(pairs[0], tuple) else (pairs[0], pairs[0]),) * ndim
     if len(pairs) == 2 and all(isinstance(p, int) for p in pairs):
