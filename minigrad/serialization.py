@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,22 @@ def _umask() -> int:
 
 def load(path: str | os.PathLike) -> Any:
     """Read what ``save`` wrote; arrays come back as host NumPy arrays."""
-    loaded = numpy.load(path, allow_pickle=False)
-    if not isinstance(loaded, numpy.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a single array, not an .npz archive written by minigrad.save")
-    with loaded as archive:
+    with _open_npz(path) as archive:
         if _MANIFEST not in archive.files:
             raise ValueError(f"{path} was not written by minigrad.save (it has no manifest)")
         return _read_archive(archive)
+
+
+def _open_npz(path: str | os.PathLike) -> numpy.lib.npyio.NpzFile:
+    """``path`` opened as an .npz archive; a file cut short, or of another kind, is named as such."""
+    try:
+        loaded = numpy.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:  # ValueError: a pickle, or text
+        raise ValueError(f"{path} is damaged or not an .npz archive ({error}); if it was downloaded or "
+                         f"copied, do that again") from error
+    if not isinstance(loaded, numpy.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single array, not an .npz archive")
+    return loaded
 
 
 def _read_archive(archive) -> Any:
@@ -111,15 +121,20 @@ def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
         raise FileNotFoundError(f"no weights file at {path}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with numpy.load(path, allow_pickle=False) as archive:
+        with _open_npz(path) as archive:
             found = _read_archive(archive)
     elif suffix == ".safetensors":
         try:
+            from safetensors import SafetensorError
             from safetensors.numpy import load_file
         except ImportError:
             raise ImportError("reading .safetensors needs the safetensors package: "
                               "pip install -e \".[safetensors]\"") from None
-        found = load_file(str(path))
+        try:
+            found = load_file(str(path))
+        except SafetensorError as error:
+            raise ValueError(f"{path} is damaged or not a .safetensors file ({error}); if it was downloaded, "
+                             f"download it again") from error
     elif suffix in (".pth", ".pt", ".bin"):
         found = _load_torch_file(path)
     else:

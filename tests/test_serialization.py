@@ -2,12 +2,14 @@
 import collections
 import math
 import os
+import pickle
 
 import numpy as np
 import pytest
 
 import minigrad
 from minigrad import nn
+from minigrad.serialization import load_arrays
 
 
 def assert_same(loaded, expected):
@@ -99,6 +101,27 @@ def test_loading_a_foreign_npz_raises_value_error(tmp_path):
     np.savez(tmp_path / "foreign.npz", weight=np.ones(3))
     with pytest.raises(ValueError, match="foreign.npz"):
         minigrad.load(tmp_path / "foreign.npz")
+
+
+@pytest.mark.parametrize("damage", ["cut short", "a CSV file", "a pickle"])
+def test_a_damaged_or_foreign_file_is_named_as_such(tmp_path, damage):
+    path = tmp_path / "last.npz"
+    minigrad.save({"w": np.arange(100.0)}, path)
+    content = {"cut short": path.read_bytes()[:300], "a CSV file": b"optimizer,epoch\nadam,1\n",
+               "a pickle": pickle.dumps({"w": 1})}[damage]
+    path.write_bytes(content)
+    for read in (minigrad.load, load_arrays):
+        with pytest.raises(ValueError, match="last.npz is damaged or not an .npz archive"):
+            read(path)
+
+
+def test_a_safetensors_file_cut_short_is_named_as_such(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "model.safetensors"
+    safetensors_numpy.save_file({"w": np.arange(100.0)}, str(path))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="model.safetensors is damaged or not a .safetensors file"):
+        load_arrays(path)
 
 
 def test_path_without_suffix_is_written_exactly_there(tmp_path):
