@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy
-from PIL import Image
+from PIL import Image, ImageOps
 
 Transform = Callable[[Image.Image, numpy.random.Generator], numpy.ndarray]
 
@@ -46,9 +46,22 @@ class Dataset:
         return numpy.bincount(self.labels, minlength=self.num_classes)
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """``image`` in RGB; 16-bit greys (``I;16``, and ``I`` as Pillow opens 16-bit PNGs and TIFFs)
+    scaled to 8 bits, where Pillow's own conversion would clip every value above 255 to white."""
+    if image.mode.startswith("I"):
+        pixels = numpy.asarray(image).astype(numpy.int64)
+        image = Image.fromarray((numpy.clip(pixels, 0, 65535) >> 8).astype(numpy.uint8))
+    return image.convert("RGB")
+
+
 class ImageFiles(Dataset):
     """Image files with their labels; each is read with Pillow, converted to RGB, optionally cropped
-    to a box ``(left, upper, right, lower)`` in pixels (clipped to the image), and transformed."""
+    to a box ``(left, upper, right, lower)`` in pixels (clipped to the image), and transformed.
+
+    Without boxes, a photo is first turned upright as its EXIF orientation says (phones store
+    portraits sideways); boxes are left in the stored pixel grid, where the data sets drew them.
+    """
 
     def __init__(self, paths: Sequence[str | os.PathLike], labels: Sequence[int], classes: Sequence[str], transform: Transform,
                  boxes: Sequence[tuple[int, int, int, int]] | None = None):
@@ -65,7 +78,7 @@ class ImageFiles(Dataset):
         path = self.paths[index]
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = as_rgb(image if self.boxes is not None else ImageOps.exif_transpose(image))
         except OSError as error:
             raise OSError(f"cannot read the image {path}: {error}. Replace or delete the file.") from error
         if self.boxes is not None:  # clipped here, where the image's size is known without extra reads

@@ -330,6 +330,29 @@ def test_grey_and_rgba_files_come_back_as_rgb(tmp_path):
     numpy.testing.assert_allclose(image, as_array(coordinates(4, 3)), rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_16_bit_greys_are_scaled_to_8_bits_not_clipped(tmp_path, mode):
+    """Pillow's own conversion would turn every value above 255 white."""
+    grey = numpy.array([[0, 255, 256, 4000], [32768, 40000, 65280, 65535]], dtype=numpy.uint16)
+    path = tmp_path / ("grey.png" if mode == "I;16" else "grey.tiff")
+    Image.fromarray(grey).convert(mode).save(path)
+    with Image.open(path) as opened:
+        assert opened.mode == mode
+    loaded, _ = ImageFiles([path], [0], ["a"], ToArray()).load(0, rng())
+    numpy.testing.assert_allclose(loaded, as_array(numpy.dstack([grey >> 8] * 3).astype(numpy.uint8)), rtol=1e-7)
+
+
+def test_a_photo_is_turned_upright_as_its_exif_orientation_says(tmp_path):
+    pixels = coordinates(6, 4)  # stored 4 rows by 6 columns
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display", as phones tag portraits
+    Image.fromarray(pixels).save(tmp_path / "phone.png", exif=exif)
+    upright, _ = ImageFiles([tmp_path / "phone.png"], [0], ["a"], ToArray()).load(0, rng())
+    numpy.testing.assert_allclose(upright, as_array(numpy.rot90(pixels, k=-1)), rtol=1e-7)
+    boxed, _ = ImageFiles([tmp_path / "phone.png"], [0], ["a"], ToArray(), boxes=[(0, 0, 6, 4)]).load(0, rng())
+    numpy.testing.assert_allclose(boxed, as_array(pixels), rtol=1e-7)  # boxes are drawn on the stored grid
+
+
 @pytest.mark.parametrize("box, region", [
     ((2, 1, 7, 4), (2, 1, 7, 4)),          # inside: columns 2..6, rows 1..3
     ((3, 2, 50, 40), (3, 2, 12, 8)),       # past the right and lower edges
