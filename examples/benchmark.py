@@ -19,7 +19,7 @@ import numpy as np
 import minigrad
 from minigrad import backend
 from minigrad import functional as F
-from swin import build
+from swin import VARIANTS, build
 
 TIMM_NAMES = {"swin_t": "swin_tiny_patch4_window7_224", "swin_s": "swin_small_patch4_window7_224",
               "swin_b": "swin_base_patch4_window7_224", "swin_l": "swin_large_patch4_window7_224"}
@@ -77,9 +77,9 @@ def torch_step_time(args, images: np.ndarray, labels: np.ndarray) -> float | Non
         import torch
     except ImportError:
         return None
-    if args.variant not in TIMM_NAMES:
-        return None
     device = "cpu" if args.device == "cpu" else "cuda"
+    if args.variant not in TIMM_NAMES or (device == "cuda" and not torch.cuda.is_available()):
+        return None
     torch.manual_seed(0)
     model = timm.create_model(TIMM_NAMES[args.variant], num_classes=args.classes).to(device)
     x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
@@ -93,16 +93,22 @@ def torch_step_time(args, images: np.ndarray, labels: np.ndarray) -> float | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="swin_t", help="swin_t, swin_s, swin_b, swin_l or swin_mini")
+    parser.add_argument("--variant", default="swin_t", choices=sorted(VARIANTS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
-    backend.normalize_device(args.device)  # a clear error now if the GPU is not there
+    for option in ("batch", "classes", "repeats"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1, got {getattr(args, option)}")
+    try:
+        backend.normalize_device(args.device)
+    except RuntimeError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
-    size = build(args.variant).img_size
+    size = VARIANTS[args.variant].get("img_size", 224)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((args.batch, 3, size, size)).astype(np.float32)
     labels = rng.integers(0, args.classes, size=args.batch)

@@ -20,7 +20,6 @@ from datasets.folder import IMAGE_SUFFIXES
 from minigrad import backend
 from minigrad import functional as F
 from swin import SwinTransformer, build
-from training import message_of
 
 
 def load_classifier(checkpoint: Path, device: str) -> tuple[SwinTransformer, list[str]]:
@@ -28,7 +27,7 @@ def load_classifier(checkpoint: Path, device: str) -> tuple[SwinTransformer, lis
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}: pass a run's <optimizer>/best.npz or last.npz")
     state = minigrad.load(checkpoint)
-    if not isinstance(state, dict) or "architecture" not in state or "classes" not in state:
+    if not isinstance(state, dict) or not {"architecture", "classes", "model"} <= set(state):
         raise ValueError(f"{checkpoint} is not a checkpoint of examples/train_*.py (it lacks the architecture "
                          f"and class names); to use bare Swin weights, see swin.load_pretrained")
     architecture, classes = state["architecture"], state["classes"]
@@ -79,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         model, classes = load_classifier(args.checkpoint, device)
         paths = image_paths(args.images)
         results = predict(model, classes, paths, max(1, args.top), device)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        parser.exit(2, f"{parser.prog}: error: {message_of(error)}\n")
+    except (OSError, ValueError, RuntimeError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     for path, guesses in zip(paths, results):
         print(f"{path}: " + ", ".join(f"{name} {probability:.1%}" for name, probability in guesses))
 

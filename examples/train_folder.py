@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from datasets import Subset, eval_transform, image_folder, stratified_split, train_transform
-from training import Splits, main, make_parser
+from training import Splits, main, make_parser, say
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,10 @@ def load_data(args: argparse.Namespace) -> Splits:
     if args.test_fraction == 0:
         return Splits(Subset(augmented, kept), Subset(plain, held_out), None)
     val, test = stratified_split(plain.labels[held_out], args.test_fraction / held_out_fraction, args.seed)
+    if len(test) == 0:
+        say(f"Too few photos to hold out a test split too: the best models are scored on the "
+            f"{len(held_out)} validation photos.")
+        return Splits(Subset(augmented, kept), Subset(plain, held_out), None)
     return Splits(Subset(augmented, kept), Subset(plain, held_out[val]), Subset(plain, held_out[test]))
 
 

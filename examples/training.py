@@ -13,14 +13,15 @@ A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... i
     confusion_<optimizer>.png   the confusion matrix of the best model on the test split
     summary.md                  the scores and the speed
 
-``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too);
-nothing already there is overwritten by a new run. On the GPU a training step reads nothing back
+``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too),
+with the settings it started with; nothing already there is overwritten by a new run. On the GPU a training step reads nothing back
 from the device: the running loss and accuracy stay there and reach the progress bar once per
 ``--log-every`` steps.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -42,6 +43,9 @@ from reporting import accuracy, confusion_matrix, macro_f1, per_class_f1, plot_c
 from swin import VARIANTS, SwinTransformer, build, load_pretrained
 
 OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
+# What --resume may change: how long, where and how fast a run goes, and which optimizers go on
+# (each has its own checkpoints); every other setting stays as the run started.
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "optimizers", "device", "workers", "log_every", "out", "resume")
 
 
 class Splits(NamedTuple):
@@ -93,31 +97,63 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     model, output folder), then run. A problem found here ends with a message, not a traceback."""
     args = parser.parse_args(argv)
     try:
+        if args.resume:
+            restore_settings(args, parser, given_options(parser, argv))
         args.device = backend.normalize_device(args.device)
         args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
         args.img_size = args.img_size or VARIANTS[args.model].get("img_size", 224)
         check_settings(args)
         data = load_data(args)
-        for split in ("train", "val"):
-            if len(getattr(data, split)) == 0:
-                raise ValueError(f"the {'validation' if split == 'val' else 'training'} split is empty: "
-                                 f"the data set is too small for it")
+        for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
+            if getattr(data, split) is not None and len(getattr(data, split)) == 0:
+                raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
         initial_weights = initial_model(args, data.train.classes).state_dict()
         folder = output_folder(args, name, data.train.classes)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
-        parser.exit(2, f"{parser.prog}: error: {message_of(error)}\n")
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     try:
         run(args, data, folder, initial_weights)
     except KeyboardInterrupt:
         parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
                          f"to go on, run the same command with --resume --out {folder}\n")
+    except OSError as error:  # an image that cannot be read, a full disk
+        parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
+                       f"fixed, go on with --resume --out {folder}\n")
     return folder
 
 
-def message_of(error: Exception) -> str:
-    """An exception's text (a KeyError's ``str`` would wrap it in quotes)."""
-    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The settings named on the command line (as ``args`` attributes), not left at their defaults."""
+    without_defaults = copy.deepcopy(parser)
+    for action in without_defaults._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(without_defaults.parse_args(argv)))
+
+
+def restore_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, given: set[str]) -> None:
+    """--resume: take the run's settings from its config.json, so that it goes on as it started
+    (the same split, model, batches and learning rate); refuse an option that would change one."""
+    if args.out is None or not (args.out / "config.json").is_file():
+        raise FileNotFoundError(f"--resume needs --out, the folder of an earlier run (one with config.json); "
+                                f"got {args.out}")
+    saved = json.loads((args.out / "config.json").read_text())
+    types = {action.dest: action.type for action in parser._actions}
+    changed = []
+    for key, value in saved.items():
+        if key in RESUME_MAY_CHANGE or not hasattr(args, key):
+            continue
+        if value is not None and types.get(key) is Path:
+            value = Path(value)
+        current = getattr(args, key)
+        same = (current.resolve() == value.resolve() if isinstance(current, Path) and isinstance(value, Path)
+                else current == value)
+        if key in given and not same:
+            changed.append(f"--{key.replace('_', '-')} {current} (the run has {value})")
+        setattr(args, key, value)
+    if changed:
+        raise ValueError(f"--resume goes on with the settings {args.out} started with; these would change them: "
+                         f"{', '.join(changed)}. Leave them out, or start a new run.")
 
 
 def check_settings(args: argparse.Namespace) -> None:
@@ -128,6 +164,15 @@ def check_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
     if args.lr <= 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
+    at_least_zero = {"workers": args.workers, "weight-decay": args.weight_decay, "clip-grad": args.clip_grad,
+                     "warmup-epochs": args.warmup_epochs}
+    for option, value in at_least_zero.items():
+        if value < 0:
+            raise ValueError(f"--{option} must be at least 0, got {value}")
+    if not 0 <= args.label_smoothing <= 1:
+        raise ValueError(f"--label-smoothing must lie in [0, 1], got {args.label_smoothing}")
+    if args.drop_path is not None and not 0 <= args.drop_path < 1:
+        raise ValueError(f"--drop-path must lie in [0, 1), got {args.drop_path}")
     if len(set(args.optimizers)) != len(args.optimizers):
         raise ValueError(f"--optimizers names one twice: {' '.join(args.optimizers)}")
 
@@ -149,19 +194,16 @@ def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTrans
             raise FileNotFoundError(f"--pretrained {args.pretrained}: no such file")
         try:
             load_pretrained(model, args.pretrained)
-        except (KeyError, ValueError) as error:
+        except (RuntimeError, ValueError) as error:
             raise ValueError(f"--pretrained {args.pretrained} does not fit {args.model} with {len(classes)} classes "
-                             f"at {args.img_size} px: {message_of(error)}") from error
+                             f"at {args.img_size} px: {error}") from error
     return model
 
 
 def output_folder(args: argparse.Namespace, name: str, classes: Sequence[str]) -> Path:
     """The run's folder: a fresh one, or with --resume the one given, checked to hold this run."""
     config = {"script": name, "model": args.model, "img_size": args.img_size, "classes": list(classes)}
-    if args.resume:
-        if args.out is None or not (args.out / "config.json").exists():
-            raise FileNotFoundError(f"--resume needs --out, the folder of an earlier run (one with config.json); "
-                                    f"got {args.out}")
+    if args.resume:  # restore_settings has found its config.json
         saved = json.loads((args.out / "config.json").read_text())
         changed = [key for key in config if saved.get(key) != config[key]]
         if changed:
@@ -169,6 +211,8 @@ def output_folder(args: argparse.Namespace, name: str, classes: Sequence[str]) -
                              f"({', '.join(f'{key}={saved.get(key)!r}' for key in changed)}); start a new run instead")
         return args.out
     if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise FileExistsError(f"--out {args.out} is a file; name a folder for the run")
         if args.out.exists() and any(args.out.iterdir()):
             raise FileExistsError(f"--out {args.out} already holds files; choose another folder, or pass "
                                   f"--resume to continue the run in it")
@@ -318,9 +362,14 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
         say(f"{optimizer_name} epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
             f"val loss {val_loss:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_f1']:.3f} | "
             f"{row['images_per_s']:.1f} img/s")
-    if (checkpoints / "best.npz").exists():
-        model.load_state_dict(minigrad.load(checkpoints / "best.npz")["model"])
-    return model
+    return best_model(args, data.train.classes, checkpoints) if (checkpoints / "best.npz").exists() else model
+
+
+def best_model(args: argparse.Namespace, classes: Sequence[str], checkpoints: Path) -> SwinTransformer:
+    """The model at the best validation accuracy of an optimizer's run, on the device."""
+    model = build_model(args, classes)
+    model.load_state_dict(minigrad.load(checkpoints / "best.npz")["model"])
+    return model.to(args.device)
 
 
 def write_history(optimizer_name: str, history: list[dict[str, float]], path: Path) -> None:
@@ -348,18 +397,22 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
     if empty_cache is not None:
         say(f"The first steps compile CuPy's GPU kernels, so the progress bar waits a while; they are kept in "
             f"{empty_cache} for later runs.")
-    histories: dict[str, list[dict[str, float]]] = {}
+    # The run's other optimizers (with --resume) stay in its curves and summary.
+    histories: dict[str, list[dict[str, float]]] = {
+        name: minigrad.load(folder / name / "last.npz")["history"] for name in OPTIMIZERS
+        if name not in args.optimizers and (folder / name / "last.npz").is_file()}
+    models = {name: train_with(name, args, data, folder, initial_weights, histories) for name in args.optimizers}
     results = {}
-    for name in args.optimizers:
-        model = train_with(name, args, data, folder, initial_weights, histories)
-        if not histories[name]:
+    for name, history in histories.items():
+        if not history:
             continue
+        model = models.get(name) or best_model(args, classes, folder / name)
         _, labels, predictions = evaluate(model, DataLoader(test_set, args.batch_size, num_workers=args.workers),
                                           args.device, f"{name} {test_name}")
         confusion = confusion_matrix(labels, predictions, len(classes))
         plot_confusion(confusion, classes, folder / f"confusion_{name}.png",
                        f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}")
-        results[name] = {"confusion": confusion, "history": histories[name]}
+        results[name] = {"confusion": confusion, "history": history}
     if results:
         summary = summarize(results, classes, test_name)
         (folder / "summary.md").write_text(summary)

@@ -178,6 +178,8 @@ def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
     run_dvm(TINY + ["--out", str(folder), "--resume", "--optimizers", "radam", "--max-steps", "4"])
     rows = [(row["optimizer"], row["epoch"]) for row in read_history(folder)]
     assert rows == [("adam", "1"), ("radam", "1"), ("radam", "2")]
+    summary = (folder / "summary.md").read_text()
+    assert "| adam | 1 |" in summary and "| radam |" in summary  # the report still shows both
 
 
 def test_max_steps_stops_each_optimizer(tmp_path):
@@ -227,7 +229,24 @@ def test_resume_refuses_a_run_of_another_model(tmp_path, capsys):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1"])
     message = usage_error(capsys, run_dvm, TINY[:2] + ["--img-size", "64"] + TINY[4:] + ["--out", str(folder),
                                                                                           "--resume"])
-    assert "img_size" in message and "start a new run" in message
+    assert "--img-size 64 (the run has 32)" in message and "start a new run" in message
+
+
+def test_resume_goes_on_with_the_settings_the_run_started_with(tmp_path):
+    """A resumed run needs only --resume --out: the split, model, batches and learning rate are the run's."""
+    settings = TINY + ["--optimizers", "adam", "--lr", "1e-3", "--seed", "3", "--max-steps", "8"]
+    straight = run_dvm(settings + ["--out", str(tmp_path / "straight")])
+    stopped = run_dvm(settings + ["--out", str(tmp_path / "stopped"), "--epochs", "1"])
+    run_dvm(["--resume", "--out", str(stopped), "--epochs", "2", "--max-steps", "8", "--workers", "0"])
+    expected, resumed = (minigrad.load(run / "adam" / "last.npz") for run in (straight, stopped))
+    for key in expected["model"]:
+        np.testing.assert_array_equal(resumed["model"][key], expected["model"][key], err_msg=key)
+
+
+def test_resume_refuses_a_setting_that_would_change_the_run(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1", "--seed", "3"])
+    message = usage_error(capsys, run_dvm, ["--resume", "--out", str(folder), "--seed", "5", "--batch-size", "16"])
+    assert "--batch-size 16 (the run has 8), --seed 5 (the run has 3)" in message
 
 
 def test_resume_needs_an_earlier_run(tmp_path, capsys):
@@ -302,11 +321,40 @@ def test_gpu_without_cupy_says_what_to_install(capsys, monkeypatch):
     assert "pip install" in message and "[gpu]" in message
 
 
-@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"),
-                                           ("--max-steps", "0"), ("--optimizers", "adam adam")])
-def test_settings_out_of_range_are_refused(capsys, option, value):
-    message = usage_error(capsys, run_dvm, TINY + [option, *value.split()])
+@pytest.mark.parametrize("option, value", [
+    ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--max-steps", "0"), ("--optimizers", "adam adam"),
+    ("--label-smoothing", "1.5"), ("--warmup-epochs", "-1"), ("--drop-path", "1"), ("--workers", "-1"),
+    ("--weight-decay", "-0.1"), ("--clip-grad", "-1")])
+def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, option, value):
+    message = usage_error(capsys, run_dvm, TINY + [option, *value.split(), "--out", str(tmp_path / "run")])
     assert option in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("precious")
+    message = usage_error(capsys, run_dvm, TINY + ["--out", str(tmp_path / "notes.txt")])
+    assert "is a file" in message and (tmp_path / "notes.txt").read_text() == "precious"
+
+
+def test_an_image_that_cannot_be_read_mid_run_is_named_with_the_way_to_go_on(tmp_path, capsys, monkeypatch):
+    write_class_folders(tmp_path / "photos", {"Red": 10, "Black": 10})
+    broken = tmp_path / "photos" / "Red" / "photo 0.PNG"
+    argv = ["--data", str(tmp_path / "photos"), "--model", "swin_mini", "--img-size", "32", "--epochs", "1",
+            "--batch-size", "4", "--optimizers", "adam", "--workers", "0", "--out", str(tmp_path / "run")]
+    original = ImageFiles.load
+
+    def breaks_after_the_check(self, index, rng):
+        if self.paths[index] == str(broken):
+            broken.write_bytes(b"not a PNG any more")
+        return original(self, index, rng)
+
+    monkeypatch.setattr(ImageFiles, "load", breaks_after_the_check)
+    with pytest.raises(SystemExit) as stop:
+        run_folder(argv)
+    assert stop.value.code == 1
+    message = capsys.readouterr().err
+    assert f"cannot read the image {broken}" in message and f"--resume --out {tmp_path / 'run'}" in message
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,3 +515,11 @@ def test_a_run_on_class_folders_holds_out_validation_and_test(tmp_path):
     train, val, test = ({split.dataset.paths[i] for i in split.indices} for split in splits)
     assert (len(train), len(val), len(test)) == (16, 2, 2)
     assert len(train | val | test) == 20  # no photo in two splits
+
+
+def test_too_few_photos_for_a_test_split_score_on_validation(tmp_path):
+    write_class_folders(tmp_path / "photos", {"Red": 6, "Black": 6})
+    folder = run_folder(["--data", str(tmp_path / "photos"), "--model", "swin_mini", "--img-size", "32",
+                         "--epochs", "1", "--batch-size", "4", "--optimizers", "adam", "--workers", "0",
+                         "--out", str(tmp_path / "run")])
+    assert "validation accuracy" in (folder / "summary.md").read_text()
