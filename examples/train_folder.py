@@ -20,13 +20,16 @@ from training import Splits, main, make_parser, say
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, required=True, help="a folder with one subfolder of images per class")
+    # Not required=True: with --resume it comes from the run's config.json.
+    data.add_argument("--data", type=Path, help="a folder with one subfolder of images per class (needed)")
     data.add_argument("--val-fraction", type=float, default=0.1, help="the part of each class used for validation")
     data.add_argument("--test-fraction", type=float, default=0.1,
                       help="the part of each class kept for the final test (0: score on the validation part)")
 
 
 def load_data(args: argparse.Namespace) -> Splits:
+    if args.data is None:
+        raise ValueError("--data is needed: a folder with one subfolder of images per class")
     if not (0 < args.val_fraction and 0 <= args.test_fraction and args.val_fraction + args.test_fraction < 1):
         raise ValueError(f"need --val-fraction > 0, --test-fraction >= 0 and their sum < 1, "
                          f"got {args.val_fraction} and {args.test_fraction}")

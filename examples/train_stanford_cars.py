@@ -23,13 +23,16 @@ from training import Splits, main, make_parser, say
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, required=True, help="the Stanford Cars folder")
+    # Not required=True: with --resume it comes from the run's config.json.
+    data.add_argument("--data", type=Path, help="the Stanford Cars folder (needed)")
     data.add_argument("--val-fraction", type=float, default=0.1,
                       help="the part of each class of the training images held out for validation")
     data.add_argument("--no-crop", action="store_true", help="use whole images, not the bounding boxes")
 
 
 def load_data(args: argparse.Namespace) -> Splits:
+    if args.data is None:
+        raise ValueError("--data is needed: the folder that holds cars_train/, cars_test/ and devkit/")
     crop = not args.no_crop
     train_tf, eval_tf = train_transform(args.img_size), eval_transform(args.img_size)
     augmented = stanford_cars(args.data, "train", transform=train_tf, crop_to_box=crop)

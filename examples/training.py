@@ -43,9 +43,9 @@ from reporting import accuracy, confusion_matrix, macro_f1, per_class_f1, plot_c
 from swin import VARIANTS, SwinTransformer, build, load_pretrained
 
 OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
-# What --resume may change: how long, where and how fast a run goes, and which optimizers go on
-# (each has its own checkpoints); every other setting stays as the run started.
-RESUME_MAY_CHANGE = ("epochs", "max_steps", "optimizers", "device", "workers", "log_every", "out", "resume")
+# What --resume may change: how long, where and how fast a run goes, which optimizers go on (each
+# has its own checkpoints), and where its files are now. Settings not given come from the run.
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "optimizers", "device", "workers", "log_every", "data", "pretrained")
 
 
 class Splits(NamedTuple):
@@ -141,16 +141,12 @@ def restore_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
     types = {action.dest: action.type for action in parser._actions}
     changed = []
     for key, value in saved.items():
-        if key in RESUME_MAY_CHANGE or not hasattr(args, key):
+        if key in ("out", "resume") or not hasattr(args, key):
             continue
-        if value is not None and types.get(key) is Path:
-            value = Path(value)
-        current = getattr(args, key)
-        same = (current.resolve() == value.resolve() if isinstance(current, Path) and isinstance(value, Path)
-                else current == value)
-        if key in given and not same:
-            changed.append(f"--{key.replace('_', '-')} {current} (the run has {value})")
-        setattr(args, key, value)
+        if key not in given:
+            setattr(args, key, Path(value) if value is not None and types.get(key) is Path else value)
+        elif key not in RESUME_MAY_CHANGE and getattr(args, key) != value:
+            changed.append(f"--{key.replace('_', '-')} {getattr(args, key)} (the run has {value})")
     if changed:
         raise ValueError(f"--resume goes on with the settings {args.out} started with; these would change them: "
                          f"{', '.join(changed)}. Leave them out, or start a new run.")
@@ -224,7 +220,8 @@ def output_folder(args: argparse.Namespace, name: str, classes: Sequence[str]) -
             number += 1
             folder = Path("runs") / f"{name}-{number}"
     folder.mkdir(parents=True, exist_ok=True)
-    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    # Absolute paths, so that --resume finds the files from any working directory.
+    settings = {key: str(value.absolute()) if isinstance(value, Path) else value for key, value in vars(args).items()}
     (folder / "config.json").write_text(json.dumps({**settings, **config}, indent=2) + "\n")
     return folder
 

@@ -517,6 +517,18 @@ def test_a_run_on_class_folders_holds_out_validation_and_test(tmp_path):
     assert len(train | val | test) == 20  # no photo in two splits
 
 
+def test_resume_finds_the_data_from_another_folder_and_after_it_moved(tmp_path, monkeypatch):
+    write_class_folders(tmp_path / "photos", {"Red": 10, "Black": 10})
+    monkeypatch.chdir(tmp_path)
+    folder = run_folder(["--data", "photos", "--model", "swin_mini", "--img-size", "32", "--epochs", "1",
+                         "--batch-size", "4", "--optimizers", "adam", "--workers", "0", "--out", "run"]).absolute()
+    monkeypatch.chdir(tmp_path / "photos")  # the relative path "photos" leads nowhere from here
+    run_folder(["--resume", "--out", str(folder), "--epochs", "2"])
+    (tmp_path / "photos").rename(tmp_path / "moved")
+    run_folder(["--resume", "--out", str(folder), "--epochs", "3", "--data", str(tmp_path / "moved")])
+    assert [row["epoch"] for row in read_history(folder)] == ["1", "2", "3"]
+
+
 def test_too_few_photos_for_a_test_split_score_on_validation(tmp_path):
     write_class_folders(tmp_path / "photos", {"Red": 6, "Black": 6})
     folder = run_folder(["--data", str(tmp_path / "photos"), "--model", "swin_mini", "--img-size", "32",
