@@ -13,8 +13,40 @@ from typing import Any
 from minigrad import backend, nn
 from minigrad import functional as F
 from minigrad.nn import init
-from minigrad.tensor import Tensor
+from minigrad.tensor import Function, Tensor
 from swin.windows import relative_position_index
+
+
+class RelativePositionBias(Function):
+    """Eq. 4's B for every pair of tokens of an M x M window: the rows of the bias table
+    ``((2M - 1)^2, heads)`` that ``relative_position_index`` picks, ``(M^2 * M^2, heads)``.
+
+    A table row's gradient sums the gradients of all pairs of tokens at that offset. Indexing's
+    own backward would do that with a scatter-add, which on the GPU runs on atomic adds: their
+    order, and so the rounding, changes from run to run. Here the sum is two matrix products, the
+    same bits every time. The offset in rows (hi - hj) and the offset in columns (wi - wj) are
+    independent, so with E the one-hot ``(M^2, 2M - 1)`` of the offset of a pair of coordinates,
+    and G the gradient arranged as (hi, hj) x (wi, wj), the table's gradient is E^T G E per head.
+    """
+
+    def __init__(self, index: Any, window_size: int):
+        self.index, self.window_size = index, window_size
+
+    def forward(self, table):
+        return table[self.index]
+
+    def backward(self, grad):
+        xp = backend.get_array_module(grad)
+        m, heads = self.window_size, grad.shape[-1]
+        side, pairs = 2 * m - 1, m * m
+        coordinate = xp.arange(m)
+        offset = (coordinate[:, None] - coordinate[None, :] + m - 1).reshape(pairs)
+        one_hot = (offset[:, None] == xp.arange(side)).astype(grad.dtype)  # E
+        by_rows_then_columns = grad.reshape(m, m, m, m, heads).transpose(0, 2, 1, 3, 4)  # hi, hj, wi, wj, head
+        rows_summed = (one_hot.T @ by_rows_then_columns.reshape(pairs, pairs * heads))  # dh, (wi, wj, head)
+        rows_summed = rows_summed.reshape(side, pairs, heads).transpose(0, 2, 1)  # dh, head, (wi, wj)
+        both_summed = rows_summed @ one_hot  # dh, head, dw
+        return both_summed.transpose(0, 2, 1).reshape(side * side, heads)
 
 
 class WindowAttention(nn.Module):
@@ -41,7 +73,8 @@ class WindowAttention(nn.Module):
     def relative_position_bias(self) -> Tensor:
         """B of Eq. 4 for every head: ``(heads, M*M, M*M)``."""
         n = self.window_size**2
-        bias = self.relative_position_bias_table[self.relative_position_index]
+        bias = RelativePositionBias.apply(self.relative_position_bias_table, index=self.relative_position_index,
+                                          window_size=self.window_size)
         return bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
 
     def forward(self, x: Tensor, mask: Any = None) -> Tensor:

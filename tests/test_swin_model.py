@@ -12,7 +12,8 @@ from minigrad import backend, nn
 from minigrad import functional as F
 from minigrad.tensor import Tensor
 from swin import (Mlp, PatchEmbed, PatchMerging, SwinTransformer, SwinTransformerBlock, WindowAttention, build,
-                  shifted_window_mask, swin_b, swin_l, swin_mini, swin_s, swin_t)
+                  relative_position_index, shifted_window_mask, swin_b, swin_l, swin_mini, swin_s, swin_t)
+from swin.attention import RelativePositionBias
 
 # A Swin small enough to gradient-check whole: stage 1 has 8x8 tokens in four 4x4 windows (shifted,
 # masked), then patch merging, stage 2 has one 4x4 window.
@@ -327,6 +328,25 @@ def check_gradients(module, input_shape, projections=None, **kwargs):
     parameters = list(module.parameters())
     assert parameters and all(p.dtype == np.float64 for p in parameters)
     assert minigrad.gradcheck(lambda x, *ps: module(x, **kwargs), [x, *parameters], projections=projections)
+
+
+@pytest.mark.parametrize("window_size", [1, 2, 3, 7])
+def test_relative_position_bias_is_the_lookup_and_its_gradient_the_scatter_add(device, window_size):
+    """Forward picks table rows; backward, matrix products instead of a scatter-add (GPU atomics
+    would round differently each run), must give what the scatter-add gives."""
+    side, heads = 2 * window_size - 1, 3
+    table = rng(4).standard_normal((side * side, heads))
+    index = relative_position_index(window_size, device).reshape(-1)
+    cotangent = rng(5).standard_normal((window_size**4, heads))
+    leaf = minigrad.tensor(table, requires_grad=True, device=device)
+    bias = RelativePositionBias.apply(leaf, index=index, window_size=window_size)
+    np.testing.assert_array_equal(bias.numpy(), table[backend.asnumpy(index)])
+    bias.backward(backend.to_device(cotangent, device))
+    scattered = np.zeros_like(table)
+    np.add.at(scattered, backend.asnumpy(index), cotangent)
+    np.testing.assert_allclose(backend.asnumpy(leaf.grad), scattered, rtol=1e-13, atol=1e-13)
+    assert minigrad.gradcheck(lambda t: RelativePositionBias.apply(t, index=index, window_size=window_size),
+                              [minigrad.tensor(table, requires_grad=True, device=device)])
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["W-MSA", "SW-MSA"])
