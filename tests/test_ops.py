@@ -496,12 +496,16 @@ def test_cross_entropy_rejects_targets_out_of_range(target, hint):
         F.cross_entropy(minigrad.tensor(np.zeros((3, 4))), np.array(target))
 
 
-def test_cross_entropy_on_the_gpu_makes_a_target_out_of_range_a_nan_loss(gpu):
+def test_cross_entropy_on_the_gpu_makes_a_target_out_of_range_a_nan_loss_and_gradient(gpu):
     """Checking there would wait for the GPU every step; CuPy would read another class instead."""
-    logits = minigrad.tensor(np.zeros((3, 4)), device=gpu)
-    losses = F.cross_entropy(logits, backend.to_device(np.array([1, -1, 3]), gpu), reduction="none").numpy()
-    np.testing.assert_array_equal(np.isnan(losses), [False, True, False])
-    np.testing.assert_allclose(losses[[0, 2]], np.log(4.0), rtol=1e-15)
+    logits = leaf(np.zeros((3, 4)), gpu)
+    losses = F.cross_entropy(logits, backend.to_device(np.array([1, -1, 3]), gpu), reduction="none")
+    losses.sum().backward()
+    np.testing.assert_array_equal(np.isnan(losses.numpy()), [False, True, False])
+    np.testing.assert_allclose(losses.numpy()[[0, 2]], np.log(4.0), rtol=1e-15)
+    grad = backend.asnumpy(logits.grad)
+    assert np.isnan(grad[1]).all()
+    np.testing.assert_allclose(grad[[0, 2]], [[0.25, -0.75, 0.25, 0.25], [0.25, 0.25, 0.25, -0.75]], rtol=1e-15)
 
 
 @pytest.mark.parametrize("affine", ["none", "weight", "weight and bias"])

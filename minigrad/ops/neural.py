@@ -123,12 +123,14 @@ class CrossEntropy(Function):
         xp = backend.get_array_module(logits)
         n, classes = logits.shape
         log_probs = _log_softmax(logits, -1)
-        rows = xp.arange(n)
-        losses = -(1.0 - self.smoothing) * log_probs[rows, target]
+        # F.cross_entropy checks targets on the host; on the GPU, where CuPy would silently wrap an
+        # index out of range, such a sample reads class 0 and its loss and gradient are made NaN.
+        self.valid = (target >= 0) & (target < classes)
+        target = xp.where(self.valid, target, 0)
+        losses = -(1.0 - self.smoothing) * log_probs[xp.arange(n), target]
         if self.smoothing:
             losses = losses - (self.smoothing / classes) * log_probs.sum(axis=-1)
-        # CuPy wraps an index out of range where NumPy raises: such a loss is made NaN, not another class's.
-        losses = xp.where((target >= 0) & (target < classes), losses, xp.nan)
+        losses = xp.where(self.valid, losses, xp.nan)
         self.log_probs, self.target = log_probs, target
         if self.reduction == "none":
             return losses
@@ -142,6 +144,7 @@ class CrossEntropy(Function):
         grad_logits[xp.arange(n), self.target] -= 1.0 - self.smoothing
         if self.smoothing:
             grad_logits -= self.smoothing / classes
+        grad_logits = xp.where(self.valid[:, None], grad_logits, xp.nan)
         if self.reduction == "none":
             return grad_logits * grad[:, None], None
         scale = grad / n if self.reduction == "mean" else grad
