@@ -24,6 +24,7 @@ import argparse
 import copy
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -117,6 +118,9 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     except KeyboardInterrupt:
         parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
                          f"to go on, run the same command with --resume --out {folder}\n")
+    except FloatingPointError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
+                       f"with other settings starts over from the same initial weights.\n")
     except OSError as error:  # an image that cannot be read, a full disk
         parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
                        f"fixed, go on with --resume --out {folder}\n")
@@ -263,14 +267,24 @@ def train_epoch(model, optimizer, schedule, loader: DataLoader, args: argparse.N
         count, steps = count + len(labels), steps + 1
         if steps % args.log_every == 0:
             running_loss, running_correct = read_back(loss_sum, correct)
+            check_finite(running_loss, steps, description)
             progress.set_postfix(loss=f"{running_loss / count:.4f}", acc=f"{running_correct / count:.3f}")
         if steps == max_steps:
             break
     progress.close()
     total_loss, total_correct = read_back(loss_sum, correct)  # also waits for the device to finish
+    check_finite(total_loss, steps, description)
     seconds = time.perf_counter() - start
     return {"train_loss": total_loss / count, "train_acc": total_correct / count, "steps": steps,
             "seconds": seconds, "images_per_s": count / seconds}
+
+
+def check_finite(loss_sum: float, steps: int, description: str) -> None:
+    """Stop a run whose loss has become NaN or infinite: nothing after that step can be trusted."""
+    if not math.isfinite(loss_sum):
+        raise FloatingPointError(
+            f"the training loss became {loss_sum} within the first {steps} steps of {description}. Lower --lr or "
+            f"turn on --clip-grad; and check the labels: on the GPU, one outside 0..classes-1 makes the loss NaN")
 
 
 def say(message: str) -> None:

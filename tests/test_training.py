@@ -331,6 +331,17 @@ def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_a_loss_that_becomes_nan_stops_the_run_with_what_to_check(tmp_path, capsys, monkeypatch):
+    cross_entropy = training.F.cross_entropy
+    monkeypatch.setattr(training.F, "cross_entropy", lambda *args, **kwargs: cross_entropy(*args, **kwargs) * np.nan)
+    with pytest.raises(SystemExit) as stop:
+        run_dvm(TINY + ["--out", str(tmp_path / "run"), "--log-every", "2"])
+    assert stop.value.code == 1
+    message = capsys.readouterr().err
+    assert "the training loss became nan within the first 2 steps of adam epoch 1/2" in message
+    assert "Lower --lr" in message and f"The epochs before it are saved in {tmp_path / 'run'}" in message
+
+
 def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("precious")
     message = usage_error(capsys, run_dvm, TINY + ["--out", str(tmp_path / "notes.txt")])
