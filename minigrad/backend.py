@@ -363,9 +363,12 @@ def manual_seed(seed: int) -> None:
     """Seed the generators of every device (initialisation, dropout, drop-path).
 
     Each device's generator is made at its first draw, from this seed: seeding never starts a GPU
-    (a CUDA context, cuRAND) in a program that computes on the CPU only.
+    (a CUDA context, cuRAND) in a program that computes on the CPU only. So the range is checked
+    here, where CuPy would only refuse a seed outside it at that first draw.
     """
     global _seed
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"a seed must lie in [0, 2**64), got {seed}")
     _seed = seed
     _generators.clear()
 

@@ -232,6 +232,12 @@ def test_manual_seed_leaves_the_gpu_alone_until_it_draws(monkeypatch):
     assert made == [("cpu", 5)]
 
 
+@pytest.mark.parametrize("seed", [-1, 2**64])
+def test_a_seed_cupy_would_refuse_is_refused_on_every_device(seed):
+    with pytest.raises(ValueError, match=r"\[0, 2\*\*64\)"):
+        minigrad.manual_seed(seed)
+
+
 def test_uniform_samples_lie_in_the_unit_interval(device):
     samples = backend.asnumpy(backend.random_uniform((10_000,), np.float32, device))
     assert samples.min() >= 0.0 and samples.max() < 1.0
