@@ -77,6 +77,9 @@ class GetItem(Function):
 
     Backward scatters the gradient into zeros; with integer arrays an element picked twice gets
     both gradients (``scatter_add``), otherwise plain assignment is exact and faster.
+
+    On the GPU an integer index out of range wraps around instead of raising: CuPy does not check
+    it, since that would wait for the device.
     """
 
     def __init__(self, index):
