@@ -35,8 +35,10 @@ class Transpose(Function):
         self.axes = axes
 
     def forward(self, x):
-        axes = tuple(reversed(range(x.ndim))) if self.axes is None else tuple(a % x.ndim for a in self.axes)
-        if sorted(axes) != list(range(x.ndim)) or any(not -x.ndim <= a < x.ndim for a in self.axes or ()):
+        axes = tuple(reversed(range(x.ndim))) if self.axes is None else tuple(self.axes)
+        in_range = all(-x.ndim <= a < x.ndim for a in axes)
+        axes = tuple(a % x.ndim for a in axes)
+        if not in_range or sorted(axes) != list(range(x.ndim)):
             raise ValueError(f"transpose axes {self.axes} are not a permutation of the {x.ndim} axes")
         self.inverse = tuple(axes.index(i) for i in range(x.ndim))
         return x.transpose(axes)
