@@ -14,9 +14,9 @@ A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... i
     summary.md                  the scores and the speed
 
 ``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too),
-with the settings it started with; nothing already there is overwritten by a new run. On the GPU a training step reads nothing back
-from the device: the running loss and accuracy stay there and reach the progress bar once per
-``--log-every`` steps.
+with the settings it started with; nothing already there is overwritten by a new run. On the GPU
+a training step reads nothing back from the device: the running loss and accuracy stay there and
+reach the progress bar once per ``--log-every`` steps.
 """
 from __future__ import annotations
 
@@ -409,15 +409,17 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
         say(f"The first steps compile CuPy's GPU kernels, so the progress bar waits a while; they are kept in "
             f"{empty_cache} for later runs.")
     # The run's other optimizers (with --resume) stay in its curves and summary.
-    histories: dict[str, list[dict[str, float]]] = {
-        name: minigrad.load(folder / name / "last.npz")["history"] for name in OPTIMIZERS
-        if name not in args.optimizers and (folder / name / "last.npz").is_file()}
-    models = {name: train_with(name, args, data, folder, initial_weights, histories) for name in args.optimizers}
+    others = [name for name in OPTIMIZERS if name not in args.optimizers and (folder / name / "last.npz").is_file()]
+    histories = {name: minigrad.load(folder / name / "last.npz")["history"] for name in others}
     results = {}
-    for name, history in histories.items():
+    for name in others + args.optimizers:
+        if name in args.optimizers:
+            model = train_with(name, args, data, folder, initial_weights, histories)
+        else:
+            model = best_model(args, classes, folder / name)
+        history = histories[name]
         if not history:
             continue
-        model = models.get(name) or best_model(args, classes, folder / name)
         _, labels, predictions = evaluate(model, DataLoader(test_set, args.batch_size, num_workers=args.workers),
                                           args.device, f"{name} {test_name}")
         confusion = confusion_matrix(labels, predictions, len(classes))
