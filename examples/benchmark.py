@@ -103,6 +103,8 @@ def main() -> None:
     for option in ("batch", "classes", "repeats"):
         if getattr(args, option) < 1:
             parser.error(f"--{option} must be at least 1, got {getattr(args, option)}")
+    if args.device == "gpu" and backend.fake_gpu_enabled():
+        parser.error("MINIGRAD_FAKE_GPU=1 serves 'gpu' on the CPU, for tests: timing it measures nothing; unset it")
     try:
         backend.normalize_device(args.device)
     except RuntimeError as error:
