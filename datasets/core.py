@@ -37,6 +37,11 @@ class Dataset:
     def __getitem__(self, index: int) -> tuple[numpy.ndarray, int]:
         return self.load(index, numpy.random.default_rng(index))
 
+    def example_names(self) -> list[str]:
+        """A name for each example (a file's name; for generated data, its position): what tells
+        two splits of the same data apart."""
+        return [str(index) for index in range(len(self))]
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -86,6 +91,9 @@ class ImageFiles(Dataset):
             image = image.crop((max(left, 0), max(upper, 0), min(right, image.width), min(lower, image.height)))
         return self.transform(image, rng), int(self.labels[index])
 
+    def example_names(self) -> list[str]:
+        return [os.path.basename(path) for path in self.paths]  # not the folder, which may move
+
 
 class Subset(Dataset):
     """The examples of ``dataset`` at ``indices``, in that order."""
@@ -98,6 +106,10 @@ class Subset(Dataset):
 
     def load(self, index: int, rng: numpy.random.Generator) -> tuple[numpy.ndarray, int]:
         return self.dataset.load(int(self.indices[index]), rng)
+
+    def example_names(self) -> list[str]:
+        names = self.dataset.example_names()
+        return [names[index] for index in self.indices]
 
 
 class DataLoader:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
 import json
 import math
 import os
@@ -44,9 +45,11 @@ from reporting import accuracy, confusion_matrix, macro_f1, per_class_f1, plot_c
 from swin import VARIANTS, SwinTransformer, build, load_pretrained
 
 OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
-# What --resume may change: how long, where and how fast a run goes, which optimizers go on (each
-# has its own checkpoints), and where its files are now. Settings not given come from the run.
-RESUME_MAY_CHANGE = ("epochs", "max_steps", "optimizers", "device", "workers", "log_every", "data", "pretrained")
+# --resume takes every setting not given from the run's config.json, except those of this session
+# (the machine, and a cap on its steps); it may change how long the run goes, which optimizers go
+# on (each has its own checkpoints), and where its files are now.
+SESSION_SETTINGS = ("out", "resume", "device", "workers", "log_every", "max_steps")
+RESUME_MAY_CHANGE = ("epochs", "optimizers", "data", "pretrained")
 
 
 class Splits(NamedTuple):
@@ -99,7 +102,7 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     args = parser.parse_args(argv)
     try:
         if args.resume:
-            restore_settings(args, parser, given_options(parser, argv))
+            restore_settings(args, parser, given_options(parser, argv), name)
         args.device = backend.normalize_device(args.device)
         args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
         args.img_size = args.img_size or VARIANTS[args.model].get("img_size", 224)
@@ -109,7 +112,7 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
             if getattr(data, split) is not None and len(getattr(data, split)) == 0:
                 raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
         initial_weights = initial_model(args, data.train.classes).state_dict()
-        folder = output_folder(args, name, data.train.classes)
+        folder = output_folder(args, name, data)
     except (OSError, ValueError, RuntimeError) as error:
         # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -121,9 +124,9 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     except FloatingPointError as error:
         parser.exit(1, f"{parser.prog}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
                        f"with other settings starts over from the same initial weights.\n")
-    except OSError as error:  # an image that cannot be read, a full disk
+    except (OSError, ValueError) as error:  # an image that cannot be read, a full disk, a damaged checkpoint
         parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
-                       f"fixed, go on with --resume --out {folder}\n")
+                       f"fixed, --resume --out {folder} goes on (and refuses if the data now splits otherwise)\n")
     return folder
 
 
@@ -135,17 +138,20 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -
     return set(vars(without_defaults.parse_args(argv)))
 
 
-def restore_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, given: set[str]) -> None:
+def restore_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, given: set[str], name: str) -> None:
     """--resume: take the run's settings from its config.json, so that it goes on as it started
     (the same split, model, batches and learning rate); refuse an option that would change one."""
     if args.out is None or not (args.out / "config.json").is_file():
         raise FileNotFoundError(f"--resume needs --out, the folder of an earlier run (one with config.json); "
                                 f"got {args.out}")
     saved = json.loads((args.out / "config.json").read_text())
+    if saved.get("script") != name:
+        raise ValueError(f"--resume: {args.out} holds a run of train_{saved.get('script')}.py, not of "
+                         f"train_{name}.py; resume it with that script")
     types = {action.dest: action.type for action in parser._actions}
     changed = []
     for key, value in saved.items():
-        if key in ("out", "resume") or not hasattr(args, key):
+        if key in SESSION_SETTINGS or not hasattr(args, key):
             continue
         if key not in given:
             setattr(args, key, Path(value) if value is not None and types.get(key) is Path else value)
@@ -200,12 +206,30 @@ def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTrans
     return model
 
 
-def output_folder(args: argparse.Namespace, name: str, classes: Sequence[str]) -> Path:
+def split_digest(data: Splits) -> str:
+    """Which examples (by name) with which labels each split holds, as one digest. --resume compares
+    it: data that now splits otherwise (a photo added, removed or renamed) would put photos the
+    model trained on into the validation or test split."""
+    digest = hashlib.sha256()
+    for split in data:
+        if split is not None:
+            for example, label in zip(split.example_names(), split.labels.tolist()):
+                digest.update(f"{example}\t{label}\n".encode())
+        digest.update(b"--\n")
+    return digest.hexdigest()[:16]
+
+
+def output_folder(args: argparse.Namespace, name: str, data: Splits) -> Path:
     """The run's folder: a fresh one, or with --resume the one given, checked to hold this run."""
-    config = {"script": name, "model": args.model, "img_size": args.img_size, "classes": list(classes)}
+    config = {"script": name, "model": args.model, "img_size": args.img_size, "classes": list(data.train.classes),
+              "split": split_digest(data)}
     if args.resume:  # restore_settings has found its config.json
         saved = json.loads((args.out / "config.json").read_text())
-        changed = [key for key in config if saved.get(key) != config[key]]
+        if saved.get("split", config["split"]) != config["split"]:  # runs of older versions have no digest
+            raise ValueError(f"--resume: the data now splits otherwise than when {args.out} started (a photo added, "
+                             f"removed or renamed), so photos it trained on would be validated or tested; "
+                             f"start a new run")
+        changed = [key for key in config if saved.get(key) != config[key] and key != "split"]
         if changed:
             raise ValueError(f"--resume: {args.out} holds a run with other {', '.join(changed)} "
                              f"({', '.join(f'{key}={saved.get(key)!r}' for key in changed)}); start a new run instead")
@@ -345,6 +369,10 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
         say(f"{optimizer_name}: resuming after epoch {history[-1]['epoch'] if history else 0}")
     histories[optimizer_name] = history
     steps_left = None if args.max_steps is None else args.max_steps - sum(row["steps"] for row in history)
+    if len(history) >= args.epochs:
+        say(f"{optimizer_name}: all {args.epochs} epochs are done; pass a larger --epochs to go on")
+    elif steps_left is not None and steps_left <= 0:
+        say(f"{optimizer_name}: the {args.max_steps} steps of --max-steps are done; pass a larger one to go on")
     for epoch in range(len(history) + 1, args.epochs + 1):
         if steps_left is not None and steps_left <= 0:
             break

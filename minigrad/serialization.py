@@ -7,12 +7,13 @@ the target in one step, so an interrupted save never leaves a half-written check
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy
 
@@ -88,16 +89,24 @@ def load(path: str | os.PathLike) -> Any:
         return _read_archive(archive)
 
 
-def _open_npz(path: str | os.PathLike) -> numpy.lib.npyio.NpzFile:
-    """``path`` opened as an .npz archive; a file cut short, or of another kind, is named as such."""
+@contextlib.contextmanager
+def _open_npz(path: str | os.PathLike) -> Iterator[numpy.lib.npyio.NpzFile]:
+    """``path`` open as an .npz archive; a file cut short, corrupted or of another kind is named as such."""
+    def damaged(error: Exception) -> ValueError:
+        return ValueError(f"{path} is damaged or not an .npz archive ({error}); if it was downloaded or copied, "
+                          f"do that again")
+
     try:
         loaded = numpy.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, ValueError) as error:  # ValueError: a pickle, or text
-        raise ValueError(f"{path} is damaged or not an .npz archive ({error}); if it was downloaded or "
-                         f"copied, do that again") from error
+        raise damaged(error) from error
     if not isinstance(loaded, numpy.lib.npyio.NpzFile):
         raise ValueError(f"{path} is a single array, not an .npz archive")
-    return loaded
+    with loaded as archive:
+        try:
+            yield archive
+        except (zipfile.BadZipFile, EOFError) as error:  # a member that fails its CRC, or ends early
+            raise damaged(error) from error
 
 
 def _read_archive(archive) -> Any:

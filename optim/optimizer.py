@@ -57,7 +57,7 @@ class Optimizer:
         for group in self.param_groups:
             for parameter in group["params"]:
                 if parameter.grad is not None:
-                    grad = -parameter.grad if group["maximize"] else parameter.grad
+                    grad = -parameter.grad if group.get("maximize") else parameter.grad
                     self.update(parameter, grad, self.state.setdefault(parameter, {}), group)
 
     def update(self, parameter: Parameter, grad, state: dict[str, Any], group: dict[str, Any]) -> None:
@@ -104,8 +104,8 @@ def _parameter(entry: Any) -> Tensor:
     """The parameter of an entry of ``params``, which may be a ``(name, parameter)`` pair."""
     if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
         entry = entry[1]
-    if not isinstance(entry, Tensor) or not entry.requires_grad or not entry.is_leaf:
-        raise TypeError(f"an optimizer updates leaf tensors that require grad (nn.Parameter), got {entry!r:.80}")
+    if not isinstance(entry, Tensor) or not entry.is_leaf:
+        raise TypeError(f"an optimizer updates leaf tensors (nn.Parameter), got {entry!r:.80}")
     return entry
 
 

@@ -175,10 +175,11 @@ def test_relu_zeroes_negatives_and_passes_positive_gradient(device):
     assert np.all(out.numpy() >= 0)
 
 
-def test_relu_of_infinities(device):
-    out = forward(F.relu, [np.array([-np.inf, -1.0, 0.0, 2.0, np.inf])], device)
-    np.testing.assert_array_equal(out, [0.0, 0.0, 0.0, 2.0, np.inf])
-    assert not np.signbit(out).any()  # +0, not the -0 that x * (x > 0) gives for negatives
+def test_relu_of_infinities_and_nan(device):
+    """As torch: -inf gives 0 (not -inf * 0 = NaN), and NaN stays NaN, so a diverging run shows."""
+    out = forward(F.relu, [np.array([-np.inf, -1.0, 0.0, 2.0, np.inf, np.nan])], device)
+    np.testing.assert_array_equal(out, [0.0, 0.0, 0.0, 2.0, np.inf, np.nan])
+    assert not np.signbit(out[:2]).any()  # +0, not the -0 that x * (x > 0) gives for negatives
 
 
 def test_pow_gradients_at_a_zero_base_take_their_limits(device):
@@ -427,6 +428,7 @@ def test_numpy_integers_pass_as_axes_and_pad_widths():
     assert x.sum(axis=np.int64(1)).shape == (2,)
     assert F.pad(x, np.int64(1)).shape == (4, 5)
     assert F.pad(x, (np.int32(0), np.int32(2))).shape == (4, 5)
+    assert F.pad(x, np.array([[1, 0], [0, 2]])).shape == (3, 5)
 
 
 # ---- neural-network functions

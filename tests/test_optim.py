@@ -270,12 +270,36 @@ def test_sgd_takes_its_arguments_in_torchs_order():
     lambda p: optim.Adam(p),
     lambda p: optim.SGD([{"params": p}], lr=0.1),
     lambda p: optim.RAdam([p * 2.0]),
-    lambda p: optim.AdamW([minigrad.tensor(START.copy())]),
     lambda p: optim.Adam([START.copy()]),
-], ids=["bare tensor", "bare tensor in a group", "not a leaf", "no grad", "an array"])
+], ids=["bare tensor", "bare tensor in a group", "not a leaf", "an array"])
 def test_what_is_not_a_list_of_parameters_raises_type_error(make):
     with pytest.raises(TypeError, match="tensor"):
         make(nn.Parameter(START.copy()))
+
+
+def test_frozen_parameters_are_taken_and_left_alone():
+    """As in fine-tuning with a frozen backbone: requires_grad=False, so backward gives no gradient."""
+    frozen, trained = nn.Parameter(START.copy()), nn.Parameter(START.copy())
+    frozen.requires_grad = False
+    optimizer = optim.AdamW([frozen, trained], lr=0.05)
+    trained.grad = objective_grad(trained.data)
+    optimizer.step()
+    np.testing.assert_array_equal(frozen.data, START)
+    assert not np.array_equal(trained.data, START)
+
+
+def test_a_subclass_without_maximize_in_its_defaults_steps():
+    class SignDescent(optim.Optimizer):
+        def __init__(self, params, lr):
+            super().__init__(params, dict(lr=lr))
+
+        def update(self, parameter, grad, state, group):
+            parameter.data -= group["lr"] * np.sign(grad)
+
+    parameter = nn.Parameter(np.array([1.0, -1.0]))
+    parameter.grad = np.array([2.0, -3.0])
+    SignDescent([parameter], lr=0.5).step()
+    np.testing.assert_array_equal(parameter.data, [0.5, -0.5])
 
 
 def test_parameters_without_grad_are_skipped():

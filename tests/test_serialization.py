@@ -103,12 +103,18 @@ def test_loading_a_foreign_npz_raises_value_error(tmp_path):
         minigrad.load(tmp_path / "foreign.npz")
 
 
-@pytest.mark.parametrize("damage", ["cut short", "a CSV file", "a pickle"])
+def flip_a_byte_in_the_data(content: bytes) -> bytes:
+    damaged = bytearray(content)
+    damaged[500] ^= 0xFF  # inside the stored array: the member's CRC no longer matches
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("damage", ["cut short", "a flipped byte", "a CSV file", "a pickle"])
 def test_a_damaged_or_foreign_file_is_named_as_such(tmp_path, damage):
     path = tmp_path / "last.npz"
-    minigrad.save({"w": np.arange(100.0)}, path)
-    content = {"cut short": path.read_bytes()[:300], "a CSV file": b"optimizer,epoch\nadam,1\n",
-               "a pickle": pickle.dumps({"w": 1})}[damage]
+    minigrad.save({"w": np.arange(1000.0)}, path)
+    content = {"cut short": path.read_bytes()[:300], "a flipped byte": flip_a_byte_in_the_data(path.read_bytes()),
+               "a CSV file": b"optimizer,epoch\nadam,1\n", "a pickle": pickle.dumps({"w": 1})}[damage]
     path.write_bytes(content)
     for read in (minigrad.load, load_arrays):
         with pytest.raises(ValueError, match="last.npz is damaged or not an .npz archive"):

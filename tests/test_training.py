@@ -243,6 +243,14 @@ def test_resume_goes_on_with_the_settings_the_run_started_with(tmp_path):
         np.testing.assert_array_equal(resumed["model"][key], expected["model"][key], err_msg=key)
 
 
+def test_max_steps_is_the_sessions_own_so_a_smoke_run_can_go_on(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--optimizers", "adam", "--max-steps", "2"])
+    run_dvm(["--resume", "--out", str(folder), "--workers", "0"])  # the run's --epochs 2, no cap now
+    assert [row["epoch"] for row in read_history(folder)] == ["1", "2"]
+    run_dvm(["--resume", "--out", str(folder), "--workers", "0"])
+    assert "adam: all 2 epochs are done; pass a larger --epochs to go on" in capsys.readouterr().out
+
+
 def test_resume_refuses_a_setting_that_would_change_the_run(tmp_path, capsys):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1", "--seed", "3"])
     message = usage_error(capsys, run_dvm, ["--resume", "--out", str(folder), "--seed", "5", "--batch-size", "16"])
@@ -538,6 +546,24 @@ def test_resume_finds_the_data_from_another_folder_and_after_it_moved(tmp_path, 
     (tmp_path / "photos").rename(tmp_path / "moved")
     run_folder(["--resume", "--out", str(folder), "--epochs", "3", "--data", str(tmp_path / "moved")])
     assert [row["epoch"] for row in read_history(folder)] == ["1", "2", "3"]
+
+
+def test_resume_refuses_data_that_now_splits_otherwise(tmp_path, capsys):
+    """A photo deleted (say, one that could not be read) reshuffles its class: photos trained on
+    would land in validation or test."""
+    write_class_folders(tmp_path / "photos", {"Red": 10, "Black": 10})
+    argv = ["--data", str(tmp_path / "photos"), "--model", "swin_mini", "--img-size", "32", "--epochs", "1",
+            "--batch-size", "4", "--optimizers", "adam", "--workers", "0", "--out", str(tmp_path / "run")]
+    folder = run_folder(argv)
+    (tmp_path / "photos" / "Red" / "photo 0.PNG").unlink()
+    message = usage_error(capsys, run_folder, ["--resume", "--out", str(folder), "--epochs", "2"])
+    assert "the data now splits otherwise" in message and "start a new run" in message
+
+
+def test_resume_names_the_script_whose_run_it_is(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1"])
+    message = usage_error(capsys, run_folder, ["--resume", "--out", str(folder)])
+    assert "holds a run of train_dvm.py, not of train_folder.py" in message
 
 
 def test_too_few_photos_for_a_test_split_score_on_validation(tmp_path):

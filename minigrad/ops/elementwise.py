@@ -146,7 +146,7 @@ class Erf(Function):
 class ReLU(Function):
     def forward(self, x):
         self.positive = x > 0
-        return backend.get_array_module(x).where(self.positive, x, 0)  # not x * positive: -inf * 0 is nan
+        return backend.get_array_module(x).maximum(x, 0)  # not x * positive: -inf * 0 is nan; NaN stays NaN
 
     def backward(self, grad):
         return grad * self.positive

@@ -134,6 +134,8 @@ class Stack(Function):
 def normalize_pad_width(pad_width, ndim: int) -> tuple[tuple[int, int], ...]:
     """NumPy's ``pad_width`` forms (n, (n,), (before, after), ((before, after),), or one pair per
     axis) as one pair per axis."""
+    if hasattr(pad_width, "tolist"):  # a NumPy array of widths, as numpy.pad takes
+        pad_width = pad_width.tolist()
     if isinstance(pad_width, numbers.Integral):
         return ((int(pad_width), int(pad_width)),) * ndim
     pairs = tuple(tuple(map(int, p)) if isinstance(p, (tuple, list)) else int(p) for p in pad_width)
