@@ -152,17 +152,37 @@ def _to_fake(value):
     return value
 
 
+def _wrap_like_cupy(index, shape: tuple[int, ...]):
+    """``index`` with its integer arrays taken modulo their axis's length, as CuPy takes them: an
+    index out of range wraps around there instead of raising. (Index tuples with one axis per part;
+    others pass unchanged.)"""
+    parts = index if isinstance(index, tuple) else (index,)
+    masks = any(isinstance(part, numpy.ndarray) and part.dtype == bool for part in parts)  # may span axes
+    if masks or any(part is None or part is Ellipsis for part in parts) or len(parts) > len(shape):
+        return index
+    wrapped = []
+    for axis, part in enumerate(parts):
+        if isinstance(part, (list, numpy.ndarray)) and numpy.asarray(part).dtype.kind in "iu" and shape[axis]:
+            part = numpy.asarray(part) % shape[axis]
+        wrapped.append(part)
+    return tuple(wrapped) if isinstance(index, tuple) else wrapped[0]
+
+
 class FakeGpuArray(numpy.ndarray):
     """A NumPy array that plays a CuPy array in tests: same results, CuPy's strictness.
 
     Mixing it with a plain ``numpy.ndarray`` in an operation raises CuPy's ``TypeError``; reading
-    values to the host (``item``, ``float``, ``bool``, ``tolist``, ``get``) counts as a transfer.
+    values to the host (``item``, ``float``, ``bool``, ``tolist``, ``get``) counts as a transfer;
+    an integer array index out of range wraps around, as on CuPy, where NumPy would raise.
     """
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         _refuse_host_arrays(inputs)
         _refuse_host_arrays(kwargs.get("out", ()))
-        result = getattr(ufunc, method)(*_to_base(inputs), **_to_base(kwargs))
+        inputs = _to_base(inputs)
+        if method == "at":  # ufunc.at(target, index, ...)
+            inputs = (inputs[0], _wrap_like_cupy(inputs[1], inputs[0].shape), *inputs[2:])
+        result = getattr(ufunc, method)(*inputs, **_to_base(kwargs))
         return None if method == "at" else _to_fake(result)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -172,12 +192,12 @@ class FakeGpuArray(numpy.ndarray):
 
     def __getitem__(self, index):
         _refuse_host_arrays(index if isinstance(index, tuple) else (index,))
-        return _to_fake(super().__getitem__(_to_base(index)))
+        return _to_fake(super().__getitem__(_wrap_like_cupy(_to_base(index), self.shape)))
 
     def __setitem__(self, index, value):
         _refuse_host_arrays(index if isinstance(index, tuple) else (index,))
         _refuse_host_arrays((value,))
-        super().__setitem__(_to_base(index), _to_base(value))
+        super().__setitem__(_wrap_like_cupy(_to_base(index), self.shape), _to_base(value))
 
     def _host_read(self):
         transfer_count.count += 1

@@ -316,6 +316,18 @@ def test_stand_in_refuses_host_index_arrays(fake_gpu):
 
 
 @pytest.mark.gpu
+def test_stand_in_wraps_an_integer_array_index_out_of_range_as_cupy_does(fake_gpu):
+    """CuPy takes integer array indices modulo the axis length (NumPy raises): code that counts on
+    an IndexError would pass tests on NumPy and go silently wrong on a GPU."""
+    array = on_fake_gpu(np.arange(10.0).reshape(2, 5))
+    np.testing.assert_array_equal(backend.asnumpy(array[:, on_fake_gpu([5, -6, 7])]), [[0, 4, 2], [5, 9, 7]])
+    np.testing.assert_array_equal(backend.asnumpy(array[on_fake_gpu([0, 1]), [6, 5]]), [1, 5])
+    array[1, on_fake_gpu([6])] = -1.0
+    backend.scatter_add(array, (on_fake_gpu([2, 2]), on_fake_gpu([0, 5])), on_fake_gpu([10.0, 10.0]))
+    np.testing.assert_array_equal(backend.asnumpy(array), [[20, 1, 2, 3, 4], [5, -1, 7, 8, 9]])
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("reduce", [lambda a: a.sum(), lambda a: a.max(), lambda a: np.mean(a),
                                     lambda a: a.std(), lambda a: a[1, 2], lambda a: (a > 2).any()])
 def test_stand_in_reductions_return_0d_device_arrays(reduce, fake_gpu):

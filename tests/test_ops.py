@@ -500,13 +500,13 @@ def test_cross_entropy_rejects_targets_out_of_range(target, hint):
 
 def test_cross_entropy_on_the_gpu_makes_a_target_out_of_range_a_nan_loss_and_gradient(gpu):
     """Checking there would wait for the GPU every step; CuPy would read another class instead."""
-    logits = leaf(np.zeros((3, 4)), gpu)
-    losses = F.cross_entropy(logits, backend.to_device(np.array([1, -1, 3]), gpu), reduction="none")
+    logits = leaf(np.zeros((4, 4)), gpu)
+    losses = F.cross_entropy(logits, backend.to_device(np.array([1, -1, 3, 4]), gpu), reduction="none")
     losses.sum().backward()
-    np.testing.assert_array_equal(np.isnan(losses.numpy()), [False, True, False])
+    np.testing.assert_array_equal(np.isnan(losses.numpy()), [False, True, False, True])
     np.testing.assert_allclose(losses.numpy()[[0, 2]], np.log(4.0), rtol=1e-15)
     grad = backend.asnumpy(logits.grad)
-    assert np.isnan(grad[1]).all()
+    assert np.isnan(grad[[1, 3]]).all()
     np.testing.assert_allclose(grad[[0, 2]], [[0.25, -0.75, 0.25, 0.25], [0.25, 0.25, 0.25, -0.75]], rtol=1e-15)
 
 
