@@ -6,6 +6,7 @@ times come from CUDA events, never from the host clock alone.
 
     python examples/benchmark.py                          # Swin-T, batch 2, CPU
     python examples/benchmark.py --device gpu --batch 32  # needs CuPy (and torch with CUDA for the reference)
+    python examples/benchmark.py --update                 # the whole step: also clipping and AdamW
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 import minigrad
+import optim
 from minigrad import backend
 from minigrad import functional as F
 from swin import VARIANTS, build
@@ -63,10 +65,14 @@ def minigrad_step_time(args, images: np.ndarray, labels: np.ndarray) -> float:
     minigrad.manual_seed(0)
     model = build(args.variant, num_classes=args.classes).to(args.device)
     x, y = backend.to_device(images, args.device), backend.to_device(labels, args.device)
+    optimizer = optim.AdamW(optim.weight_decay_groups(model, 0.05), lr=1e-4)
 
     def step():
         model.zero_grad()
         F.cross_entropy(model(x), y).backward()
+        if args.update:
+            optim.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
 
     return median_seconds(step, args.repeats, args.warmup, host_clock if args.device == "cpu" else cupy_clock)
 
@@ -83,10 +89,14 @@ def torch_step_time(args, images: np.ndarray, labels: np.ndarray) -> float | Non
     torch.manual_seed(0)
     model = timm.create_model(TIMM_NAMES[args.variant], num_classes=args.classes).to(device)
     x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
 
     def step():
         model.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
+        if args.update:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
 
     return median_seconds(step, args.repeats, args.warmup, host_clock if device == "cpu" else torch_clock)
 
@@ -99,6 +109,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--update", action="store_true",
+                        help="time the whole training step: also gradient clipping and an AdamW step")
     args = parser.parse_args()
     for option in ("batch", "classes", "repeats"):
         if getattr(args, option) < 1:
@@ -117,8 +129,8 @@ def main() -> None:
 
     ours = minigrad_step_time(args, images, labels)
     reference = torch_step_time(args, images, labels)
-    print(f"{args.variant}, batch {args.batch}, {size} px, forward + backward, median of {args.repeats}, "
-          f"on {args.device}")
+    what = "forward + backward + clipping + AdamW" if args.update else "forward + backward"
+    print(f"{args.variant}, batch {args.batch}, {size} px, {what}, median of {args.repeats}, on {args.device}")
     print(f"  minigrad        {ours * 1000:9.1f} ms/step  {args.batch / ours:8.1f} images/s")
     if reference is None:
         print("  PyTorch eager   not measured (needs torch and timm, and a timm name for the variant)")

@@ -21,17 +21,25 @@ def check_adam_settings(lr: float, betas: tuple[float, float], eps: float, weigh
 
 
 def update_moments(grad, state, beta1: float, beta2: float) -> int:
-    """m <- beta1 m + (1 - beta1) g and v <- beta2 v + (1 - beta2) g^2, in place; returns step t."""
+    """m <- beta1 m + (1 - beta1) g and v <- beta2 v + (1 - beta2) g^2, in place; returns step t.
+
+    (The optimizers' arithmetic runs in place, through one scratch array: with a model's worth of
+    parameters every pass over memory, and every fresh array, shows in the step time.)
+    """
+    xp = backend.get_array_module(grad)
     if "step" not in state:
-        xp = backend.get_array_module(grad)
         state["step"] = 0
         state["exp_avg"] = xp.zeros_like(grad)
         state["exp_avg_sq"] = xp.zeros_like(grad)
     state["step"] += 1
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    exp_avg += (1 - beta1) * (grad - exp_avg)  # torch's lerp, up to rounding
+    scratch = grad - exp_avg  # m += (1 - beta1) (g - m): torch's lerp, up to rounding
+    scratch *= 1 - beta1
+    exp_avg += scratch
     exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * grad * grad
+    xp.multiply(grad, 1 - beta2, out=scratch)
+    scratch *= grad
+    exp_avg_sq += scratch
     return state["step"]
 
 
@@ -65,8 +73,12 @@ class Adam(Optimizer):
             xp.maximum(state["max_exp_avg_sq"], second_moment, out=state["max_exp_avg_sq"])
             second_moment = state["max_exp_avg_sq"]
         step_size = group["lr"] / (1 - beta1**t)
-        denominator = xp.sqrt(second_moment) / math.sqrt(1 - beta2**t) + group["eps"]
-        parameter.data -= step_size * (state["exp_avg"] / denominator)
+        step = xp.sqrt(second_moment)  # the denominator, then, in place, the step
+        step /= math.sqrt(1 - beta2**t)
+        step += group["eps"]
+        xp.divide(state["exp_avg"], step, out=step)
+        step *= step_size
+        parameter.data -= step
 
 
 class AdamW(Adam):

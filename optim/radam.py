@@ -62,10 +62,13 @@ class RAdam(Optimizer):
         elif weight_decay:
             grad = grad + weight_decay * parameter.data
         t = update_moments(grad, state, beta1, beta2)
-        corrected_mean = state["exp_avg"] / (1 - beta1**t)
+        step = state["exp_avg"] / (1 - beta1**t)  # the corrected mean, then, in place, the step
+        step *= lr
         rect = rectification(t, beta2)
-        if rect is None:
-            parameter.data -= corrected_mean * lr
-        else:
-            adaptive = math.sqrt(1 - beta2**t) / (xp.sqrt(state["exp_avg_sq"]) + group["eps"])
-            parameter.data -= corrected_mean * lr * adaptive * rect
+        if rect is not None:
+            adaptive = xp.sqrt(state["exp_avg_sq"])
+            adaptive += group["eps"]
+            xp.divide(math.sqrt(1 - beta2**t), adaptive, out=adaptive)
+            step *= adaptive
+            step *= rect
+        parameter.data -= step
