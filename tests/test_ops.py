@@ -498,6 +498,7 @@ def test_cross_entropy_rejects_targets_out_of_range(target, hint):
         F.cross_entropy(minigrad.tensor(np.zeros((3, 4))), np.array(target))
 
 
+@pytest.mark.gpu
 def test_cross_entropy_on_the_gpu_makes_a_target_out_of_range_a_nan_loss_and_gradient(gpu):
     """Checking there would wait for the GPU every step; CuPy would read another class instead."""
     logits = leaf(np.zeros((4, 4)), gpu)
