@@ -182,6 +182,13 @@ def test_relu_of_infinities_and_nan(device):
     assert not np.signbit(out[:2]).any()  # +0, not the -0 that x * (x > 0) gives for negatives
 
 
+def test_relu_gradient_at_zero_is_zero(device):
+    """As torch: the subgradient 0 at the kink, so an exactly-zero input passes no gradient."""
+    x = leaf(np.array([-1.0, 0.0, 2.0]), device)
+    F.relu(x).sum().backward()
+    np.testing.assert_array_equal(backend.asnumpy(x.grad), [0.0, 0.0, 1.0])
+
+
 def test_pow_gradients_at_a_zero_base_take_their_limits(device):
     """d(a^b)/da = b a^(b-1) is 0 * inf at a = b = 0, and d(a^b)/db = a^b log a is 0 * -inf at a = 0,
     b > 0: both limits are 0, as torch takes them. Where b < 0, a^b and its slope are infinite."""
@@ -195,6 +202,20 @@ def test_pow_gradients_at_a_zero_base_take_their_limits(device):
     np.testing.assert_array_equal(backend.asnumpy(exponent.grad), [0.0, 0.0, 0.0, -np.inf])
     np.testing.assert_array_equal(backend.asnumpy(x.grad), [0.0, 0.0])
     np.testing.assert_array_equal(backend.asnumpy(e.grad), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("base", [2.5, 0.0, -2.0])
+def test_pow_with_a_number_base_has_the_gradient_of_an_array_base(device, base):
+    """d(c^b)/db = c^b log c, with c a Python number or an array of it alike: 0 at c = 0 (b >= 0),
+    NaN for c < 0, where log c is undefined (as torch)."""
+    exponent = np.array([0.0, 2.0, 3.0])
+    from_number, from_array = leaf(exponent, device), leaf(exponent, device)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        (base**from_number).sum().backward()
+        (on(from_array, np.full(3, base)) ** from_array).sum().backward()
+        expected = np.where(base == 0.0, 0.0, base**exponent * np.log(base))
+    np.testing.assert_array_equal(backend.asnumpy(from_number.grad), expected)
+    np.testing.assert_array_equal(backend.asnumpy(from_array.grad), expected)
 
 
 # ---- matmul
@@ -322,8 +343,9 @@ def test_getitem(device, name):
     np.testing.assert_array_equal(out.numpy(), x[index(lambda a: a)])
 
 
-def test_getitem_with_repeated_indices_accumulates_the_gradient(device):
-    rows = np.array([2, 0, 2, 2, 1, 2])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8])
+def test_getitem_with_repeated_indices_accumulates_the_gradient(device, dtype):
+    rows = np.array([2, 0, 2, 2, 1, 2], dtype=dtype)
     x = leaf(rand((4, 3)), device)
     x[on(x, rows)].sum().backward()
     counts = np.bincount(rows, minlength=4).astype(float)
@@ -494,8 +516,25 @@ def test_cross_entropy_rejects_bad_targets(device, target):
 @pytest.mark.parametrize("target, hint", [([0, 4, 1], ""), ([-1, 0, 1], ""), ([1, 4, 2], "counted from 1")],
                          ids=["too large", "negative", "from 1"])
 def test_cross_entropy_rejects_targets_out_of_range(target, hint):
-    with pytest.raises(ValueError, match=f"class indices 0..3.*{hint}"):
+    with pytest.raises(ValueError, match=f"class indices 0..3.*{hint}") as error:
         F.cross_entropy(minigrad.tensor(np.zeros((3, 4))), np.array(target))
+    assert ("counted from 1" in str(error.value)) == bool(hint)  # a target 0 rules that reading out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("settings, message", [({"reduction": "average"}, "reduction"),
+                                               ({"label_smoothing": -0.1}, "label_smoothing"),
+                                               ({"label_smoothing": 1.5}, "label_smoothing")], ids=str)
+def test_cross_entropy_rejects_bad_settings(device, settings, message):
+    logits = minigrad.tensor(np.zeros((2, 3)), device=device)
+    with pytest.raises(ValueError, match=message):
+        F.cross_entropy(logits, backend.to_device(np.array([0, 2]), device), **settings)
+
+
+def test_cross_entropy_with_full_label_smoothing_is_against_the_uniform_distribution(device):
+    logits = rand((3, 4), 5, -2.0, 2.0)
+    out = check(lambda x: F.cross_entropy(x, on(x, np.array([1, 0, 3])), label_smoothing=1.0), [logits], device)
+    np.testing.assert_allclose(out.numpy(), -log_softmax_reference(logits).mean(), rtol=1e-14)
 
 
 @pytest.mark.gpu
@@ -520,6 +559,12 @@ def test_layer_norm(device, affine):
     expected = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
     expected = expected * (weight if len(arrays) > 1 else 1.0) + (bias if len(arrays) > 2 else 0.0)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-13, atol=1e-15)
+
+
+def test_layer_norm_default_eps_is_torchs_1e_5(device):
+    x = rand((3, 6), 4, -0.01, 0.01)  # a variance near eps, so eps shows in the result
+    expected = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(forward(F.layer_norm, [x], device), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("with_bias", [True, False])
@@ -578,10 +623,11 @@ def test_stochastic_op_keeps_1_minus_p_scaled_by_its_inverse(device, name, p):
     assert abs(fraction - (1.0 - p)) < 5 * sigma
 
 
+@pytest.mark.parametrize("p", [1.5, -0.1])
 @pytest.mark.parametrize("name", STOCHASTIC)
-def test_stochastic_op_rejects_bad_probabilities(name):
+def test_stochastic_op_rejects_bad_probabilities(name, p):
     with pytest.raises(ValueError, match="probability"):
-        STOCHASTIC[name](minigrad.tensor(np.ones(3)), 1.5, True)
+        STOCHASTIC[name](minigrad.tensor(np.ones(3)), p, True)
 
 
 # ---- inputs that are views, dtypes, devices

@@ -108,6 +108,15 @@ def test_leaf_grads_are_owned_arrays(device):
     np.testing.assert_array_equal(host(upstream.data), [1.0, 1.0, 1.0])
 
 
+def test_backward_without_grad_on_a_one_element_tensor_of_any_shape(device):
+    # "a single element", as torch's numel() == 1: (1,) and (1, 1) as well as 0-d
+    x = leaf([2.0], device)
+    (x * 3.0).backward()
+    np.testing.assert_array_equal(host(x.grad), [3.0])
+    (x.reshape(1, 1) * 5.0).backward()
+    np.testing.assert_array_equal(host(x.grad), [8.0])
+
+
 # ---- backward: clear errors
 
 
@@ -177,6 +186,24 @@ def test_every_node_of_a_graph_is_released():
     out.backward()
     for tensor in (hidden, out):
         assert set(vars(tensor._creator)) <= {"needs_input_grad"}
+
+
+class CutGradient(Function):
+    """The identity whose backward returns None: what it was made from gets no gradient."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, grad):
+        return None
+
+
+def test_a_node_that_gets_no_gradient_is_released_too():
+    x = leaf([1.0, 2.0])
+    hidden = x * 2.0
+    (CutGradient.apply(hidden) + x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 1.0])
+    assert set(vars(hidden._creator)) <= {"needs_input_grad"}
 
 
 # ---- grad mode
