@@ -93,6 +93,24 @@ def test_num_parameters():
     assert Net().num_parameters() == (3 * 2 + 2) + 2 + 2 + 1 + (2 * 2 + 2) + 2
 
 
+def test_reassigning_an_attribute_unregisters_what_it_held():
+    layer = nn.Linear(2, 2)
+    layer.bias = None
+    assert layer.bias is None and [name for name, _ in layer.named_parameters()] == ["weight"]
+    block = Block()
+    block.proj = nn.Parameter(np.zeros(2, dtype=np.float32))
+    assert "proj" not in block._modules and isinstance(block.proj, nn.Parameter)
+    assert sorted(block.state_dict()) == ["index", "norm.bias", "norm.weight", "proj", "scale", "table"]
+
+
+def test_re_registering_a_buffer_can_make_it_persistent():
+    block = Block()
+    block.register_buffer("cache", np.ones(3, dtype=np.float32))
+    assert "cache" in block.state_dict()
+    block.register_buffer("cache", np.ones(3, dtype=np.float32), persistent=False)
+    assert "cache" not in block.state_dict()
+
+
 def test_forgetting_super_init_is_a_clear_error():
     class Forgetful(nn.Module):
         def __init__(self):
@@ -147,6 +165,28 @@ def test_load_state_dict_round_trip(device):
     assert backend.device_of(target.a.table) == device
     state["head.weight"][...] = 0.0  # the model holds its own copy
     assert (host(target.head.weight.data) != 0.0).all()
+
+
+def test_load_keeps_the_parameter_objects_and_the_models_dtype(device):
+    """Optimizers hold the Parameter objects: loading must fill them, not replace them; and a
+    float64 checkpoint loads into a float32 model as float32."""
+    source, target = Net(), Net().to(device)
+    parameters = dict(target.named_parameters())
+    state = {key: value.astype(np.float64) if value.dtype == np.float32 else value
+             for key, value in source.state_dict().items()}
+    target.load_state_dict(state)
+    for name, parameter in target.named_parameters():
+        assert parameter is parameters[name], name
+        assert parameter.dtype == np.float32 and parameter.device == device, name
+        np.testing.assert_array_equal(host(parameter.data), source.state_dict()[name])
+    assert target.a.table.dtype == np.float32
+
+
+def test_strict_load_refuses_an_unexpected_key_alone():
+    state = Net().state_dict()
+    state["head.bias"] = np.zeros(1, dtype=np.float32)
+    with pytest.raises(RuntimeError, match="head.bias"):
+        Net().load_state_dict(state)
 
 
 def test_strict_load_lists_missing_and_unexpected_keys():
@@ -225,6 +265,16 @@ def test_zero_grad():
     assert all(p.grad is None for p in net.parameters())
 
 
+def test_zero_grad_without_set_to_none_fills_the_same_arrays_with_zeros():
+    net = Net()
+    net(minigrad.tensor(np.ones((1, 3), dtype=np.float32))).sum().backward()
+    grads = {name: p.grad for name, p in net.named_parameters()}
+    net.zero_grad(set_to_none=False)
+    for name, parameter in net.named_parameters():
+        assert parameter.grad is grads[name], name
+        assert not parameter.grad.any(), name
+
+
 # ---- layers
 
 
@@ -239,6 +289,15 @@ def test_linear_shapes_init_bounds_and_forward(device):
     np.testing.assert_allclose(host(layer(minigrad.tensor(x, device=device)).data), x @ weight.T + bias,
                                rtol=1e-5, atol=1e-6)
     assert nn.Linear(3, 2, bias=False).bias is None
+
+
+def test_layer_norm_default_eps_is_1e_5_and_the_size_is_checked(device):
+    x = np.random.default_rng(0).uniform(-0.01, 0.01, (3, 5))  # a variance near eps, so eps shows
+    norm = nn.LayerNorm(5).to(device, dtype="float64")
+    expected = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(host(norm(minigrad.tensor(x, device=device)).data), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"LayerNorm\(5\).*4"):
+        norm(minigrad.tensor(np.ones((3, 4)), device=device))
 
 
 def test_layer_norm_starts_as_ones_and_zeros():
