@@ -39,6 +39,36 @@ def test_passes_a_correct_op_with_projections(device):
     assert gradcheck(lambda a, b: (a @ b.reshape(4, 1)).tanh() * a, [a, b], projections=3)
 
 
+class IgnoresUpstream(Function):
+    """x -> x^2 whose backward forgets to multiply by the incoming gradient: right only for a
+    cotangent of ones."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, grad):
+        return 2.0 * self.x
+
+
+def test_catches_a_backward_that_ignores_the_incoming_gradient(device):
+    x, = inputs(device, (2, 3))
+    with pytest.raises(AssertionError, match="input 0"):
+        gradcheck(lambda x: IgnoresUpstream.apply(x), [x])
+
+
+def test_an_input_the_output_does_not_depend_on_has_zero_gradient(device):
+    a, unused = inputs(device, (2, 2), (3,))
+    assert gradcheck(lambda a, unused: a * 2.0, [a, unused])
+
+
+def test_a_gradient_left_from_an_earlier_backward_is_not_counted(device):
+    x, = inputs(device, (2, 3))
+    (x * 5.0).sum().backward()
+    assert gradcheck(lambda x: Square.apply(x), [x])
+    assert gradcheck(lambda x: Square.apply(x), [x], projections=2)
+
+
 def test_names_the_worst_element(device):
     x, = inputs(device, (3, 4))
     with pytest.raises(AssertionError, match=r"input 0 \(shape \(3, 4\)\) at element \(2, 1\)"):
@@ -71,6 +101,14 @@ def test_checks_non_contiguous_inputs_and_leaves_them_unchanged(device):
     assert not x.data.flags.c_contiguous
     gradcheck(lambda x: Square.apply(x).sum(axis=0), [x])
     np.testing.assert_array_equal(backend.asnumpy(x.data), values.T)
+
+
+@pytest.mark.parametrize("projections", [None, 3])
+def test_leaves_the_inputs_unchanged(projections, device):
+    x, = inputs(device, (3, 4))
+    before = backend.asnumpy(x.data).copy()
+    gradcheck(lambda x: (x * x).exp(), [x], projections=projections)
+    np.testing.assert_array_equal(backend.asnumpy(x.data), before)
 
 
 def test_inputs_without_grad_are_constants(device):
