@@ -111,6 +111,16 @@ def test_re_registering_a_buffer_can_make_it_persistent():
     assert "cache" not in block.state_dict()
 
 
+def test_assigning_to_a_buffer_replaces_the_buffer():
+    block = Block()
+    block.table = np.array([3.0, 4.0], dtype=np.float32)
+    np.testing.assert_array_equal(block.state_dict()["table"], [3.0, 4.0])
+    assert "table" not in vars(block)
+    block.note = 1.0
+    block.register_buffer("note", np.array([2.0]))  # a plain attribute becomes a buffer
+    assert block.note.tolist() == [2.0] and block.state_dict()["note"].tolist() == [2.0]
+
+
 def test_forgetting_super_init_is_a_clear_error():
     class Forgetful(nn.Module):
         def __init__(self):
@@ -334,6 +344,16 @@ def test_sequential_and_module_list_index_len_and_iterate():
         assert [name for name, _ in container.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
     x = minigrad.tensor(np.ones((4, 2), dtype=np.float32))
     np.testing.assert_array_equal(nn.Sequential(first, second, third)(x).data, third(second(first(x))).data)
+
+
+def test_slicing_sequential_and_module_list_keeps_their_type():
+    first, second, third = nn.Linear(2, 3), nn.GELU(), nn.Linear(3, 1)
+    tail = nn.Sequential(first, second, third)[1:]
+    assert type(tail) is nn.Sequential and list(tail) == [second, third]
+    x = minigrad.tensor(np.ones((4, 3), dtype=np.float32))
+    np.testing.assert_array_equal(tail(x).data, third(second(x)).data)
+    head = nn.ModuleList([first, second, third])[:2]
+    assert type(head) is nn.ModuleList and list(head) == [first, second]
 
 
 def test_identity_returns_its_input():

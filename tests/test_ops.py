@@ -470,6 +470,14 @@ def test_softmax_is_stable_for_large_inputs(device):
     np.testing.assert_allclose(shifted, forward(F.softmax, [x], device), rtol=1e-12)
 
 
+def test_log_softmax_and_cross_entropy_are_stable_for_large_inputs(device):
+    x = rand((3, 5), 1, -5.0, 5.0)
+    target = np.array([4, 0, 2])
+    for fn in (F.log_softmax, lambda x: F.cross_entropy(x, on(x, target), reduction="none")):
+        shifted = forward(lambda x: fn(x + 1000.0), [x], device)
+        np.testing.assert_allclose(shifted, forward(fn, [x], device), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_log_softmax(device, axis):
     x = rand((2, 3, 4), 0, -3.0, 3.0)
