@@ -631,6 +631,15 @@ def test_stochastic_op_keeps_1_minus_p_scaled_by_its_inverse(device, name, p):
     assert abs(fraction - (1.0 - p)) < 5 * sigma
 
 
+def test_dropout_with_p_1_zeroes_everything(device):
+    """As torch: nothing kept, so the output and the gradient are all zeros (no 1/(1-p) = 1/0)."""
+    x = leaf(positive((3, 4)), device)
+    out = F.dropout(x, 1.0, True)
+    out.sum().backward()
+    np.testing.assert_array_equal(out.numpy(), np.zeros((3, 4)))
+    np.testing.assert_array_equal(backend.asnumpy(x.grad), np.zeros((3, 4)))
+
+
 @pytest.mark.parametrize("p", [1.5, -0.1])
 @pytest.mark.parametrize("name", STOCHASTIC)
 def test_stochastic_op_rejects_bad_probabilities(name, p):
