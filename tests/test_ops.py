@@ -529,7 +529,6 @@ def test_cross_entropy_rejects_targets_out_of_range(target, hint):
     assert ("counted from 1" in str(error.value)) == bool(hint)  # a target 0 rules that reading out
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("settings, message", [({"reduction": "average"}, "reduction"),
                                                ({"label_smoothing": -0.1}, "label_smoothing"),
                                                ({"label_smoothing": 1.5}, "label_smoothing")], ids=str)
