@@ -47,6 +47,13 @@ def test_warmup_cosine_without_warmup_starts_at_the_base_rate():
     assert rates(schedule, 6) == pytest.approx(expected, rel=1e-14, abs=1e-17)
 
 
+def test_warmup_cosine_with_warmup_over_the_whole_run():
+    """warmup_steps == total_steps (the training script clips the warm-up to the run): a linear
+    warm-up, then min_lr from total_steps on, as with any other warm-up."""
+    schedule = WarmupCosineLR(sgd(1.0), total_steps=4, warmup_steps=4, warmup_lr=0.2, min_lr=0.05)
+    assert rates(schedule, 7) == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.05, 0.05, 0.05], rel=1e-14)
+
+
 def test_constant_lr():
     schedule = ConstantLR(sgd(0.3))
     assert rates(schedule, 5) == [0.3] * 5 and schedule.get_last_lr() == [0.3]
@@ -55,6 +62,10 @@ def test_constant_lr():
 def test_step_lr():
     schedule = StepLR(sgd(1.0), step_size=3, gamma=0.5)
     assert rates(schedule, 9) == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25]
+
+
+def test_step_lr_default_gamma_is_torchs_tenth():
+    assert rates(StepLR(sgd(1.0), step_size=2), 6) == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01], rel=1e-14)
 
 
 @pytest.mark.parametrize("make", [
@@ -114,3 +125,20 @@ def test_resuming_a_schedule(tmp_path):
         resumed.step()
         found.append(resumed.get_last_lr())
     assert found == expected[11:]
+
+
+def test_a_restored_schedule_sets_the_rates_itself():
+    """Its state carries the base rates and the iteration: restored over an optimizer made with other
+    rates (and no optimizer state loaded), it sets the saved schedule's rates at once and after."""
+    def make(*lrs):
+        return WarmupCosineLR(sgd(*lrs), total_steps=30, warmup_steps=8, warmup_lr=0.01, min_lr=1e-3)
+
+    saved = make(1.0, 0.1)
+    for _ in range(11):
+        saved.step()
+    resumed = make(0.5, 0.5)
+    resumed.load_state_dict(saved.state_dict())
+    for _ in range(3):
+        assert resumed.get_last_lr() == saved.get_last_lr()
+        saved.step()
+        resumed.step()
