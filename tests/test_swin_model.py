@@ -141,9 +141,20 @@ def test_init_is_the_official_one():
                              for layer in model.layers for j in range(len(layer.blocks))])
     assert abs(tables.std() - 0.02) < 0.02 * 0.05 and np.abs(tables).max() <= 2.0
     # The patch embedding is a Conv2d, which the official _init_weights leaves at PyTorch's default.
+    # Its weight and bias are U(-1/sqrt(fan_in), 1/sqrt(fan_in)): over 4608 and 96 draws they come close to it.
     bound = 1 / np.sqrt(3 * 4 * 4)
     proj = model.patch_embed.proj
-    assert np.abs(proj.weight.numpy()).max() <= bound and np.abs(proj.bias.numpy()).max() <= bound
+    assert 0.99 * bound < np.abs(proj.weight.numpy()).max() <= bound
+    assert 0.5 * bound < np.abs(proj.bias.numpy()).max() <= bound  # all 96 below half: probability 2^-96
+
+
+def test_absolute_position_embedding_init_is_the_official_one():
+    """trunc_normal_(std=.02), as the official code initialises absolute_pos_embed (ape=True)."""
+    model = SwinTransformer(img_size=64, patch_size=2, embed_dim=16, depths=(2,), num_heads=(1,), window_size=4,
+                            ape=True)
+    embed = model.absolute_pos_embed.numpy()
+    assert embed.shape == (1, 32 * 32, 16)
+    assert abs(embed.std() - 0.02) < 0.02 * 0.05  # 16384 samples: the std's sampling error is ~0.6 % relative
 
 
 @pytest.mark.parametrize("name, rate", [("swin_t", 0.2), ("swin_mini", 0.1)])
@@ -240,6 +251,8 @@ def test_forward_with_a_wrong_image_size_says_what_the_model_takes():
     assert listed_sizes(message)
     with pytest.raises(ValueError, match="A model built with img_size=32 would take them"):
         model(np.zeros((1, 3, 32, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"got \(1, 3, 64, 32\): resize them to 64x64\.$"):
+        model(np.zeros((1, 3, 64, 32), dtype=np.float32))
 
 
 
@@ -419,6 +432,29 @@ def test_drop_path_covers_both_residual_branches():
     block.drop_path = DropEverySample()
     x = rng(14).standard_normal((2, 64, 8)).astype(np.float32)
     np.testing.assert_array_equal(block(Tensor(x)).numpy(), x)
+
+
+class DropEverything(nn.Module):
+    """A dropout stand-in whose draw dropped every element."""
+
+    def forward(self, x):
+        return x * 0.0
+
+
+def test_attention_dropout_acts_on_the_attention_weights():
+    """After the softmax: with every weight dropped, no value gets through and only the projection's bias is left."""
+    attention = randomise(WindowAttention(dim=4, window_size=2, num_heads=2))
+    attention.attn_drop = DropEverything()
+    out = attention(Tensor(rng(16).standard_normal((3, 4, 4)).astype(np.float32)))
+    np.testing.assert_array_equal(out.numpy(), np.broadcast_to(attention.proj.bias.numpy(), (3, 4, 4)))
+
+
+def test_mlp_dropout_follows_each_linear_layer():
+    """fc1 -> GELU -> dropout -> fc2 -> dropout: with everything dropped the output is zero."""
+    mlp = randomise(Mlp(4, 6, drop=0.1))
+    assert mlp.drop.p == 0.1
+    mlp.drop = DropEverything()
+    np.testing.assert_array_equal(mlp(Tensor(rng(17).standard_normal((2, 3, 4)).astype(np.float32))).numpy(), 0.0)
 
 
 def test_dropout_rates_reach_the_modules_the_official_code_gives_them():
