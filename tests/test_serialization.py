@@ -161,6 +161,27 @@ def test_interrupted_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeyp
     assert os.listdir(tmp_path) == ["ckpt.npz"]
 
 
+def test_the_temporary_file_is_written_beside_the_target(tmp_path, monkeypatch):
+    """In the same folder, so on the same file system, where os.replace is one step."""
+    seen = []
+    savez = np.savez
+
+    def watched(file, **arrays):
+        seen.append(sorted(os.listdir(tmp_path)))
+        savez(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", watched)
+    minigrad.save({"w": np.ones(2)}, tmp_path / "ckpt.npz")
+    assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].endswith(".tmp")
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_load_arrays_reads_an_upper_case_suffix(tmp_path):
+    with open(tmp_path / "weights.NPZ", "wb") as file:  # a path would get ".npz" appended
+        np.savez(file, w=np.arange(3.0))
+    assert_same(load_arrays(tmp_path / "weights.NPZ"), {"w": np.arange(3.0)})
+
+
 def test_device_state_loads_back_as_host_arrays(device, tmp_path):
     minigrad.manual_seed(3)
     model = nn.Linear(4, 3)
