@@ -47,10 +47,13 @@ class TorchTensor:
 
 
 class TorchParameter:
-    def __init__(self, tensor):
-        self.tensor = tensor
+    def __init__(self, tensor, state=None):
+        self.tensor, self.state = tensor, state
 
     def __reduce__(self):
+        if self.state is not None:  # a Parameter carrying Python attributes
+            return (TorchName("torch._utils", "_rebuild_parameter_with_state"),
+                    (self.tensor, True, collections.OrderedDict(), self.state))
         return TorchName("torch._utils", "_rebuild_parameter"), (self.tensor, True, collections.OrderedDict())
 
 
@@ -102,6 +105,7 @@ def test_tensors_of_every_layout_come_back_as_arrays(tmp_path):
         ("transposed", TorchTensor(grid, 0, (6, 4), (1, 6))),
         ("strided", TorchTensor(grid, 7, (2, 3), (6, 2))),  # rows 1..2, every other column from 1: same storage
         ("weight", TorchParameter(TorchTensor(grid, 2, (3,), (1,)))),
+        ("tagged_weight", TorchParameter(TorchTensor(grid, 5, (2,), (1,)), state={"tag": 1})),
         ("counts", TorchTensor(counts, 0, (3,), (1,))),
         ("halves", TorchTensor(halves, 0, (2,), (1,))),
         ("flags", TorchTensor(flags, 0, (2,), (1,))),
@@ -113,7 +117,7 @@ def test_tensors_of_every_layout_come_back_as_arrays(tmp_path):
     model = loaded["model"]
     grid_values = np.arange(24, dtype=np.float32).reshape(4, 6)
     expected = {"grid": grid_values, "transposed": grid_values.T, "strided": grid_values[1:3, 1::2],
-                "weight": np.float32([2, 3, 4]), "counts": np.int64([3, -1, 7]), "halves": np.float16([0.5, -2.0]),
+                "weight": np.float32([2, 3, 4]), "tagged_weight": np.float32([5, 6]), "counts": np.int64([3, -1, 7]), "halves": np.float16([0.5, -2.0]),
                 "flags": np.array([True, False]), "scalar": np.array(np.pi), "empty": np.zeros((0, 3), np.float32)}
     assert list(model) == list(expected)
     for key, value in expected.items():
