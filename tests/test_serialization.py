@@ -161,6 +161,27 @@ def test_interrupted_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeyp
     assert os.listdir(tmp_path) == ["ckpt.npz"]
 
 
+def test_the_temporary_file_is_written_beside_the_target(tmp_path, monkeypatch):
+    """In the same folder, so on the same file system, where os.replace is one step."""
+    seen = []
+    savez = np.savez
+
+    def watched(file, **arrays):
+        seen.append(sorted(os.listdir(tmp_path)))
+        savez(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", watched)
+    minigrad.save({"w": np.ones(2)}, tmp_path / "ckpt.npz")
+    assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].endswith(".tmp")
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_load_arrays_reads_an_upper_case_suffix(tmp_path):
+    with open(tmp_path / "weights.NPZ", "wb") as file:  # a path would get ".npz" appended
+        np.savez(file, w=np.arange(3.0))
+    assert_same(load_arrays(tmp_path / "weights.NPZ"), {"w": np.arange(3.0)})
+
+
 def test_device_state_loads_back_as_host_arrays(device, tmp_path):
     minigrad.manual_seed(3)
     model = nn.Linear(4, 3)
@@ -169,3 +190,29 @@ def test_device_state_loads_back_as_host_arrays(device, tmp_path):
     tensor = minigrad.tensor(np.arange(3.0), device=device)
     loaded = round_trip({"model": model.state_dict(), "tensor": tensor, "raw": tensor.data}, tmp_path)
     assert_same(loaded, {"model": expected, "tensor": np.arange(3.0), "raw": np.arange(3.0)})
+
+
+def test_a_saved_file_has_an_ordinary_files_mode(tmp_path):
+    """The temporary file is private (mkstemp's 0600); the checkpoint it becomes gets 0666 less the umask."""
+    previous = os.umask(0o027)
+    try:
+        minigrad.save({"w": np.ones(2)}, tmp_path / "ckpt.npz")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "ckpt.npz").stat().st_mode & 0o777 == 0o640
+
+
+def test_load_arrays_takes_off_a_state_dict_level_and_keeps_only_arrays(tmp_path):
+    state = {"w": np.arange(3.0), "b": np.ones(2, dtype=np.float32)}
+    minigrad.save({"state_dict": state, "model": "swin_tiny", "epoch": 3}, tmp_path / "nested.npz")
+    assert_same(load_arrays(tmp_path / "nested.npz"), state)
+    minigrad.save({**state, "epoch": 3, "name": "swin_tiny", "schedule": {"lr": 0.1}}, tmp_path / "flat.npz")
+    assert_same(load_arrays(tmp_path / "flat.npz"), state)
+
+
+def test_a_single_array_file_is_named_as_such(tmp_path):
+    with open(tmp_path / "weights.npz", "wb") as file:
+        np.save(file, np.ones(3))
+    for read in (minigrad.load, load_arrays):
+        with pytest.raises(ValueError, match="weights.npz is a single array, not an .npz archive"):
+            read(tmp_path / "weights.npz")

@@ -2,6 +2,7 @@
 the window/shift rule per stage, variant overrides and size errors, each module against an
 independent NumPy implementation, float64 gradient checks of every block and of a whole small
 Swin, and a full float32 forward/backward of Swin-T (and of swin_mini on each device)."""
+import math
 import re
 
 import numpy as np
@@ -14,6 +15,7 @@ from minigrad.tensor import Tensor
 from swin import (Mlp, PatchEmbed, PatchMerging, SwinTransformer, SwinTransformerBlock, WindowAttention, build,
                   relative_position_index, shifted_window_mask, swin_b, swin_l, swin_mini, swin_s, swin_t)
 from swin.attention import RelativePositionBias
+from test_swin_windows import official_region_labels, windows_by_loop
 
 # A Swin small enough to gradient-check whole: stage 1 has 8x8 tokens in four 4x4 windows (shifted,
 # masked), then patch merging, stage 2 has one 4x4 window.
@@ -48,13 +50,17 @@ def block_drop_rates(model):
 # ---- published numbers
 
 
-@pytest.mark.parametrize("constructor, count, gflops", [
-    (swin_t, 28_288_354, 4.5), (swin_s, 49_606_258, 8.7), (swin_b, 87_768_224, 15.4), (swin_l, 196_532_476, 34.5),
+@pytest.mark.parametrize("constructor, count, gflops, drop_path_rate", [
+    (swin_t, 28_288_354, 4.5, 0.2), (swin_s, 49_606_258, 8.7, 0.3), (swin_b, 87_768_224, 15.4, 0.5),
+    (swin_l, 196_532_476, 34.5, 0.2),
 ], ids=["swin_t", "swin_s", "swin_b", "swin_l"])
-def test_parameters_and_flops_match_the_paper(constructor, count, gflops):
+def test_parameters_and_flops_match_the_paper(constructor, count, gflops, drop_path_rate):
     model = constructor()
     assert model.num_parameters() == count
     assert round(model.flops() / 1e9, 1) == gflops  # Table 1 gives FLOPs to 0.1 G
+    # Stochastic depth of the official configs (Sec. A2.1: 0.2, 0.3, 0.5 for T, S, B; L's 22K config 0.2),
+    # reached by the last block.
+    assert block_drop_rates(model)[-1] == pytest.approx(drop_path_rate, rel=1e-12)
 
 
 def test_swin_t_flops_match_the_official_count():
@@ -135,9 +141,20 @@ def test_init_is_the_official_one():
                              for layer in model.layers for j in range(len(layer.blocks))])
     assert abs(tables.std() - 0.02) < 0.02 * 0.05 and np.abs(tables).max() <= 2.0
     # The patch embedding is a Conv2d, which the official _init_weights leaves at PyTorch's default.
+    # Its weight and bias are U(-1/sqrt(fan_in), 1/sqrt(fan_in)): over 4608 and 96 draws they come close to it.
     bound = 1 / np.sqrt(3 * 4 * 4)
     proj = model.patch_embed.proj
-    assert np.abs(proj.weight.numpy()).max() <= bound and np.abs(proj.bias.numpy()).max() <= bound
+    assert 0.99 * bound < np.abs(proj.weight.numpy()).max() <= bound
+    assert 0.5 * bound < np.abs(proj.bias.numpy()).max() <= bound  # all 96 below half: probability 2^-96
+
+
+def test_absolute_position_embedding_init_is_the_official_one():
+    """trunc_normal_(std=.02), as the official code initialises absolute_pos_embed (ape=True)."""
+    model = SwinTransformer(img_size=64, patch_size=2, embed_dim=16, depths=(2,), num_heads=(1,), window_size=4,
+                            ape=True)
+    embed = model.absolute_pos_embed.numpy()
+    assert embed.shape == (1, 32 * 32, 16)
+    assert abs(embed.std() - 0.02) < 0.02 * 0.05  # 16384 samples: the std's sampling error is ~0.6 % relative
 
 
 @pytest.mark.parametrize("name, rate", [("swin_t", 0.2), ("swin_mini", 0.1)])
@@ -234,6 +251,8 @@ def test_forward_with_a_wrong_image_size_says_what_the_model_takes():
     assert listed_sizes(message)
     with pytest.raises(ValueError, match="A model built with img_size=32 would take them"):
         model(np.zeros((1, 3, 32, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"got \(1, 3, 64, 32\): resize them to 64x64\.$"):
+        model(np.zeros((1, 3, 64, 32), dtype=np.float32))
 
 
 
@@ -242,7 +261,8 @@ def test_forward_with_a_wrong_image_size_says_what_the_model_takes():
     ((2, 64, 64, 3), r"channels-last.*x.transpose\(0, 3, 1, 2\)"),
     ((2, 1, 64, 64), r"with 1 on the channel axis; convert them to 3 channels"),
     ((64, 64), r"got shape \(64, 64\)$"),
-], ids=["one image", "channels last", "grey", "2-D"])
+    ((64, 64, 3), r"got shape \(64, 64, 3\)$"),  # 3-D but not one image of this model: no batch-axis hint
+], ids=["one image", "channels last", "grey", "2-D", "3-D"])
 def test_forward_with_a_wrong_layout_says_what_to_change(shape, hint):
     with pytest.raises(ValueError, match=r"takes images of shape \(B, 3, 64, 64\).*" + hint):
         swin_mini()(np.zeros(shape, dtype=np.float32))
@@ -258,33 +278,44 @@ def test_forward_with_images_of_another_dtype_says_what_to_change(dtype, hint):
 # ---- each module against NumPy
 
 
-@pytest.mark.parametrize("patch_norm", [False, True])
-def test_patch_embed_is_a_stride_k_convolution(patch_norm):
-    embed = randomise(PatchEmbed(img_size=12, patch_size=4, in_chans=3, embed_dim=5, patch_norm=patch_norm))
-    x = rng(1).standard_normal((2, 3, 12, 12)).astype(np.float32)
+def patch_embed_reference(embed, x):
+    """Each k x k patch, row-major over the image, through the convolution's weight, then the LayerNorm."""
     weight, bias = embed.proj.weight.numpy(), embed.proj.bias.numpy()
-    k, side = 4, 3
-    expected = np.zeros((2, side * side, 5))
+    k, side = embed.patch_size, x.shape[2] // embed.patch_size
+    expected = np.zeros((x.shape[0], side * side, weight.shape[0]))
     for i in range(side):
         for j in range(side):
             patch = x[:, :, i * k:(i + 1) * k, j * k:(j + 1) * k]
             expected[:, i * side + j] = np.einsum("bchw,ochw->bo", patch, weight) + bias
-    if patch_norm:
+    if embed.norm is not None:
         expected = layer_norm_reference(expected, embed.norm.weight.numpy(), embed.norm.bias.numpy())
-    np.testing.assert_allclose(embed(Tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    return expected
+
+
+@pytest.mark.parametrize("patch_norm", [False, True])
+def test_patch_embed_is_a_stride_k_convolution(patch_norm):
+    embed = randomise(PatchEmbed(img_size=12, patch_size=4, in_chans=3, embed_dim=5, patch_norm=patch_norm))
+    x = rng(1).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(embed(Tensor(x)).numpy(), patch_embed_reference(embed, x), rtol=1e-5, atol=1e-5)
+
+
+def patch_merging_reference(merging, x):
+    """The official concatenation order x0 (even row, even column), x1 (odd, even), x2 (even, odd), x3 (odd, odd)."""
+    b, _, c = x.shape
+    r = merging.input_resolution
+    grid = x.reshape(b, r, r, c)
+    merged = np.concatenate([grid[:, 0::2, 0::2], grid[:, 1::2, 0::2], grid[:, 0::2, 1::2], grid[:, 1::2, 1::2]],
+                            axis=-1).reshape(b, -1, 4 * c)
+    normed = layer_norm_reference(merged, merging.norm.weight.numpy(), merging.norm.bias.numpy())
+    return normed @ merging.reduction.weight.numpy().T
 
 
 def test_patch_merging_concatenation_order():
     merging = randomise(PatchMerging(input_resolution=4, dim=3))
     x = rng(2).standard_normal((2, 16, 3)).astype(np.float32)
-    grid = x.reshape(2, 4, 4, 3)
-    merged = np.concatenate([grid[:, 0::2, 0::2], grid[:, 1::2, 0::2], grid[:, 0::2, 1::2], grid[:, 1::2, 1::2]],
-                            axis=-1).reshape(2, 4, 12)
-    normed = layer_norm_reference(merged, merging.norm.weight.numpy(), merging.norm.bias.numpy())
-    expected = normed @ merging.reduction.weight.numpy().T
     out = merging(Tensor(x))
     assert out.shape == (2, 4, 6)
-    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.numpy(), patch_merging_reference(merging, x), rtol=1e-5, atol=1e-5)
 
 
 def window_attention_reference(attention, x, mask):
@@ -315,6 +346,143 @@ def test_window_attention_matches_numpy(masked):
     x = rng(3).standard_normal((2 * 6, 9, 12)).astype(np.float32)
     out = attention(Tensor(x), mask=mask)
     np.testing.assert_allclose(out.numpy(), window_attention_reference(attention, x, mask), rtol=1e-4, atol=1e-5)
+
+
+# ---- whole blocks and a whole network against NumPy (torch-free stand-ins for the timm parity tests)
+
+
+def windows_back_by_loop(windows, m, b, h, w):
+    """The inverse of windows_by_loop: window k goes back to image k // nW, window row, window column."""
+    back = np.zeros((b, h, w, windows.shape[-1]), dtype=windows.dtype)
+    places = [(n, i, j) for n in range(b) for i in range(h // m) for j in range(w // m)]
+    for window, (n, i, j) in zip(windows, places):
+        back[n, i * m:(i + 1) * m, j * m:(j + 1) * m] = window
+    return back
+
+
+def gelu_reference(x):
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def block_reference(block, x):
+    """Fig. 3(b) as the official code computes it: z = x + un-shift(W-MSA(windows(shift(LN1(x))))), with the
+    map rolled by -s before windowing and by +s after, and -100 between tokens of different regions of
+    the official labelling; then z + fc2(GELU(fc1(LN2(z))))."""
+    b, tokens, c = x.shape
+    r, m, s = block.input_resolution, block.window_size, block.shift_size
+    h = layer_norm_reference(x, block.norm1.weight.numpy(), block.norm1.bias.numpy()).reshape(b, r, r, c)
+    h = np.roll(h, (-s, -s), axis=(1, 2))
+    mask = None
+    if s:
+        labels = windows_by_loop(official_region_labels(r, r, m, s), m).reshape(-1, m * m)
+        mask = np.where(labels[:, :, None] != labels[:, None, :], -100.0, 0.0)
+    attended = window_attention_reference(block.attn, windows_by_loop(h, m).reshape(-1, m * m, c), mask)
+    h = np.roll(windows_back_by_loop(attended.reshape(-1, m, m, c), m, b, r, r), (s, s), axis=(1, 2))
+    z = x + h.reshape(b, tokens, c)
+    mlp = block.mlp
+    y = layer_norm_reference(z, block.norm2.weight.numpy(), block.norm2.bias.numpy())
+    y = gelu_reference(y @ mlp.fc1.weight.numpy().T + mlp.fc1.bias.numpy())
+    return z + y @ mlp.fc2.weight.numpy().T + mlp.fc2.bias.numpy()
+
+
+@pytest.mark.parametrize("shift", [0, 2], ids=["W-MSA", "SW-MSA"])
+def test_swin_block_matches_numpy(shift):
+    block = SwinTransformerBlock(dim=8, input_resolution=8, num_heads=2, window_size=4, shift_size=shift,
+                                 mlp_ratio=2.0).to(dtype="float64").eval()
+    randomise(block, seed=10)
+    x = rng(11).standard_normal((2, 64, 8))
+    np.testing.assert_allclose(block(Tensor(x)).numpy(), block_reference(block, x), rtol=1e-10, atol=1e-12)
+
+
+def swin_reference(model, images):
+    """Fig. 3(a) from the references above: patch embedding (+ absolute position embedding), each
+    stage's blocks then patch merging, final LayerNorm on every token, average over tokens, head."""
+    x = patch_embed_reference(model.patch_embed, images)
+    if model.absolute_pos_embed is not None:
+        x = x + model.absolute_pos_embed.numpy()
+    for layer in model.layers:
+        for block in layer.blocks:
+            x = block_reference(block, x)
+        if layer.downsample is not None:
+            x = patch_merging_reference(layer.downsample, x)
+    x = layer_norm_reference(x, model.norm.weight.numpy(), model.norm.bias.numpy()).mean(axis=1)
+    return x @ model.head.weight.numpy().T + model.head.bias.numpy()
+
+
+def test_a_whole_small_swin_matches_numpy():
+    model = SwinTransformer(**GRADCHECK_SWIN, ape=True).to(dtype="float64").eval()
+    assert model.absolute_pos_embed.shape == (1, 8 * 8, 8)
+    randomise(model, seed=12, scale=0.2)
+    x = rng(13).standard_normal((2, 3, 16, 16))
+    np.testing.assert_allclose(model(x).numpy(), swin_reference(model, x), rtol=1e-10, atol=1e-12)
+
+
+class DropEverySample(nn.Module):
+    """A drop-path stand-in whose draw dropped the branch of every sample."""
+
+    def forward(self, x):
+        return x * 0.0
+
+
+def test_drop_path_covers_both_residual_branches():
+    """Stochastic depth drops each residual branch (attention and MLP): with both dropped a block is the identity."""
+    block = randomise(SwinTransformerBlock(dim=8, input_resolution=8, num_heads=2, window_size=4, shift_size=2,
+                                           drop_path=0.5))
+    assert isinstance(block.drop_path, nn.DropPath) and block.drop_path.p == 0.5
+    block.drop_path = DropEverySample()
+    x = rng(14).standard_normal((2, 64, 8)).astype(np.float32)
+    np.testing.assert_array_equal(block(Tensor(x)).numpy(), x)
+
+
+class DropEverything(nn.Module):
+    """A dropout stand-in whose draw dropped every element."""
+
+    def forward(self, x):
+        return x * 0.0
+
+
+def test_attention_dropout_acts_on_the_attention_weights():
+    """After the softmax: with every weight dropped, no value gets through and only the projection's bias is left."""
+    attention = randomise(WindowAttention(dim=4, window_size=2, num_heads=2))
+    attention.attn_drop = DropEverything()
+    out = attention(Tensor(rng(16).standard_normal((3, 4, 4)).astype(np.float32)))
+    np.testing.assert_array_equal(out.numpy(), np.broadcast_to(attention.proj.bias.numpy(), (3, 4, 4)))
+
+
+def test_mlp_dropout_follows_each_linear_layer():
+    """fc1 -> GELU -> dropout -> fc2 -> dropout: with everything dropped the output is zero."""
+    mlp = randomise(Mlp(4, 6, drop=0.1))
+    assert mlp.drop.p == 0.1
+    mlp.drop = DropEverything()
+    np.testing.assert_array_equal(mlp(Tensor(rng(17).standard_normal((2, 3, 4)).astype(np.float32))).numpy(), 0.0)
+
+
+def test_dropout_rates_reach_the_modules_the_official_code_gives_them():
+    """drop_rate: after the position embedding, after attention's projection, inside the MLP;
+    attn_drop_rate: on the attention weights only."""
+    model = SwinTransformer(**{**GRADCHECK_SWIN, "drop_rate": 0.1, "attn_drop_rate": 0.2})
+    assert model.pos_drop.p == 0.1
+    blocks = [block for layer in model.layers for block in layer.blocks]
+    assert len(blocks) == 4
+    for block in blocks:
+        assert block.attn.attn_drop.p == 0.2 and block.attn.proj_drop.p == 0.1 and block.mlp.drop.p == 0.1
+
+
+def test_qkv_bias_false_leaves_the_qkv_bias_out():
+    model = SwinTransformer(**GRADCHECK_SWIN, qkv_bias=False)
+    expected = official_shapes(16, 2, 3, 8, (2, 2), (2, 4), 4, 5)
+    expected = {key: shape for key, shape in expected.items() if not key.endswith("attn.qkv.bias")}
+    assert {key: value.shape for key, value in model.state_dict().items()} == expected
+
+
+def test_num_classes_0_gives_the_pooled_features():
+    """As the official model: no head; the network returns the (B, num_features) features."""
+    model = SwinTransformer(**{**GRADCHECK_SWIN, "num_classes": 0})
+    assert not any(key.startswith("head.") for key in model.state_dict())
+    x = rng(15).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    features = model(x)
+    assert features.shape == (2, model.num_features) == (2, 16)
+    np.testing.assert_array_equal(features.numpy(), model.forward_features(Tensor(x)).numpy())
 
 
 # ---- gradient checks in float64

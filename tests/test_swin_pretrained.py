@@ -86,6 +86,17 @@ def test_timm_layout_loads_identically(source):
     np.testing.assert_array_equal(model(x).numpy(), source(x).numpy())
 
 
+def test_a_timm_checkpoint_of_one_stage_is_recognised_by_its_head():
+    """No stage has a downsample to tell the layouts apart: timm's head.fc alone does."""
+    minigrad.manual_seed(0)
+    source = tiny(depths=(2,), num_heads=(1,))
+    state = source.state_dict()
+    assert not any("downsample" in key for key in state)
+    model = fresh(depths=(2,), num_heads=(1,))
+    assert load_pretrained(model, to_timm_layout(state)) == ([], [])
+    assert_same_parameters(model, state)
+
+
 @pytest.mark.parametrize("layout", ["official", "timm"])
 def test_a_head_of_another_size_is_left_out_and_zeroed(source, layout):
     minigrad.manual_seed(2)
@@ -234,6 +245,32 @@ def test_resize_keeps_a_constant_table_constant():
     np.testing.assert_allclose(resized, 0.37, rtol=1e-6)
 
 
+# torch.nn.functional.interpolate(mode="bicubic", align_corners=False) from 3 to 5 samples, worked by hand:
+# output i samples the input at x = (i + 0.5) * 3/5 - 0.5 = -0.2, 0.4, 1.0, 1.6, 2.2, weighting the
+# inputs floor(x) - 1 .. floor(x) + 2 (clamped to the edges) by Keys' cubic kernel with a = -0.75,
+#   W(d) = 1.25|d|^3 - 2.25|d|^2 + 1 for |d| <= 1,  -0.75|d|^3 + 3.75|d|^2 - 6|d| + 3 for 1 < |d| < 2.
+# For x = -0.2: W(1.8) = -0.024 and W(0.8) = 0.2 (inputs -2 and -1, clamped to 0), W(0.2) = 0.92, W(1.2) = -0.096.
+# For x = 0.4: W(1.4) = -0.108 (input -1, clamped to 0), W(0.4) = 0.72, W(0.6) = 0.46, W(1.6) = -0.072.
+BICUBIC_3_TO_5 = np.array([[-0.024 + 0.2 + 0.92, -0.096, 0.0],
+                           [-0.108 + 0.72, 0.46, -0.072],
+                           [0.0, 1.0, 0.0],
+                           [-0.072, 0.46, 0.72 - 0.108],
+                           [0.0, -0.096, 0.92 + 0.2 - 0.024]])
+
+
+@pytest.mark.parametrize("axis", ["dh", "dw"])
+def test_resize_from_window_2_to_3_by_hand(axis):
+    """A 3 x 3 grid of offsets that varies along one axis only is resized along that axis alone;
+    the table's rows are the grid row-major, dh outermost."""
+    profile = np.array([1.0, 2.0, 4.0])
+    grid = np.tile(profile[:, None], (1, 3)) if axis == "dh" else np.tile(profile[None, :], (3, 1))
+    table = np.stack([grid.ravel(), -grid.ravel()], axis=1)  # two heads
+    resized = BICUBIC_3_TO_5 @ profile
+    expected = np.tile(resized[:, None], (1, 5)) if axis == "dh" else np.tile(resized[None, :], (5, 1))
+    np.testing.assert_allclose(resize_bias_table(table, 3), np.stack([expected.ravel(), -expected.ravel()], 1),
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_resize_refuses_a_table_that_is_not_square():
     with pytest.raises(ValueError, match="square number of rows"):
         resize_bias_table(np.zeros((12, 2)), 4)
@@ -252,19 +289,22 @@ def test_resize_is_torch_bicubic(window_in, window_out):
     np.testing.assert_allclose(resize_bias_table(table, window_out), expected, rtol=1e-6, atol=1e-6)
 
 
-def test_a_table_for_window_7_loads_into_a_model_with_window_12():
+@pytest.mark.parametrize("window_from, window_to", [(7, 12), (12, 7)])
+def test_a_table_for_another_window_is_resized_to_the_models(window_from, window_to):
     config = dict(patch_size=4, embed_dim=8, depths=(2, 2), num_heads=(1, 2), num_classes=5, drop_path_rate=0.0)
+    size = {7: 56, 12: 96}  # stages of resolution 14, 7 and 24, 12
     minigrad.manual_seed(0)
-    small = SwinTransformer(img_size=56, window_size=7, **config)  # stages of resolution 14, 7
+    checkpoint = SwinTransformer(img_size=size[window_from], window_size=window_from, **config)
     minigrad.manual_seed(1)
-    large = SwinTransformer(img_size=96, window_size=12, **config).eval()  # stages of resolution 24, 12
-    state = small.state_dict()
-    assert load_pretrained(large, state) == ([], [])
-    loaded = large.state_dict()
+    model = SwinTransformer(img_size=size[window_to], window_size=window_to, **config).eval()
+    state = checkpoint.state_dict()
+    assert load_pretrained(model, state) == ([], [])
+    loaded = model.state_dict()
     for key, value in state.items():
         if key.endswith("relative_position_bias_table"):
-            assert value.shape[0] == 13 * 13 and loaded[key].shape[0] == 23 * 23
-            np.testing.assert_array_equal(loaded[key], resize_bias_table(value, 12), err_msg=key)
+            side_from, side_to = 2 * window_from - 1, 2 * window_to - 1
+            assert value.shape[0] == side_from**2 and loaded[key].shape[0] == side_to**2
+            np.testing.assert_array_equal(loaded[key], resize_bias_table(value, window_to), err_msg=key)
         else:
             np.testing.assert_array_equal(loaded[key], value, err_msg=key)
-    assert np.all(np.isfinite(large(images(5, size=96)).numpy()))
+    assert np.all(np.isfinite(model(images(5, size=size[window_to])).numpy()))

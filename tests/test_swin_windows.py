@@ -68,9 +68,10 @@ def test_reverse_inverts_partition_from_the_windows_side():
     np.testing.assert_array_equal(window_partition(window_reverse(windows, m, h, w), m), windows)
 
 
-def test_partition_refuses_a_map_that_does_not_split_into_windows():
-    with pytest.raises(ValueError, match="10x8 map does not split into 4x4"):
-        window_partition(np.zeros((1, 10, 8, 2)), 4)
+@pytest.mark.parametrize("h, w", [(10, 8), (8, 10)], ids=["rows", "columns"])
+def test_partition_refuses_a_map_that_does_not_split_into_windows(h, w):
+    with pytest.raises(ValueError, match=f"{h}x{w} map does not split into 4x4"):
+        window_partition(np.zeros((1, h, w, 2)), 4)
 
 
 # ---- cyclic_shift

@@ -28,15 +28,18 @@ class TorchName:
 
 
 class TorchStorage:
-    def __init__(self, key, values, storage_class="FloatStorage"):
+    def __init__(self, key, values, storage_class="FloatStorage", module="torch"):
         self.key, self.values, self.storage_class = key, np.ascontiguousarray(values), storage_class
+        self.module = module  # "torch.storage" for the UntypedStorage of _rebuild_tensor_v3
 
 
 class TorchTensor:
     """What torch pickles for a tensor: ``_rebuild_tensor_v2(storage, offset, size, stride, ...)``."""
 
-    def __init__(self, storage, offset, size, stride, rebuild="_rebuild_tensor_v2"):
+    def __init__(self, storage, offset, size, stride, rebuild="_rebuild_tensor_v2", dtype=None):
         self.arguments = (storage, offset, tuple(size), tuple(stride), False, collections.OrderedDict())
+        if dtype is not None:  # _rebuild_tensor_v3: the dtype after the hooks, as torch.<dtype>
+            self.arguments += (TorchName("torch", dtype),)
         self.rebuild = rebuild
 
     def __reduce__(self):
@@ -44,10 +47,13 @@ class TorchTensor:
 
 
 class TorchParameter:
-    def __init__(self, tensor):
-        self.tensor = tensor
+    def __init__(self, tensor, state=None):
+        self.tensor, self.state = tensor, state
 
     def __reduce__(self):
+        if self.state is not None:  # a Parameter carrying Python attributes
+            return (TorchName("torch._utils", "_rebuild_parameter_with_state"),
+                    (self.tensor, True, collections.OrderedDict(), self.state))
         return TorchName("torch._utils", "_rebuild_parameter"), (self.tensor, True, collections.OrderedDict())
 
 
@@ -61,7 +67,8 @@ class TorchStylePickler(pickle._Pickler):
 
     def persistent_id(self, obj):
         if isinstance(obj, TorchStorage):
-            return "storage", TorchName("torch", obj.storage_class), obj.key, "cpu", obj.values.size
+            count = obj.values.nbytes if obj.storage_class == "UntypedStorage" else obj.values.size
+            return "storage", TorchName(obj.module, obj.storage_class), obj.key, "cpu", count
         return None
 
     def save_torch_name(self, obj):
@@ -77,11 +84,12 @@ def write_checkpoint(path: Path, obj, storages, byteorder="little", archive="arc
     TorchStylePickler(data).dump(obj)
     with zipfile.ZipFile(path, "w") as file:
         file.writestr(f"{archive}/data.pkl", data.getvalue())
-        file.writestr(f"{archive}/byteorder", byteorder)
+        if byteorder is not None:  # None: no record, as in files of older PyTorch (little-endian)
+            file.writestr(f"{archive}/byteorder", byteorder)
         for storage in storages:
             values = storage.values
             file.writestr(f"{archive}/data/{storage.key}",
-                          values.astype(values.dtype.newbyteorder("<" if byteorder == "little" else ">")).tobytes())
+                          values.astype(values.dtype.newbyteorder("<" if byteorder != "big" else ">")).tobytes())
         file.writestr(f"{archive}/version", "3\n")
 
 
@@ -97,6 +105,7 @@ def test_tensors_of_every_layout_come_back_as_arrays(tmp_path):
         ("transposed", TorchTensor(grid, 0, (6, 4), (1, 6))),
         ("strided", TorchTensor(grid, 7, (2, 3), (6, 2))),  # rows 1..2, every other column from 1: same storage
         ("weight", TorchParameter(TorchTensor(grid, 2, (3,), (1,)))),
+        ("tagged_weight", TorchParameter(TorchTensor(grid, 5, (2,), (1,)), state={"tag": 1})),
         ("counts", TorchTensor(counts, 0, (3,), (1,))),
         ("halves", TorchTensor(halves, 0, (2,), (1,))),
         ("flags", TorchTensor(flags, 0, (2,), (1,))),
@@ -108,7 +117,7 @@ def test_tensors_of_every_layout_come_back_as_arrays(tmp_path):
     model = loaded["model"]
     grid_values = np.arange(24, dtype=np.float32).reshape(4, 6)
     expected = {"grid": grid_values, "transposed": grid_values.T, "strided": grid_values[1:3, 1::2],
-                "weight": np.float32([2, 3, 4]), "counts": np.int64([3, -1, 7]), "halves": np.float16([0.5, -2.0]),
+                "weight": np.float32([2, 3, 4]), "tagged_weight": np.float32([5, 6]), "counts": np.int64([3, -1, 7]), "halves": np.float16([0.5, -2.0]),
                 "flags": np.array([True, False]), "scalar": np.array(np.pi), "empty": np.zeros((0, 3), np.float32)}
     assert list(model) == list(expected)
     for key, value in expected.items():
@@ -159,6 +168,65 @@ def test_a_file_cut_short_says_to_download_it_again(tmp_path):
     (tmp_path / "cut.pth").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ValueError, match="damaged or was not downloaded completely; download it again"):
         load_arrays(tmp_path / "cut.pth")
+
+
+@pytest.mark.parametrize("offset, size, stride", [(-1, (2,), (1,)), (4, (2,), (-1,)), (0, (2, 3), (3,))],
+                         ids=["negative offset", "negative stride", "stride of another rank"])
+def test_a_malformed_tensor_is_refused(tmp_path, offset, size, stride):
+    """Checked before any memory is touched: a negative offset or stride would read outside the storage."""
+    storage = TorchStorage("0", np.arange(6, dtype=np.float32))
+    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(storage, offset, size, stride)}, [storage])
+    with pytest.raises(ValueError, match="is malformed"):
+        torch_checkpoint.load(tmp_path / "w.pth")
+
+
+def test_a_storage_longer_than_the_pickle_says_is_refused(tmp_path):
+    storage = TorchStorage("0", np.zeros(4, dtype=np.float32))
+    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(storage, 0, (4,), (1,))}, [TorchStorage("0", np.zeros(6, np.float32))])
+    with pytest.raises(ValueError, match="storage 0 holds 6 elements where the pickle says 4"):
+        torch_checkpoint.load(tmp_path / "w.pth")
+
+
+def test_a_file_without_a_byteorder_record_is_little_endian(tmp_path):
+    """Files of PyTorch before 1.10 have no <name>/byteorder and are little-endian."""
+    storage = TorchStorage("0", np.array([1.0, -2.5, 1e30], dtype=np.float32))
+    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(storage, 0, (3,), (1,))}, [storage], byteorder=None)
+    with zipfile.ZipFile(tmp_path / "w.pth") as archive:
+        assert "archive/byteorder" not in archive.namelist()
+    np.testing.assert_array_equal(torch_checkpoint.load(tmp_path / "w.pth")["w"], np.float32([1.0, -2.5, 1e30]))
+
+
+class TorchTensorWithState:
+    """What torch pickles for a tensor carrying Python attributes: _rebuild_from_type_v2(rebuild, torch.Tensor, args, state)."""
+
+    def __init__(self, tensor, state):
+        self.tensor, self.state = tensor, state
+
+    def __reduce__(self):
+        return (TorchName("torch._tensor", "_rebuild_from_type_v2"),
+                (TorchName("torch._utils", self.tensor.rebuild), TorchName("torch", "Tensor"), self.tensor.arguments,
+                 self.state))
+
+
+def test_tensors_of_dtypes_without_a_typed_storage_and_tensors_with_attributes(tmp_path):
+    """_rebuild_tensor_v3 over a torch.storage.UntypedStorage of raw bytes, the dtype given apart (uint16 here);
+    _rebuild_from_type_v2 around a tensor that carries Python attributes (its state is dropped)."""
+    raw = TorchStorage("0", np.frombuffer(np.uint16([1, 2, 300]).tobytes(), np.uint8), "UntypedStorage", "torch.storage")
+    floats = TorchStorage("1", np.float32([0.5, 1.5, 2.5]))
+    state = {"u": TorchTensor(raw, 1, (2,), (1,), rebuild="_rebuild_tensor_v3", dtype="uint16"),
+             "tagged": TorchTensorWithState(TorchTensor(floats, 0, (3,), (1,)), {"tag": 5})}
+    write_checkpoint(tmp_path / "w.pth", state, [raw, floats])
+    loaded = torch_checkpoint.load(tmp_path / "w.pth")
+    assert loaded["u"].dtype == np.uint16 and loaded["tagged"].dtype == np.float32
+    np.testing.assert_array_equal(loaded["u"], [2, 300])
+    np.testing.assert_array_equal(loaded["tagged"], [0.5, 1.5, 2.5])
+
+
+def test_a_dtype_this_reader_does_not_know_is_named(tmp_path):
+    raw = TorchStorage("0", np.zeros(16, np.uint8), "UntypedStorage", "torch.storage")
+    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(raw, 0, (2,), (1,), "_rebuild_tensor_v3", "complex64")}, [raw])
+    with pytest.raises(ValueError, match=r"a dtype this reader does not know \(torch.complex64\)"):
+        torch_checkpoint.load(tmp_path / "w.pth")
 
 
 class RunsACommand:
