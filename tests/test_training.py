@@ -99,6 +99,16 @@ def test_stratified_split_holds_out_a_fraction_of_each_class():
         stratified_split(labels, 1.0)
 
 
+def test_stratified_split_rounds_each_class_count_and_draws_members_by_seed():
+    labels = np.repeat([0, 1], [7, 11])
+    # 0.25 * 7 = 1.75 and 0.25 * 11 = 2.75: rounded to 2 and 3, not truncated.
+    held_outs = [stratified_split(labels, 0.25, seed)[1] for seed in range(8)]
+    for held_out in held_outs:
+        np.testing.assert_array_equal(np.bincount(labels[held_out], minlength=2), [2, 3])
+    assert len({tuple(held_out.tolist()) for held_out in held_outs}) > 1  # which members: the seed's draw
+    assert set(np.concatenate(held_outs).tolist()) != set(held_outs[0].tolist())
+
+
 # --------------------------------------------------------------------------------------------
 # A whole run
 
@@ -513,6 +523,28 @@ def test_image_folder_explains_what_it_needs(tmp_path):
     write_class_folders(tmp_path, {"Red": 2})
     (tmp_path / "Blue").mkdir()
     with pytest.raises(ValueError, match="without images: Blue"):
+        image_folder(tmp_path, ToArray())
+
+
+def test_image_folder_lists_photos_in_sorted_order_and_skips_hidden_folders(tmp_path):
+    names = ["f.png", "b.png", "e.jpg", "a.png", "d.png", "c.png"]
+    nested = ["sub c/x.png", "sub a/z.png", "sub e/v.png", "sub b/y.png", "sub d/w.png"]
+    for name in names + nested + ["z.png"]:
+        path = tmp_path / ("Red" if name != "z.png" else "Black") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(path)
+    (tmp_path / ".thumbnails").mkdir()  # a hidden folder, say a viewer's cache, is no class
+    Image.new("RGB", (4, 4)).save(tmp_path / ".thumbnails" / "t.png")
+    photos = image_folder(tmp_path, ToArray())
+    assert photos.classes == ["Black", "Red"]
+    # The files of a folder in sorted order, then its subfolders in sorted order.
+    expected = ["z.png"] + sorted(names) + sorted(nested)
+    assert [Path(path).relative_to(tmp_path).as_posix().split("/", 1)[1] for path in photos.paths] == expected
+
+
+def test_image_folder_needs_two_classes(tmp_path):
+    write_class_folders(tmp_path, {"Red": 2})
+    with pytest.raises(ValueError, match="at least two class folders.*found 1 folders"):
         image_folder(tmp_path, ToArray())
 
 
