@@ -13,9 +13,11 @@ import pytest
 from PIL import Image
 
 import minigrad
-from datasets import (DataLoader, ImageFiles, SyntheticCarColours, ToArray, eval_transform, image_folder,
+import optim
+from datasets import (DataLoader, Dataset, ImageFiles, SyntheticCarColours, ToArray, eval_transform, image_folder,
                       stratified_split, train_transform)
 from minigrad import backend
+from minigrad.nn import Parameter
 from swin import swin_mini
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -86,6 +88,69 @@ def test_macro_f1_matches_scikit_learn():
 def test_confusion_matrix_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="differ in shape"):
         reporting.confusion_matrix(np.zeros(3, int), np.zeros(4, int), 2)
+
+
+def test_scores_of_an_empty_confusion_matrix_are_zero():
+    empty = np.zeros((3, 3), dtype=np.int64)
+    assert reporting.accuracy(empty) == 0.0 and reporting.macro_f1(empty) == 0.0
+
+
+def test_the_confusion_plot_colours_each_cell_by_its_share_of_the_true_class(tmp_path, monkeypatch):
+    axes, subplots = [], reporting.plt.subplots
+
+    def recording(*args, **kwargs):
+        figure, axis = subplots(*args, **kwargs)
+        axes.append(axis)
+        return figure, axis
+
+    monkeypatch.setattr(reporting.plt, "subplots", recording)
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 6]])
+    reporting.plot_confusion(confusion, ["a", "b", "c"], tmp_path / "confusion.png", "title")
+    assert (tmp_path / "confusion.png").is_file()
+    # Rows are true classes: 3 of 4 a's predicted a; no b at all (its row stays 0); 2 of 8 c's predicted a.
+    np.testing.assert_allclose(axes[0].images[0].get_array(), [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0, 0.75]])
+    assert sorted(text.get_text() for text in axes[0].texts) == ["1", "2", "3", "6"]
+
+
+def test_summary_gives_the_best_epoch_the_scores_and_the_median_speed():
+    history = [{"epoch": 1, "val_acc": 0.5, "images_per_s": 10.0}, {"epoch": 2, "val_acc": 0.75, "images_per_s": 40.0},
+               {"epoch": 3, "val_acc": 0.625, "images_per_s": 100.0}]
+    confusion = np.array([[3, 1], [0, 2]])  # accuracy 5/6; F1 6/7 and 4/5, macro 0.8286
+    summary = training.summarize({"adam": {"confusion": confusion, "history": history}}, ["Red", "Black"], "test")
+    assert "| adam | 2 | 0.7500 | 0.8333 | 0.8286 | 40.0 |" in summary
+    assert "| Red | 0.857 |" in summary and "| Black | 0.800 |" in summary
+
+
+class Named(Dataset):
+    def __init__(self, names, labels):
+        self.names, self.labels, self.classes = names, np.asarray(labels, dtype=np.int64), ["a", "b"]
+
+    def example_names(self):
+        return self.names
+
+
+def test_the_split_digest_tells_apart_where_the_splits_part_and_the_labels():
+    def digest(train, val, test=None):
+        return training.split_digest(training.Splits(Named(*train), Named(*val), test and Named(*test)))
+
+    same = digest((["p", "q"], [0, 1]), (["r"], [0]))
+    assert same == digest((["p", "q"], [0, 1]), (["r"], [0]))
+    assert same != digest((["p"], [0]), (["q", "r"], [1, 0]))  # a photo moved from training to validation
+    assert same != digest((["p", "q"], [0, 0]), (["r"], [0]))  # a photo relabelled
+    assert same != digest((["p", "q"], [0, 1]), ([], []), (["r"], [0]))  # validated before, tested now
+
+
+def test_the_cosine_schedule_warms_up_then_decays_over_every_epoch():
+    args = argparse.Namespace(schedule="cosine", epochs=4, warmup_epochs=0.3)
+    optimizer = optim.SGD([Parameter(np.zeros(1))], lr=1.0)
+    schedule = training.make_schedule(args, optimizer, steps_per_epoch=6)
+    # 24 steps in all; the warm-up round(0.3 * 6) = 2 steps, then a half cosine over the other 22.
+    expected = [step / 2 if step < 2 else 0.5 * (1 + np.cos(np.pi * (step - 2) / 22)) for step in range(25)]
+    rates = []
+    for _ in range(25):
+        rates.append(schedule.get_last_lr()[0])
+        schedule.step()
+    np.testing.assert_allclose(rates, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_stratified_split_holds_out_a_fraction_of_each_class():
