@@ -332,6 +332,20 @@ def test_resume_refuses_a_setting_that_would_change_the_run(tmp_path, capsys):
     assert "--batch-size 16 (the run has 8), --seed 5 (the run has 3)" in message
 
 
+def test_resume_restores_paths_as_paths(tmp_path):
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    config = {"script": "dvm", "data": str(tmp_path / "DVM"), "pretrained": str(tmp_path / "weights.npz"),
+              "epochs": 3, "out": "elsewhere"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    argv = ["--resume", "--out", str(tmp_path)]
+    args = parser.parse_args(argv)
+    training.restore_settings(args, parser, training.given_options(parser, argv), "dvm")
+    assert args.data == tmp_path / "DVM" and args.pretrained == tmp_path / "weights.npz"
+    assert isinstance(args.data, Path) and isinstance(args.pretrained, Path)  # --pretrained calls .exists()
+    assert args.epochs == 3 and args.out == tmp_path  # --out is the session's
+
+
 def test_resume_needs_an_earlier_run(tmp_path, capsys):
     message = usage_error(capsys, run_dvm, TINY + ["--resume", "--out", str(tmp_path / "nothing")])
     assert "config.json" in message
@@ -407,7 +421,8 @@ def test_gpu_without_cupy_says_what_to_install(capsys, monkeypatch):
 @pytest.mark.parametrize("option, value", [
     ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--max-steps", "0"), ("--optimizers", "adam adam"),
     ("--label-smoothing", "1.5"), ("--warmup-epochs", "-1"), ("--drop-path", "1"), ("--workers", "-1"),
-    ("--weight-decay", "-0.1"), ("--clip-grad", "-1")])
+    ("--weight-decay", "-0.1"), ("--clip-grad", "-1"), ("--lr", "0"), ("--log-every", "0"),
+    ("--label-smoothing", "-0.1"), ("--drop-path", "-0.1")])
 def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, option, value):
     message = usage_error(capsys, run_dvm, TINY + [option, *value.split(), "--out", str(tmp_path / "run")])
     assert option in message
@@ -489,6 +504,37 @@ def test_stanford_cars_needs_data(capsys):
 # The GPU path on the stand-in
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing):
+    """With a learning rate of 0 and no drop-path the model never changes, so an epoch's running mean
+    loss and accuracy must be those of the model on all its examples at once; 20 examples in batches
+    of 8, 8 and 4 tell a mean over examples from one over batches."""
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    args = parser.parse_args(TINY + ["--drop-path", "0", "--log-every", "1", "--label-smoothing", str(smoothing)])
+    data = SyntheticCarColours(20, 32, transform=eval_transform(32))
+    model = training.initial_model(args, data.classes)
+    optimizer = training.make_optimizer("sgd", model, 0.0, 0.0)
+    result = training.train_epoch(model, optimizer, training.make_schedule(args, optimizer, 3), DataLoader(data, 8),
+                                  args, "test", None)
+    images, labels = next(iter(DataLoader(data, 20)))
+    with minigrad.no_grad():
+        logits = model.eval()(minigrad.tensor(images)).data.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_sum_exp = np.log(np.exp(shifted).sum(axis=1))
+    losses = log_sum_exp - shifted[np.arange(20), labels]
+    # Label smoothing: the target puts 1 - s on the label and s spread evenly over all classes.
+    smoothed = (1 - smoothing) * losses + smoothing * (log_sum_exp - shifted.mean(axis=1))
+    correct = logits.argmax(axis=1) == labels
+    assert result["steps"] == 3
+    assert result["train_loss"] == pytest.approx(smoothed.mean(), rel=1e-5)
+    assert result["train_acc"] == correct.mean()
+    loss, seen, predictions = training.evaluate(model, DataLoader(data, 8), "cpu", "test")
+    assert loss == pytest.approx(losses.mean(), rel=1e-5)  # validation loss: never smoothed
+    np.testing.assert_array_equal(seen, labels)
+    np.testing.assert_array_equal(predictions, logits.argmax(axis=1))
+
+
 def test_a_training_epoch_reads_from_the_device_once_per_logging_interval(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
     parser = training.make_parser("test")
@@ -541,6 +587,23 @@ def test_predict_ranks_the_classes_of_saved_photos(tmp_path, capsys):
     predict.main([str(folder / "adam" / "best.npz"), str(tmp_path)])  # a folder: the photos in it
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(": ")[0] for line in lines] == [str(path) for path in sorted(paths)]
+
+
+def test_predict_reads_a_folders_photos_whatever_the_case_of_their_suffix(tmp_path):
+    for name in ["IMG_2040.JPG", "b.png", "c.Jpeg", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert predict.image_paths([tmp_path]) == [tmp_path / "IMG_2040.JPG", tmp_path / "b.png", tmp_path / "c.Jpeg"]
+
+
+def test_a_loaded_classifier_is_in_eval_mode_and_predicts_the_same_twice(tmp_path):
+    model = swin_mini(img_size=32, num_classes=3)
+    minigrad.save({"model": model.state_dict(), "classes": ["a", "b", "c"],
+                   "architecture": {"name": "swin_mini", "img_size": 32}}, tmp_path / "best.npz")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "car.png")
+    loaded, classes = predict.load_classifier(tmp_path / "best.npz", "cpu")
+    assert classes == ["a", "b", "c"] and not loaded.training
+    first, second = (predict.predict(loaded, classes, [tmp_path / "car.png"]) for _ in range(2))
+    assert first == second
 
 
 def test_predict_explains_bad_input(tmp_path, capsys):
