@@ -257,6 +257,33 @@ def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
     assert "| adam | 1 |" in summary and "| radam |" in summary  # the report still shows both
 
 
+def test_each_epoch_draws_a_new_order_and_a_set_smaller_than_a_batch_still_trains(tmp_path, monkeypatch):
+    orders = []
+
+    class Recording(DataLoader):
+        def batch_indices(self):
+            batches = super().batch_indices()
+            if self.shuffle:  # the training loader
+                orders.append((self.epoch, [index for batch in batches for index in batch.tolist()]))
+            return batches
+
+    monkeypatch.setattr(training, "DataLoader", Recording)
+    run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--out", str(tmp_path / "run")])
+    # 6 training images, fewer than a batch of 8: each epoch is one batch of all six, in an order of its own.
+    assert [epoch for epoch, _ in orders] == [1, 2]
+    assert all(sorted(order) == list(range(6)) for _, order in orders)
+    assert orders[0][1] != orders[1][1]
+
+
+def test_the_best_checkpoint_is_the_first_epoch_of_the_best_validation_accuracy(tmp_path, monkeypatch):
+    accuracies = iter([0.5, 0.75, 0.75])
+    monkeypatch.setattr(training, "scores", lambda labels, predictions, classes: {"acc": next(accuracies), "f1": 0.5})
+    folder = run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--epochs", "3",
+                             "--out", str(tmp_path / "run")])
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "best.npz")["history"]] == [1, 2]
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "last.npz")["history"]] == [1, 2, 3]
+
+
 def test_max_steps_stops_each_optimizer(tmp_path):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--max-steps", "7", "--epochs", "5"])
     rows = read_history(folder)
