@@ -278,10 +278,23 @@ def test_each_epoch_draws_a_new_order_and_a_set_smaller_than_a_batch_still_train
 def test_the_best_checkpoint_is_the_first_epoch_of_the_best_validation_accuracy(tmp_path, monkeypatch):
     accuracies = iter([0.5, 0.75, 0.75])
     monkeypatch.setattr(training, "scores", lambda labels, predictions, classes: {"acc": next(accuracies), "f1": 0.5})
+    evaluate, tested = training.evaluate, {}
+
+    def recording(model, loader, device, description):
+        if description == "sgd test":
+            tested.update({key: np.array(value) for key, value in model.state_dict().items()})
+        return evaluate(model, loader, device, description)
+
+    monkeypatch.setattr(training, "evaluate", recording)
     folder = run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--epochs", "3",
                              "--out", str(tmp_path / "run")])
-    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "best.npz")["history"]] == [1, 2]
-    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "last.npz")["history"]] == [1, 2, 3]
+    best, last = (minigrad.load(folder / "sgd" / name) for name in ("best.npz", "last.npz"))
+    assert [row["epoch"] for row in best["history"]] == [1, 2]
+    assert [row["epoch"] for row in last["history"]] == [1, 2, 3]
+    # The test split scores the best model, not the last.
+    assert not all(np.array_equal(best["model"][key], last["model"][key]) for key in best["model"])
+    for key in best["model"]:
+        np.testing.assert_array_equal(tested[key], best["model"][key], err_msg=key)
 
 
 def test_max_steps_stops_each_optimizer(tmp_path):
@@ -371,6 +384,23 @@ def test_resume_restores_paths_as_paths(tmp_path):
     assert args.data == tmp_path / "DVM" and args.pretrained == tmp_path / "weights.npz"
     assert isinstance(args.data, Path) and isinstance(args.pretrained, Path)  # --pretrained calls .exists()
     assert args.epochs == 3 and args.out == tmp_path  # --out is the session's
+
+
+def test_resume_leaves_the_sessions_settings_to_the_session(tmp_path):
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    config = {"script": "dvm", "device": "gpu", "workers": 0, "log_every": 1, "max_steps": 3, "seed": 4}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    defaults = parser.parse_args([])
+    for session in ([], ["--device", "cpu", "--workers", "2", "--log-every", "5", "--max-steps", "9"]):
+        argv = ["--resume", "--out", str(tmp_path)] + session
+        args = parser.parse_args(argv)
+        training.restore_settings(args, parser, training.given_options(parser, argv), "dvm")  # refuses none
+        assert args.seed == 4  # the run's
+        assert vars(args) == {**vars(parser.parse_args(argv)), "seed": 4}  # the rest: this session's
+        if not session:
+            assert (args.device, args.workers, args.log_every, args.max_steps) == \
+                (defaults.device, defaults.workers, defaults.log_every, defaults.max_steps)
 
 
 def test_resume_needs_an_earlier_run(tmp_path, capsys):
