@@ -122,8 +122,8 @@ def test_summary_gives_the_best_epoch_the_scores_and_the_median_speed():
 
 
 class Named(Dataset):
-    def __init__(self, names, labels):
-        self.names, self.labels, self.classes = names, np.asarray(labels, dtype=np.int64), ["a", "b"]
+    def __init__(self, names, labels, classes=("a", "b")):
+        self.names, self.labels, self.classes = names, np.asarray(labels, dtype=np.int64), list(classes)
 
     def example_names(self):
         return self.names
@@ -138,6 +138,18 @@ def test_the_split_digest_tells_apart_where_the_splits_part_and_the_labels():
     assert same != digest((["p"], [0]), (["q", "r"], [1, 0]))  # a photo moved from training to validation
     assert same != digest((["p", "q"], [0, 0]), (["r"], [0]))  # a photo relabelled
     assert same != digest((["p", "q"], [0, 1]), ([], []), (["r"], [0]))  # validated before, tested now
+
+
+def test_resume_refuses_data_whose_classes_were_renamed(tmp_path):
+    """A class folder renamed keeps every photo's name and label, so the split digest alone cannot tell."""
+    args = argparse.Namespace(resume=False, out=tmp_path / "run", model="swin_mini", img_size=32)
+    before = training.Splits(Named(["p", "q"], [0, 1], ["Black", "Red"]), Named(["r"], [1], ["Black", "Red"]), None)
+    folder = training.output_folder(args, "folder", before)
+    args.resume = True
+    assert training.output_folder(args, "folder", before) == folder
+    after = training.Splits(*(Named(split.names, split.labels, ["Black", "Crimson"]) for split in before[:2]), None)
+    with pytest.raises(ValueError, match="other classes"):
+        training.output_folder(args, "folder", after)
 
 
 def test_the_cosine_schedule_warms_up_then_decays_over_every_epoch():
@@ -253,6 +265,8 @@ def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
     run_dvm(TINY + ["--out", str(folder), "--resume", "--optimizers", "radam", "--max-steps", "4"])
     rows = [(row["optimizer"], row["epoch"]) for row in read_history(folder)]
     assert rows == [("adam", "1"), ("radam", "1"), ("radam", "2")]
+    # --max-steps counts the steps the run has already taken: 2 before, 2 more now.
+    assert [int(row["steps"]) for row in read_history(folder) if row["optimizer"] == "radam"] == [2, 2]
     summary = (folder / "summary.md").read_text()
     assert "| adam | 1 |" in summary and "| radam |" in summary  # the report still shows both
 
