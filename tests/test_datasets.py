@@ -112,6 +112,13 @@ def test_subset_of_a_subset_composes_indices():
     assert inner.labels.tolist() == [0, 0]
 
 
+def test_subset_names_its_examples_in_its_own_order():
+    files = ImageFiles(["/photos/a.png", "/photos/b.png", "/photos/c.png"], [0, 1, 0], ["x", "y"], ToArray())
+    assert files.example_names() == ["a.png", "b.png", "c.png"]
+    assert Subset(files, [2, 0]).example_names() == ["c.png", "a.png"]
+    assert Subset(Subset(files, [2, 1, 0]), [1]).example_names() == ["b.png"]
+
+
 # ---------------------------------------------------------------- DataLoader
 
 
@@ -414,6 +421,13 @@ def test_resize_to_the_current_size_keeps_the_pixels():
     numpy.testing.assert_array_equal(numpy.asarray(out), pixels)
 
 
+def test_resize_interpolates_bicubically_by_default():
+    image = Image.fromarray(numpy.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=numpy.uint8))
+    expected = image.resize((15, 10), Image.Resampling.BICUBIC)  # torchvision's choice for these recipes
+    assert numpy.asarray(Resize(10)(image, rng())).tobytes() == numpy.asarray(expected).tobytes()
+    assert numpy.asarray(Resize((10, 15))(image, rng())).tobytes() == numpy.asarray(expected).tobytes()
+
+
 @pytest.mark.parametrize("size", [(12, 30), [7, 5], (20, 40)])
 def test_resize_pair_is_height_then_width_exactly(size):
     out = Resize(size)(Image.fromarray(coordinates(40, 20)), rng())
@@ -502,6 +516,17 @@ def test_random_resized_crop_fallback_output_is_the_central_square():
     numpy.testing.assert_array_equal(numpy.asarray(out), pixels[:, 120:130])  # (250 - 10) // 2 = 120
 
 
+@pytest.mark.parametrize("width, height", [(30, 40), (40, 30), (40, 40)])
+def test_random_resized_crop_places_a_drawn_region_anywhere_up_to_the_edges(width, height):
+    # Area fraction and aspect fixed so that every draw is a 30 x 30 square: it must be accepted even
+    # where it spans a whole side, and its corner is uniform over every place it fits, edges included.
+    crop = RandomResizedCrop(8, scale=(900 / (width * height),) * 2, ratio=(1, 1))
+    regions = [crop.region(width, height, rng(seed)) for seed in range(300)]
+    assert all((right - left, bottom - top) == (30, 30) for left, top, right, bottom in regions)
+    assert {left for left, _, _, _ in regions} == set(range(width - 30 + 1))
+    assert {top for _, top, _, _ in regions} == set(range(height - 30 + 1))
+
+
 def test_random_resized_crop_output_size_is_height_then_width():
     out = RandomResizedCrop((10, 24))(Image.fromarray(coordinates(60, 40)), rng())
     assert out.size == (24, 10)
@@ -568,6 +593,13 @@ def test_eval_transform_resizes_then_crops_the_centre():
     numpy.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_eval_transform_rounds_the_resize_down_as_timm():
+    # 32 / 0.875 = 36.57: timm resizes to floor = 36 (not 37), so a 36 x 36 image is only cropped: (36 - 32) / 2 = 2.
+    pixels = coordinates(36, 36)
+    out = eval_transform(32)(Image.fromarray(pixels), rng())
+    numpy.testing.assert_allclose(out, Normalize()(as_array(pixels[2:34, 2:34]), rng()), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("width, height", [(100, 50), (37, 90), (300, 301)])
 def test_eval_transform_shape_from_any_image(width, height):
     out = eval_transform(64)(Image.fromarray(coordinates(width % 256, height % 256)), rng())
@@ -582,6 +614,17 @@ def test_train_transform_is_reproducible_for_the_same_rng_seed():
     assert transform(image, rng(9)).tobytes() == first.tobytes()
     assert train_transform(32)(image, rng(9)).tobytes() == first.tobytes()
     assert transform(image, rng(10)).tobytes() != first.tobytes()
+
+
+def test_train_transform_crops_keep_at_least_35_percent_of_the_image():
+    crop = train_transform(16).transforms[0]
+    areas = []
+    for seed in range(300):
+        left, top, right, bottom = crop.region(100, 100, rng(seed))
+        areas.append((right - left) * (bottom - top) / 100 ** 2)
+    # Each side is a drawn side rounded to whole pixels: within half a pixel of an area fraction in [0.35, 1].
+    assert min(areas) >= 0.35 * (1 - 0.5 / 30) ** 2 and min(areas) < 0.45
+    assert max(areas) <= 1
 
 
 # ---------------------------------------------------------------- SyntheticCarColours

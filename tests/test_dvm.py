@@ -67,6 +67,11 @@ def test_top_colours_names_the_counts_when_k_is_too_large():
         top_colours(["Red", "Red", "Blue", "Unlisted"], k=3)
 
 
+def test_top_colours_refuses_k_below_one():
+    with pytest.raises(ValueError, match="top 0 colours"):
+        top_colours(["Red", "Blue"], k=0)
+
+
 def test_advert_split_respects_the_fractions_and_the_seed():
     adverts = [f"{model}_1$${seq}" for model in range(10) for seq in range(50)]
     splits = [advert_split(advert, 0.2, 0.1, seed=0) for advert in adverts]
@@ -187,6 +192,22 @@ def test_max_per_class_caps_each_class_in_each_split_deterministically(tmp_path)
         dvm_colours(tmp_path, ToArray(), ToArray(), max_per_class=0)
 
 
+def test_max_per_class_keeps_the_scan_order_and_picks_by_file_name_and_seed(tmp_path):
+    write_tree(tmp_path / "first" / "resized_DVM")
+    load = functools.partial(dvm_colours, transform_train=ToArray(), transform_eval=ToArray(), num_colours=3,
+                             val_fraction=0.0, test_fraction=0.0)
+    full, _, _ = load(tmp_path / "first")
+    capped, _, _ = load(tmp_path / "first", max_per_class=3)
+    position = {path: index for index, path in enumerate(full.paths)}
+    assert [position[path] for path in capped.paths] == sorted(position[path] for path in capped.paths)
+    # The pick depends on the file names, not on where the folder is: a moved copy keeps the same photos.
+    (tmp_path / "first").rename(tmp_path / "moved")
+    moved, _, _ = load(tmp_path / "moved", max_per_class=3)
+    assert [Path(path).name for path in moved.paths] == [Path(path).name for path in capped.paths]
+    picks = {tuple(load(tmp_path / "moved", max_per_class=3, seed=seed)[0].paths) for seed in range(4)}
+    assert len(picks) > 1  # and on the seed
+
+
 def test_a_data_loader_batches_the_train_split(tmp_path):
     write_tree(tmp_path / "resized_DVM")
     train, _, _ = dvm_colours(tmp_path, train_transform(16), eval_transform(16), num_colours=4, val_fraction=0.2,
@@ -246,6 +267,16 @@ def test_viewpoints_match_files_whose_apostrophes_the_kaggle_mirror_removed(tmp_
     train, val, test = dvm_colours(tmp_path / "resized_DVM_clean", ToArray(), ToArray(), num_colours=1,
                                    viewpoints=[45], val_fraction=0.0, test_fraction=0.0)
     assert [Path(path).name for path in train.paths] == [names[0]] and len(val) == len(test) == 0
+
+
+def test_viewpoint_360_is_the_front(tmp_path):
+    write_tree(tmp_path / "resized_DVM")
+    names = sorted(path.name for path in tmp_path.rglob("*.jpg"))
+    write_image_table(tmp_path / "Image_table.csv", [(name, viewpoint_of(name)) for name in names])
+    fronts = {name for name in names if viewpoint_of(name) in ("0", "360")}
+    assert names_in_viewpoints(tmp_path / "Image_table.csv", [360]) == fronts
+    as_360, as_0 = (dvm_colours(tmp_path, ToArray(), ToArray(), num_colours=3, viewpoints=[angle]) for angle in (360, 0))
+    assert [split.paths for split in as_360] == [split.paths for split in as_0]
 
 
 def test_names_in_viewpoints_skips_rows_without_a_viewpoint(tmp_path):

@@ -143,6 +143,13 @@ def test_missing_image_is_named(tmp_path):
         stanford_cars(root, transform=pixels)
 
 
+@pytest.mark.parametrize("bad_class, found", [(0, "0 to 3"), (4, "2 to 4")])  # the classes: 1 to 3
+def test_labels_outside_the_classes_are_refused(tmp_path, bad_class, found):
+    train = TRAIN[:2] + [TRAIN[2][:4] + (bad_class,) + TRAIN[2][5:]]  # classes 2, 3 and the bad one
+    with pytest.raises(ValueError, match=f"labels must run from 1 to 3 .*found {found}"):
+        stanford_cars(make_cars(tmp_path, train=train), transform=pixels)
+
+
 def test_invalid_split(tmp_path):
     with pytest.raises(ValueError, match="split"):
         stanford_cars(make_cars(tmp_path), "val", transform=pixels)

@@ -13,9 +13,11 @@ import pytest
 from PIL import Image
 
 import minigrad
-from datasets import (DataLoader, ImageFiles, SyntheticCarColours, ToArray, eval_transform, image_folder,
+import optim
+from datasets import (DataLoader, Dataset, ImageFiles, SyntheticCarColours, ToArray, eval_transform, image_folder,
                       stratified_split, train_transform)
 from minigrad import backend
+from minigrad.nn import Parameter
 from swin import swin_mini
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -88,6 +90,81 @@ def test_confusion_matrix_rejects_mismatched_shapes():
         reporting.confusion_matrix(np.zeros(3, int), np.zeros(4, int), 2)
 
 
+def test_scores_of_an_empty_confusion_matrix_are_zero():
+    empty = np.zeros((3, 3), dtype=np.int64)
+    assert reporting.accuracy(empty) == 0.0 and reporting.macro_f1(empty) == 0.0
+
+
+def test_the_confusion_plot_colours_each_cell_by_its_share_of_the_true_class(tmp_path, monkeypatch):
+    axes, subplots = [], reporting.plt.subplots
+
+    def recording(*args, **kwargs):
+        figure, axis = subplots(*args, **kwargs)
+        axes.append(axis)
+        return figure, axis
+
+    monkeypatch.setattr(reporting.plt, "subplots", recording)
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 6]])
+    reporting.plot_confusion(confusion, ["a", "b", "c"], tmp_path / "confusion.png", "title")
+    assert (tmp_path / "confusion.png").is_file()
+    # Rows are true classes: 3 of 4 a's predicted a; no b at all (its row stays 0); 2 of 8 c's predicted a.
+    np.testing.assert_allclose(axes[0].images[0].get_array(), [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0, 0.75]])
+    assert sorted(text.get_text() for text in axes[0].texts) == ["1", "2", "3", "6"]
+
+
+def test_summary_gives_the_best_epoch_the_scores_and_the_median_speed():
+    history = [{"epoch": 1, "val_acc": 0.5, "images_per_s": 10.0}, {"epoch": 2, "val_acc": 0.75, "images_per_s": 40.0},
+               {"epoch": 3, "val_acc": 0.625, "images_per_s": 100.0}]
+    confusion = np.array([[3, 1], [0, 2]])  # accuracy 5/6; F1 6/7 and 4/5, macro 0.8286
+    summary = training.summarize({"adam": {"confusion": confusion, "history": history}}, ["Red", "Black"], "test")
+    assert "| adam | 2 | 0.7500 | 0.8333 | 0.8286 | 40.0 |" in summary
+    assert "| Red | 0.857 |" in summary and "| Black | 0.800 |" in summary
+
+
+class Named(Dataset):
+    def __init__(self, names, labels, classes=("a", "b")):
+        self.names, self.labels, self.classes = names, np.asarray(labels, dtype=np.int64), list(classes)
+
+    def example_names(self):
+        return self.names
+
+
+def test_the_split_digest_tells_apart_where_the_splits_part_and_the_labels():
+    def digest(train, val, test=None):
+        return training.split_digest(training.Splits(Named(*train), Named(*val), test and Named(*test)))
+
+    same = digest((["p", "q"], [0, 1]), (["r"], [0]))
+    assert same == digest((["p", "q"], [0, 1]), (["r"], [0]))
+    assert same != digest((["p"], [0]), (["q", "r"], [1, 0]))  # a photo moved from training to validation
+    assert same != digest((["p", "q"], [0, 0]), (["r"], [0]))  # a photo relabelled
+    assert same != digest((["p", "q"], [0, 1]), ([], []), (["r"], [0]))  # validated before, tested now
+
+
+def test_resume_refuses_data_whose_classes_were_renamed(tmp_path):
+    """A class folder renamed keeps every photo's name and label, so the split digest alone cannot tell."""
+    args = argparse.Namespace(resume=False, out=tmp_path / "run", model="swin_mini", img_size=32)
+    before = training.Splits(Named(["p", "q"], [0, 1], ["Black", "Red"]), Named(["r"], [1], ["Black", "Red"]), None)
+    folder = training.output_folder(args, "folder", before)
+    args.resume = True
+    assert training.output_folder(args, "folder", before) == folder
+    after = training.Splits(*(Named(split.names, split.labels, ["Black", "Crimson"]) for split in before[:2]), None)
+    with pytest.raises(ValueError, match="other classes"):
+        training.output_folder(args, "folder", after)
+
+
+def test_the_cosine_schedule_warms_up_then_decays_over_every_epoch():
+    args = argparse.Namespace(schedule="cosine", epochs=4, warmup_epochs=0.3)
+    optimizer = optim.SGD([Parameter(np.zeros(1))], lr=1.0)
+    schedule = training.make_schedule(args, optimizer, steps_per_epoch=6)
+    # 24 steps in all; the warm-up round(0.3 * 6) = 2 steps, then a half cosine over the other 22.
+    expected = [step / 2 if step < 2 else 0.5 * (1 + np.cos(np.pi * (step - 2) / 22)) for step in range(25)]
+    rates = []
+    for _ in range(25):
+        rates.append(schedule.get_last_lr()[0])
+        schedule.step()
+    np.testing.assert_allclose(rates, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_stratified_split_holds_out_a_fraction_of_each_class():
     labels = np.repeat(np.arange(4), [10, 20, 2, 1])
     kept, held_out = stratified_split(labels, 0.1, seed=3)
@@ -97,6 +174,16 @@ def test_stratified_split_holds_out_a_fraction_of_each_class():
     np.testing.assert_array_equal(again[1], held_out)
     with pytest.raises(ValueError, match="fraction"):
         stratified_split(labels, 1.0)
+
+
+def test_stratified_split_rounds_each_class_count_and_draws_members_by_seed():
+    labels = np.repeat([0, 1], [7, 11])
+    # 0.25 * 7 = 1.75 and 0.25 * 11 = 2.75: rounded to 2 and 3, not truncated.
+    held_outs = [stratified_split(labels, 0.25, seed)[1] for seed in range(8)]
+    for held_out in held_outs:
+        np.testing.assert_array_equal(np.bincount(labels[held_out], minlength=2), [2, 3])
+    assert len({tuple(held_out.tolist()) for held_out in held_outs}) > 1  # which members: the seed's draw
+    assert set(np.concatenate(held_outs).tolist()) != set(held_outs[0].tolist())
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,8 +265,50 @@ def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
     run_dvm(TINY + ["--out", str(folder), "--resume", "--optimizers", "radam", "--max-steps", "4"])
     rows = [(row["optimizer"], row["epoch"]) for row in read_history(folder)]
     assert rows == [("adam", "1"), ("radam", "1"), ("radam", "2")]
+    # --max-steps counts the steps the run has already taken: 2 before, 2 more now.
+    assert [int(row["steps"]) for row in read_history(folder) if row["optimizer"] == "radam"] == [2, 2]
     summary = (folder / "summary.md").read_text()
     assert "| adam | 1 |" in summary and "| radam |" in summary  # the report still shows both
+
+
+def test_each_epoch_draws_a_new_order_and_a_set_smaller_than_a_batch_still_trains(tmp_path, monkeypatch):
+    orders = []
+
+    class Recording(DataLoader):
+        def batch_indices(self):
+            batches = super().batch_indices()
+            if self.shuffle:  # the training loader
+                orders.append((self.epoch, [index for batch in batches for index in batch.tolist()]))
+            return batches
+
+    monkeypatch.setattr(training, "DataLoader", Recording)
+    run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--out", str(tmp_path / "run")])
+    # 6 training images, fewer than a batch of 8: each epoch is one batch of all six, in an order of its own.
+    assert [epoch for epoch, _ in orders] == [1, 2]
+    assert all(sorted(order) == list(range(6)) for _, order in orders)
+    assert orders[0][1] != orders[1][1]
+
+
+def test_the_best_checkpoint_is_the_first_epoch_of_the_best_validation_accuracy(tmp_path, monkeypatch):
+    accuracies = iter([0.5, 0.75, 0.75])
+    monkeypatch.setattr(training, "scores", lambda labels, predictions, classes: {"acc": next(accuracies), "f1": 0.5})
+    evaluate, tested = training.evaluate, {}
+
+    def recording(model, loader, device, description):
+        if description == "sgd test":
+            tested.update({key: np.array(value) for key, value in model.state_dict().items()})
+        return evaluate(model, loader, device, description)
+
+    monkeypatch.setattr(training, "evaluate", recording)
+    folder = run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--epochs", "3",
+                             "--out", str(tmp_path / "run")])
+    best, last = (minigrad.load(folder / "sgd" / name) for name in ("best.npz", "last.npz"))
+    assert [row["epoch"] for row in best["history"]] == [1, 2]
+    assert [row["epoch"] for row in last["history"]] == [1, 2, 3]
+    # The test split scores the best model, not the last.
+    assert not all(np.array_equal(best["model"][key], last["model"][key]) for key in best["model"])
+    for key in best["model"]:
+        np.testing.assert_array_equal(tested[key], best["model"][key], err_msg=key)
 
 
 def test_max_steps_stops_each_optimizer(tmp_path):
@@ -257,6 +386,37 @@ def test_resume_refuses_a_setting_that_would_change_the_run(tmp_path, capsys):
     assert "--batch-size 16 (the run has 8), --seed 5 (the run has 3)" in message
 
 
+def test_resume_restores_paths_as_paths(tmp_path):
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    config = {"script": "dvm", "data": str(tmp_path / "DVM"), "pretrained": str(tmp_path / "weights.npz"),
+              "epochs": 3, "out": "elsewhere"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    argv = ["--resume", "--out", str(tmp_path)]
+    args = parser.parse_args(argv)
+    training.restore_settings(args, parser, training.given_options(parser, argv), "dvm")
+    assert args.data == tmp_path / "DVM" and args.pretrained == tmp_path / "weights.npz"
+    assert isinstance(args.data, Path) and isinstance(args.pretrained, Path)  # --pretrained calls .exists()
+    assert args.epochs == 3 and args.out == tmp_path  # --out is the session's
+
+
+def test_resume_leaves_the_sessions_settings_to_the_session(tmp_path):
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    config = {"script": "dvm", "device": "gpu", "workers": 0, "log_every": 1, "max_steps": 3, "seed": 4}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    defaults = parser.parse_args([])
+    for session in ([], ["--device", "cpu", "--workers", "2", "--log-every", "5", "--max-steps", "9"]):
+        argv = ["--resume", "--out", str(tmp_path)] + session
+        args = parser.parse_args(argv)
+        training.restore_settings(args, parser, training.given_options(parser, argv), "dvm")  # refuses none
+        assert args.seed == 4  # the run's
+        assert vars(args) == {**vars(parser.parse_args(argv)), "seed": 4}  # the rest: this session's
+        if not session:
+            assert (args.device, args.workers, args.log_every, args.max_steps) == \
+                (defaults.device, defaults.workers, defaults.log_every, defaults.max_steps)
+
+
 def test_resume_needs_an_earlier_run(tmp_path, capsys):
     message = usage_error(capsys, run_dvm, TINY + ["--resume", "--out", str(tmp_path / "nothing")])
     assert "config.json" in message
@@ -332,7 +492,8 @@ def test_gpu_without_cupy_says_what_to_install(capsys, monkeypatch):
 @pytest.mark.parametrize("option, value", [
     ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--max-steps", "0"), ("--optimizers", "adam adam"),
     ("--label-smoothing", "1.5"), ("--warmup-epochs", "-1"), ("--drop-path", "1"), ("--workers", "-1"),
-    ("--weight-decay", "-0.1"), ("--clip-grad", "-1")])
+    ("--weight-decay", "-0.1"), ("--clip-grad", "-1"), ("--lr", "0"), ("--log-every", "0"),
+    ("--label-smoothing", "-0.1"), ("--drop-path", "-0.1")])
 def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, option, value):
     message = usage_error(capsys, run_dvm, TINY + [option, *value.split(), "--out", str(tmp_path / "run")])
     assert option in message
@@ -414,6 +575,37 @@ def test_stanford_cars_needs_data(capsys):
 # The GPU path on the stand-in
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing):
+    """With a learning rate of 0 and no drop-path the model never changes, so an epoch's running mean
+    loss and accuracy must be those of the model on all its examples at once; 20 examples in batches
+    of 8, 8 and 4 tell a mean over examples from one over batches."""
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    args = parser.parse_args(TINY + ["--drop-path", "0", "--log-every", "1", "--label-smoothing", str(smoothing)])
+    data = SyntheticCarColours(20, 32, transform=eval_transform(32))
+    model = training.initial_model(args, data.classes)
+    optimizer = training.make_optimizer("sgd", model, 0.0, 0.0)
+    result = training.train_epoch(model, optimizer, training.make_schedule(args, optimizer, 3), DataLoader(data, 8),
+                                  args, "test", None)
+    images, labels = next(iter(DataLoader(data, 20)))
+    with minigrad.no_grad():
+        logits = model.eval()(minigrad.tensor(images)).data.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_sum_exp = np.log(np.exp(shifted).sum(axis=1))
+    losses = log_sum_exp - shifted[np.arange(20), labels]
+    # Label smoothing: the target puts 1 - s on the label and s spread evenly over all classes.
+    smoothed = (1 - smoothing) * losses + smoothing * (log_sum_exp - shifted.mean(axis=1))
+    correct = logits.argmax(axis=1) == labels
+    assert result["steps"] == 3
+    assert result["train_loss"] == pytest.approx(smoothed.mean(), rel=1e-5)
+    assert result["train_acc"] == correct.mean()
+    loss, seen, predictions = training.evaluate(model, DataLoader(data, 8), "cpu", "test")
+    assert loss == pytest.approx(losses.mean(), rel=1e-5)  # validation loss: never smoothed
+    np.testing.assert_array_equal(seen, labels)
+    np.testing.assert_array_equal(predictions, logits.argmax(axis=1))
+
+
 def test_a_training_epoch_reads_from_the_device_once_per_logging_interval(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
     parser = training.make_parser("test")
@@ -468,6 +660,23 @@ def test_predict_ranks_the_classes_of_saved_photos(tmp_path, capsys):
     assert [line.split(": ")[0] for line in lines] == [str(path) for path in sorted(paths)]
 
 
+def test_predict_reads_a_folders_photos_whatever_the_case_of_their_suffix(tmp_path):
+    for name in ["IMG_2040.JPG", "b.png", "c.Jpeg", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert predict.image_paths([tmp_path]) == [tmp_path / "IMG_2040.JPG", tmp_path / "b.png", tmp_path / "c.Jpeg"]
+
+
+def test_a_loaded_classifier_is_in_eval_mode_and_predicts_the_same_twice(tmp_path):
+    model = swin_mini(img_size=32, num_classes=3)
+    minigrad.save({"model": model.state_dict(), "classes": ["a", "b", "c"],
+                   "architecture": {"name": "swin_mini", "img_size": 32}}, tmp_path / "best.npz")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "car.png")
+    loaded, classes = predict.load_classifier(tmp_path / "best.npz", "cpu")
+    assert classes == ["a", "b", "c"] and not loaded.training
+    first, second = (predict.predict(loaded, classes, [tmp_path / "car.png"]) for _ in range(2))
+    assert first == second
+
+
 def test_predict_explains_bad_input(tmp_path, capsys):
     message = usage_error(capsys, predict.main, [str(tmp_path / "none.npz"), "car.jpg"])
     assert "no checkpoint" in message
@@ -513,6 +722,28 @@ def test_image_folder_explains_what_it_needs(tmp_path):
     write_class_folders(tmp_path, {"Red": 2})
     (tmp_path / "Blue").mkdir()
     with pytest.raises(ValueError, match="without images: Blue"):
+        image_folder(tmp_path, ToArray())
+
+
+def test_image_folder_lists_photos_in_sorted_order_and_skips_hidden_folders(tmp_path):
+    names = ["f.png", "b.png", "e.jpg", "a.png", "d.png", "c.png"]
+    nested = ["sub c/x.png", "sub a/z.png", "sub e/v.png", "sub b/y.png", "sub d/w.png"]
+    for name in names + nested + ["z.png"]:
+        path = tmp_path / ("Red" if name != "z.png" else "Black") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(path)
+    (tmp_path / ".thumbnails").mkdir()  # a hidden folder, say a viewer's cache, is no class
+    Image.new("RGB", (4, 4)).save(tmp_path / ".thumbnails" / "t.png")
+    photos = image_folder(tmp_path, ToArray())
+    assert photos.classes == ["Black", "Red"]
+    # The files of a folder in sorted order, then its subfolders in sorted order.
+    expected = ["z.png"] + sorted(names) + sorted(nested)
+    assert [Path(path).relative_to(tmp_path).as_posix().split("/", 1)[1] for path in photos.paths] == expected
+
+
+def test_image_folder_needs_two_classes(tmp_path):
+    write_class_folders(tmp_path, {"Red": 2})
+    with pytest.raises(ValueError, match="at least two class folders.*found 1 folders"):
         image_folder(tmp_path, ToArray())
 
 
