@@ -417,8 +417,8 @@ def test_a_whole_small_swin_matches_numpy():
     np.testing.assert_allclose(model(x).numpy(), swin_reference(model, x), rtol=1e-10, atol=1e-12)
 
 
-class DropEverySample(nn.Module):
-    """A drop-path stand-in whose draw dropped the branch of every sample."""
+class DropEverything(nn.Module):
+    """A dropout (or drop-path) stand-in whose draw dropped every element (or every sample's branch)."""
 
     def forward(self, x):
         return x * 0.0
@@ -429,16 +429,9 @@ def test_drop_path_covers_both_residual_branches():
     block = randomise(SwinTransformerBlock(dim=8, input_resolution=8, num_heads=2, window_size=4, shift_size=2,
                                            drop_path=0.5))
     assert isinstance(block.drop_path, nn.DropPath) and block.drop_path.p == 0.5
-    block.drop_path = DropEverySample()
+    block.drop_path = DropEverything()
     x = rng(14).standard_normal((2, 64, 8)).astype(np.float32)
     np.testing.assert_array_equal(block(Tensor(x)).numpy(), x)
-
-
-class DropEverything(nn.Module):
-    """A dropout stand-in whose draw dropped every element."""
-
-    def forward(self, x):
-        return x * 0.0
 
 
 def test_attention_dropout_acts_on_the_attention_weights():
