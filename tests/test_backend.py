@@ -73,12 +73,28 @@ def cuda_error(message):
     raise RuntimeError(message)
 
 
+class _WithoutCublas(np.ndarray):
+    """An array whose kernels run but whose matmul fails, as where NVRTC loads but cuBLAS does not."""
+
+    def __matmul__(self, other):
+        raise RuntimeError("libcublas.so.12: cannot open shared object file")
+
+
+def cupy_without_cublas() -> types.ModuleType:
+    module = cupy_like(1)
+    module.arange = lambda *args, **kwargs: np.arange(*args, **kwargs).view(_WithoutCublas)
+    return module
+
+
 @pytest.mark.parametrize("module, expected", [
     (cupy_like(1), None),
     (cupy_like(0), "CuPy found no GPU on this machine."),
     (cupy_like(2, RuntimeError("CuPy failed to load libnvrtc.so.12")),
      "CuPy found a GPU but cannot compute on it (RuntimeError: CuPy failed to load libnvrtc.so.12); "
      "its CUDA libraries (NVRTC, cuBLAS) are probably missing."),
+    (cupy_without_cublas(),
+     "CuPy found a GPU but cannot compute on it (RuntimeError: libcublas.so.12: cannot open shared object "
+     "file); its CUDA libraries (NVRTC, cuBLAS) are probably missing."),
 ])
 def test_gpu_problem_tries_a_computation_not_just_the_device_count(module, expected):
     assert backend._gpu_problem(module) == expected
@@ -141,6 +157,20 @@ def test_cpu_needs_nothing(no_gpu):
     assert backend.normalize_device(None) == backend.get_default_device() == "cpu"
 
 
+@pytest.mark.gpu
+def test_set_default_device_takes_any_spelling_and_is_the_default_everywhere(fake_gpu, monkeypatch):
+    monkeypatch.setattr(backend, "_default_device", "cpu")  # restored after the test
+    backend.set_default_device("CUDA")
+    assert backend.get_default_device() == "gpu"
+    assert backend.normalize_device(None) == "gpu"
+    assert backend.check_same_device([]) == "gpu"  # no array to ask: the default
+    with pytest.raises(ValueError, match="'tpu'"):
+        backend.set_default_device("tpu")
+    assert backend.get_default_device() == "gpu"
+    backend.set_default_device("CPU")
+    assert backend.get_default_device() == "cpu" and backend.check_same_device([]) == "cpu"
+
+
 # ---- array modules and transfers
 
 
@@ -185,6 +215,16 @@ def test_to_device_round_trip(device):
     assert backend.asnumpy(there)[0, 0] == 42.0
 
 
+def test_device_aliases_are_understood_by_every_function_that_takes_a_device(device):
+    alias = {"cpu": "CPU", "gpu": "cuda"}[device]
+    assert backend.array_module_for(alias) is backend.array_module_for(device)
+    array = backend.to_device(np.arange(3.0), alias)
+    assert backend.device_of(array) == device
+    back = backend.to_device(array, "CPU")
+    assert type(back) is np.ndarray
+    np.testing.assert_array_equal(back, np.arange(3.0))
+
+
 def test_to_device_takes_python_lists(device):
     array = backend.to_device([[1.0, 2.0]], device)
     assert backend.device_of(array) == device and array.shape == (1, 2)
@@ -216,6 +256,16 @@ def test_manual_seed_makes_samples_reproducible(sample, dtype, device):
     np.testing.assert_array_equal(second, again_second)
     assert not np.array_equal(first, second)  # the stream moves on
     assert not np.array_equal(first, other_first)
+
+
+def test_one_generator_per_device_whatever_its_name(device):
+    alias = {"cpu": "CPU", "gpu": "cuda"}[device]
+    minigrad.manual_seed(7)
+    first = backend.asnumpy(backend.random_uniform((3,), np.float64, device))
+    second = backend.asnumpy(backend.random_uniform((3,), np.float64, alias))
+    minigrad.manual_seed(7)
+    expected = backend.asnumpy(backend.random_uniform((6,), np.float64, device))
+    np.testing.assert_array_equal(np.concatenate([first, second]), expected)  # one stream, not two
 
 
 def test_manual_seed_leaves_the_gpu_alone_until_it_draws(monkeypatch):
@@ -256,6 +306,13 @@ def test_erf_matches_math_erf(device):
     expected = np.array([math.erf(v) for v in x])
     np.testing.assert_array_max_ulp(result, expected, maxulp=3 if real_cupy else 2)
     assert backend.erf(backend.to_device(np.float32([0.5]), device)).dtype == np.float32
+
+
+def test_erf_of_a_0d_array_is_a_0d_array_on_its_device(device):
+    result = backend.erf(backend.to_device(np.array(0.5), device))
+    assert not isinstance(result, np.generic) and result.shape == ()
+    assert backend.device_of(result) == device
+    assert abs(backend.asnumpy(result) - math.erf(0.5)) <= 2 * np.spacing(math.erf(0.5))
 
 
 def test_scatter_add_accumulates_repeated_indices(device):
@@ -303,6 +360,28 @@ def test_stand_in_refuses_host_arrays_in_numpy_functions(func, fake_gpu):
 
 
 @pytest.mark.gpu
+def test_stand_in_refuses_a_0d_host_array_but_takes_numpy_scalars(fake_gpu):
+    """CuPy takes Python and NumPy scalars in its kernels, but a NumPy array of any shape, a 0-d one
+    (what a host reduction of an array returns with keepdims or np.asarray) included, is refused."""
+    array = on_fake_gpu(np.ones(2))
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        array + np.array(2.0)
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        np.where(array > 0, array, np.array(0.0))
+    np.testing.assert_array_equal(backend.asnumpy(array * np.float64(2.0) + np.float32(1.0)), [3.0, 3.0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("write", [lambda g, h: np.add(g, g, out=h), lambda g, h: np.exp(g, out=h),
+                                   lambda g, h: np.concatenate([g[:1], g[1:]], out=h)])
+def test_stand_in_refuses_a_host_array_as_out(write, fake_gpu):
+    host = np.zeros(2)
+    with pytest.raises(TypeError):
+        write(on_fake_gpu(np.ones(2)), host)
+    np.testing.assert_array_equal(host, [0.0, 0.0])
+
+
+@pytest.mark.gpu
 def test_stand_in_refuses_host_index_arrays(fake_gpu):
     array = on_fake_gpu(np.arange(5.0))
     with pytest.raises(TypeError, match=UNSUPPORTED):
@@ -325,6 +404,23 @@ def test_stand_in_wraps_an_integer_array_index_out_of_range_as_cupy_does(fake_gp
     array[1, on_fake_gpu([6])] = -1.0
     backend.scatter_add(array, (on_fake_gpu([2, 2]), on_fake_gpu([0, 5])), on_fake_gpu([10.0, 10.0]))
     np.testing.assert_array_equal(backend.asnumpy(array), [[20, 1, 2, 3, 4], [5, -1, 7, 8, 9]])
+    unsigned = on_fake_gpu(np.array([7, 4], dtype=np.uint8))  # CuPy's take kernel wraps any integer type
+    np.testing.assert_array_equal(backend.asnumpy(array[0, unsigned]), [2, 4])
+
+
+@pytest.mark.gpu
+def test_stand_in_leaves_indices_it_cannot_place_on_an_axis_unwrapped(fake_gpu):
+    """With None, Ellipsis or a mask spanning two axes, the part's position is not its axis: taking
+    it modulo the wrong axis's length would pick the wrong entries of an index that is in range."""
+    values = np.arange(20.0).reshape(2, 2, 5)
+    array = on_fake_gpu(values)
+    np.testing.assert_array_equal(backend.asnumpy(array[..., on_fake_gpu([3])]), values[..., [3]])
+    np.testing.assert_array_equal(backend.asnumpy(array[None, on_fake_gpu([1]), :, on_fake_gpu([3])]),
+                                  values[None, [1], :, [3]])
+    mask = np.array([[True, False], [True, True]])
+    np.testing.assert_array_equal(backend.asnumpy(array[on_fake_gpu(mask), on_fake_gpu([3])]), values[mask, [3]])
+    rows = np.arange(10.0).reshape(5, 2)
+    np.testing.assert_array_equal(backend.asnumpy(on_fake_gpu(rows)[None, on_fake_gpu([3])]), rows[None, [3]])
 
 
 @pytest.mark.gpu
@@ -346,6 +442,37 @@ def test_stand_in_counts_each_read_to_the_host(read, fake_gpu):
     before = backend.transfer_count.count
     read(array)
     assert backend.transfer_count.count == before + 1
+
+
+@pytest.mark.gpu
+def test_stand_in_counts_a_read_as_an_index(fake_gpu):
+    position = on_fake_gpu(np.array(2))
+    before = backend.transfer_count.count
+    assert [10, 20, 30][position] == 30  # __index__, as CuPy's, copies the value to the host
+    assert backend.transfer_count.count == before + 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["asarray", "array", "ascontiguousarray"])
+def test_stand_in_counts_each_upload_of_host_data(name, fake_gpu):
+    upload = getattr(backend.array_module_for("gpu"), name)
+    before = backend.transfer_count.count
+    array = upload(np.arange(3.0))
+    assert type(array) is FakeGpuArray and backend.transfer_count.count == before + 1
+    np.testing.assert_array_equal(backend.asnumpy(upload(array)), [0.0, 1.0, 2.0])  # device to device
+    assert backend.transfer_count.count == before + 2  # the asnumpy only
+    assert type(upload([1.0, 2.0])) is FakeGpuArray and backend.transfer_count.count == before + 3
+
+
+@pytest.mark.gpu
+def test_stand_in_module_functions_refuse_host_arrays(fake_gpu):
+    """cupy.concatenate of NumPy arrays raises, it does not copy them over unannounced."""
+    xp = backend.array_module_for("gpu")
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        xp.concatenate([np.ones(2), np.ones(2)])
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        xp.stack([on_fake_gpu(np.ones(2)), np.ones(2)])
+    assert type(xp.concatenate([on_fake_gpu(np.ones(2)), xp.zeros(2)])) is FakeGpuArray
 
 
 @pytest.mark.gpu
