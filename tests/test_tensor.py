@@ -280,6 +280,23 @@ def test_mixing_devices_in_one_op_names_both():
         minigrad.tensor([1.0]) + minigrad.tensor([1.0], device="gpu")
 
 
+@pytest.mark.gpu
+@needs_gpu
+def test_backward_with_a_grad_on_another_device_names_both():
+    x = leaf([1.0, 2.0], "gpu")
+    for grad in (np.ones(2), minigrad.tensor(np.ones(2))):
+        with pytest.raises(RuntimeError, match="'cpu' and 'gpu'"):
+            (x * 2.0).backward(grad)
+
+
+def test_python_data_goes_to_the_default_device_arrays_stay_where_they_are(device, monkeypatch):
+    monkeypatch.setattr(backend, "_default_device", device)  # as set_default_device(device); restored after
+    for data in (2.5, 3, [1.0, 2.0], (1, 2)):
+        x = minigrad.tensor(data)
+        assert x.device == device and x.dtype == np.float32
+    assert minigrad.tensor(np.ones(2)).device == "cpu"
+
+
 def test_to_the_same_device_is_the_tensor_itself(device):
     x = minigrad.tensor([1.0], device=device)
     assert x.to(device) is x
