@@ -390,7 +390,8 @@ def assert_moments(samples, mean, std):
     assert abs(samples.std() - std) < 5 * std_error
 
 
-@pytest.mark.parametrize("mean, std, a, b", [(0.0, 1.0, -1.0, 2.0), (0.5, 2.0, 0.0, 1.0), (0.0, 0.02, -2.0, 2.0)])
+@pytest.mark.parametrize("mean, std, a, b", [(0.0, 1.0, -1.0, 2.0), (0.5, 2.0, 0.0, 1.0), (0.0, 0.02, -2.0, 2.0),
+                                        (0.0, 1.0, -10.0, 0.5)])  # cut on one side only
 def test_trunc_normal_has_the_truncated_normal_distribution(mean, std, a, b, device):
     tensor = minigrad.tensor(np.zeros((200, 500), dtype=np.float32), device=device)
     assert init.trunc_normal_(tensor, mean=mean, std=std, a=a, b=b) is tensor
@@ -411,6 +412,7 @@ def test_kaiming_uniform_bound(shape, fan_in, a, device):
     assert init.fan_in(shape) == fan_in
     tensor = minigrad.tensor(np.zeros(shape, dtype=np.float32), device=device)
     init.kaiming_uniform_(tensor, a=a)
+    assert tensor.dtype == np.float32 and tensor.device == device
     samples = host(tensor.data).astype(np.float64)
     bound = math.sqrt(3) * math.sqrt(2 / (1 + a * a)) / math.sqrt(fan_in)
     assert np.abs(samples).max() <= bound * (1 + 1e-7)
@@ -426,13 +428,14 @@ def test_fan_in_needs_two_dimensions():
 def test_normal(device):
     tensor = minigrad.tensor(np.zeros(100_000, dtype=np.float32), device=device)
     init.normal_(tensor, mean=1.5, std=0.5)
-    assert tensor.dtype == np.float32
+    assert tensor.dtype == np.float32 and tensor.device == device
     assert_moments(host(tensor.data).astype(np.float64), 1.5, 0.5)
 
 
 def test_uniform(device):
     tensor = minigrad.tensor(np.zeros(100_000, dtype=np.float64), device=device)
     init.uniform_(tensor, -1.0, 3.0)
+    assert tensor.dtype == np.float64 and tensor.device == device
     samples = host(tensor.data)
     assert samples.min() >= -1.0 and samples.max() < 3.0
     assert_moments(samples, 1.0, 4.0 / math.sqrt(12))
