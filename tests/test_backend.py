@@ -100,6 +100,22 @@ def test_gpu_problem_tries_a_computation_not_just_the_device_count(module, expec
     assert backend._gpu_problem(module) == expected
 
 
+def test_gpu_problem_asks_cupy_once_per_module():
+    module = cupy_like(1)
+    asked = []
+    module.cuda.runtime.getDeviceCount = lambda: asked.append(1) or 1
+    assert backend._gpu_problem(module) is None and backend._gpu_problem(module) is None
+    assert len(asked) == 1  # every op checks its device: a computation on the GPU each time would be slow
+
+
+def test_a_gpu_cupy_can_use_is_served_by_cupy_not_the_stand_in(monkeypatch):
+    working = cupy_like(1)
+    monkeypatch.delenv("MINIGRAD_FAKE_GPU", raising=False)
+    monkeypatch.setattr(backend, "cupy", working)
+    assert backend.is_gpu_available()
+    assert backend.array_module_for("gpu") is working
+
+
 def test_gpu_problem_reports_a_cuda_error_from_the_device_count():
     module = cupy_like(1)
     module.cuda.runtime.getDeviceCount = lambda: cuda_error("cudaErrorInsufficientDriver: driver too old")
@@ -353,6 +369,7 @@ def test_stand_in_refuses_to_mix_with_host_arrays(op, fake_gpu):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("func", [lambda g, h: np.concatenate([g, h]), lambda g, h: np.stack([h, g]),
+                                  lambda g, h: np.concatenate((g, h)),
                                   lambda g, h: np.where(g > 0, g, h), lambda g, h: np.matmul(g, h)])
 def test_stand_in_refuses_host_arrays_in_numpy_functions(func, fake_gpu):
     with pytest.raises(TypeError, match=UNSUPPORTED):
@@ -513,6 +530,25 @@ def test_stand_in_results_equal_numpys(compute, fake_gpu):
     result = compute(backend.get_array_module(array), array)
     assert type(result) is FakeGpuArray
     np.testing.assert_array_equal(backend.asnumpy(result), compute(np, values))
+
+
+@pytest.mark.gpu
+@pytest.mark.gpu
+def test_stand_in_results_made_of_several_arrays_live_on_the_device(fake_gpu):
+    values = np.array([[0.0, 2.5], [-1.5, 0.0]])
+    array = on_fake_gpu(values)
+    xp = backend.get_array_module(array)
+    for result, expected in [(xp.nonzero(array), np.nonzero(values)), (np.divmod(array, 2.0), np.divmod(values, 2.0)),
+                             (np.modf(array), np.modf(values))]:
+        assert type(result) is tuple and len(result) == len(expected)
+        for part, part_expected in zip(result, expected):
+            assert type(part) is FakeGpuArray
+            np.testing.assert_array_equal(backend.asnumpy(part), part_expected)
+
+
+@pytest.mark.gpu
+def test_stand_in_says_what_it_is_in_its_repr(fake_gpu):
+    assert repr(on_fake_gpu(np.array([1.0, 2.0]))) == "FakeGpuArray([1., 2.])"
 
 
 @pytest.mark.gpu
