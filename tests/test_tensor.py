@@ -239,6 +239,9 @@ def test_detach_cuts_the_graph(device):
     x = leaf([1.0, 2.0], device)
     d = x.detach()
     assert not d.requires_grad and d.is_leaf
+    d.data[0] = 5.0  # the same data, as torch's detach shares the storage
+    np.testing.assert_array_equal(host(x.data), [5.0, 2.0])
+    d.data[0] = 1.0
     np.testing.assert_array_equal(host(d.data), host(x.data))
     (d * x).sum().backward()
     np.testing.assert_array_equal(host(x.grad), [1.0, 2.0])  # only the path through x itself
@@ -308,6 +311,17 @@ def test_to_the_same_device_is_the_tensor_itself(device):
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_])
 def test_tensor_from_an_array_keeps_its_dtype(dtype, device):
     assert minigrad.tensor(np.zeros(3, dtype=dtype), device=device).dtype == dtype
+
+
+def test_tensor_from_a_tensor_keeps_its_device_and_dtype(device):
+    x = minigrad.tensor(np.array([1.0, 2.0], dtype=np.float32), device=device)
+    y = minigrad.tensor(x)
+    assert y.device == device and y.dtype == np.float32
+    y.data[0] = 5.0  # no copy: the same data, as the array it was made from
+    np.testing.assert_array_equal(host(x.data), [5.0, 2.0])
+    z = minigrad.tensor(x, device="cpu", dtype=np.float64)
+    assert type(z.data) is np.ndarray and z.dtype == np.float64
+    np.testing.assert_array_equal(z.data, [5.0, 2.0])
 
 
 @pytest.mark.parametrize("data", [3, 2.5, True, [1, 2], [[1.0, 2.0]], (1, 2)])
