@@ -322,8 +322,9 @@ def asnumpy(array: Any) -> numpy.ndarray:
 
 def host_copy(array: Any) -> numpy.ndarray:
     """A fresh host NumPy copy of ``array``, never sharing memory with it."""
-    host = asnumpy(array)
-    return host.copy() if host is array else host
+    if get_array_module(array) is numpy:  # asnumpy would give the array itself, or a view of a subclass
+        return numpy.array(array)  # a copy, as a plain ndarray
+    return asnumpy(array)  # a copy from the device
 
 
 def to_device(array: Any, device: str | None):

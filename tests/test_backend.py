@@ -219,6 +219,17 @@ def test_host_copy_never_shares_memory(make, device):
     assert (backend.asnumpy(array) != -1.0).all()
 
 
+def test_host_copy_of_an_ndarray_subclass_never_shares_memory(tmp_path):
+    """np.asarray of a subclass (a memory-mapped file here) is a new object that still shares the
+    file's memory: it is no copy."""
+    mapped = np.memmap(tmp_path / "values.dat", dtype=np.float64, mode="w+", shape=(3,))
+    mapped[:] = [1.0, 2.0, 3.0]
+    copy = backend.host_copy(mapped)
+    assert type(copy) is np.ndarray and not np.shares_memory(copy, mapped)
+    copy[...] = -1.0
+    np.testing.assert_array_equal(mapped, [1.0, 2.0, 3.0])
+
+
 def test_to_device_round_trip(device):
     values = np.arange(6, dtype=np.float32).reshape(2, 3)
     there = backend.to_device(values, device)
