@@ -357,6 +357,14 @@ def test_numpy_scalars_act_as_the_numbers_they_are(scalar, device):
     np.testing.assert_allclose(backend.asnumpy(x.grad), [0.0, 2.0 - 2.0 / 9.0], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("scalar", [np.int64(3), np.int32(3), np.uint8(3)], ids=repr)
+def test_numpy_integers_keep_an_integer_tensor_integer(scalar, device):
+    x = minigrad.tensor(np.array([1, -2], dtype=np.int64), device=device)
+    for y in (x * scalar, scalar + x):
+        assert y.dtype == np.int64 and y.device == device
+    np.testing.assert_array_equal(host((x * scalar).data), [3, -6])
+
+
 def test_full_reduction_keeps_float64(device):
     # NumPy's full reductions return np.float64, a subclass of Python's float: not a Python number.
     x = leaf([0.1, 0.2, 0.3], device)
