@@ -251,6 +251,24 @@ class _FakeCupyRandomState(_HostRandomState):
         return _to_fake(super().standard_normal(size, dtype))
 
 
+class _FakeUfunc:
+    """Plays a CuPy ufunc reached through the module (``xp.exp``, ``xp.add.at``): NumPy arrays are
+    refused and results live on the device, also when no stand-in array is among the arguments
+    (with one, NumPy hands the call to ``FakeGpuArray.__array_ufunc__`` anyway)."""
+
+    def __init__(self, ufunc: numpy.ufunc, method: str = "__call__") -> None:
+        self._ufunc, self._method = ufunc, method
+
+    def __call__(self, *args, **kwargs):
+        _refuse_host_arrays(args)
+        _refuse_host_arrays((kwargs.get("out"),))
+        return _to_fake(getattr(self._ufunc, self._method)(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._ufunc, name)
+        return _FakeUfunc(self._ufunc, name) if name in ("reduce", "accumulate", "outer", "at") else attribute
+
+
 class _FakeCupyModule(types.ModuleType):
     """Plays the ``cupy`` module: NumPy's functions, returning stand-in GPU arrays.
 
@@ -264,8 +282,10 @@ class _FakeCupyModule(types.ModuleType):
 
     def __getattr__(self, name: str):
         attribute = getattr(numpy, name)
-        if isinstance(attribute, (type, numpy.ufunc, types.ModuleType)) or not callable(attribute):
-            return attribute  # dtypes, ufuncs (dispatched by FakeGpuArray), constants
+        if isinstance(attribute, numpy.ufunc):
+            return _FakeUfunc(attribute)
+        if isinstance(attribute, (type, types.ModuleType)) or not callable(attribute):
+            return attribute  # dtypes, constants
         upload = name in self._UPLOADS
 
         def on_fake_gpu(*args, **kwargs):

@@ -504,6 +504,21 @@ def test_stand_in_module_functions_refuse_host_arrays(fake_gpu):
 
 
 @pytest.mark.gpu
+def test_stand_in_module_ufuncs_refuse_host_arrays(fake_gpu):
+    """cupy.exp(numpy_array) raises, with no device array in the call to hand it to the stand-in."""
+    xp = backend.array_module_for("gpu")
+    host, device = np.ones(3), on_fake_gpu(np.ones(3))
+    for call in (lambda: xp.exp(host), lambda: xp.add(host, 1.0), lambda: xp.add.at(host, [0, 0], 1.0),
+                 lambda: xp.add.reduce(host), lambda: xp.exp(device, out=host)):
+        with pytest.raises(TypeError, match=UNSUPPORTED):
+            call()
+    assert type(xp.exp(2.0)) is FakeGpuArray and xp.exp(2.0).ndim == 0  # numbers in, a device array out
+    xp.add.at(device, on_fake_gpu(np.array([0, 0])), 1.0)
+    np.testing.assert_array_equal(backend.asnumpy(device), [3.0, 1.0, 1.0])
+    assert type(xp.maximum.reduce(device)) is FakeGpuArray and xp.exp.nin == 1
+
+
+@pytest.mark.gpu
 def test_stand_in_counts_uploads_once(fake_gpu):
     before = backend.transfer_count.count
     array = backend.to_device(np.arange(4.0), "gpu")
