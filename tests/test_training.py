@@ -323,6 +323,30 @@ def test_ctrl_c_says_how_to_resume_and_resuming_repeats_the_uninterrupted_run(tm
         np.testing.assert_array_equal(resumed["model"][key], expected["model"][key], err_msg=key)
 
 
+def test_ctrl_c_while_an_epoch_is_saved_loses_neither_its_best_checkpoint_nor_its_history(tmp_path, monkeypatch):
+    """--resume goes on after the epoch in last.npz: by the time that is written, the epoch's best.npz
+    and history.csv row must be written too, or a Ctrl-C between them loses them for good."""
+    accuracies = iter([0.5, 0.75, 0.75])  # epoch 2 is the best; the resumed run draws the third if it retrains it
+    monkeypatch.setattr(training, "scores", lambda labels, predictions, classes: {"acc": next(accuracies), "f1": 0.5})
+    save = minigrad.save
+
+    def interrupted_at_epoch_2s_best(state, path):
+        if Path(path).name == "best.npz" and len(state["history"]) == 2:
+            raise KeyboardInterrupt
+        save(state, path)
+
+    monkeypatch.setattr(training.minigrad, "save", interrupted_at_epoch_2s_best)
+    folder = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--out", str(folder)])
+    assert stop.value.code == 130
+    monkeypatch.setattr(training.minigrad, "save", save)
+    run_dvm(["--resume", "--out", str(folder), "--workers", "0"])
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "best.npz")["history"]] == [1, 2]
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "last.npz")["history"]] == [1, 2]
+    assert [(row["optimizer"], row["epoch"]) for row in read_history(folder)] == [("sgd", "1"), ("sgd", "2")]
+
+
 def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "2"])
     run_dvm(TINY + ["--out", str(folder), "--resume", "--optimizers", "radam", "--max-steps", "4"])
