@@ -393,11 +393,13 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "history": history, "classes": list(data.train.classes),
                  "architecture": {"name": args.model, "img_size": args.img_size}}
-        minigrad.save(state, checkpoints / "last.npz")
         if row["val_acc"] > max((earlier["val_acc"] for earlier in history[:-1]), default=-1.0):
             minigrad.save(state, checkpoints / "best.npz")
         write_history(optimizer_name, history, folder / "history.csv")
         plot_curves(histories, folder / "curves.png")
+        # last.npz last: --resume goes on after the epoch it holds, so by then the epoch's best.npz and
+        # history rows must be written; a Ctrl-C before it makes --resume train the epoch again.
+        minigrad.save(state, checkpoints / "last.npz")
         say(f"{optimizer_name} epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
             f"val loss {val_loss:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_f1']:.3f} | "
             f"{row['images_per_s']:.1f} img/s")

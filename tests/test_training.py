@@ -18,9 +18,10 @@ from datasets import (DataLoader, Dataset, ImageFiles, SyntheticCarColours, ToAr
                       stratified_split, train_transform)
 from minigrad import backend
 from minigrad.nn import Parameter
-from swin import swin_mini
+from swin import VARIANTS, swin_mini
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import benchmark  # noqa: E402
 import predict  # noqa: E402
 import reporting  # noqa: E402
 import train_dvm  # noqa: E402
@@ -110,6 +111,54 @@ def test_the_confusion_plot_colours_each_cell_by_its_share_of_the_true_class(tmp
     # Rows are true classes: 3 of 4 a's predicted a; no b at all (its row stays 0); 2 of 8 c's predicted a.
     np.testing.assert_allclose(axes[0].images[0].get_array(), [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0, 0.75]])
     assert sorted(text.get_text() for text in axes[0].texts) == ["1", "2", "3", "6"]
+    # Counts on a dark cell (over half of the true class) are written in white, the others in black.
+    colours = {text.get_text(): text.get_color() for text in axes[0].texts}
+    assert colours == {"3": "white", "1": "black", "2": "black", "6": "white"}
+
+
+def test_the_confusion_plot_of_more_than_30_classes_draws_only_the_colours(tmp_path, monkeypatch):
+    axes, subplots = [], reporting.plt.subplots
+
+    def recording(*args, **kwargs):
+        figure, axis = subplots(*args, **kwargs)
+        axes.append(axis)
+        return figure, axis
+
+    monkeypatch.setattr(reporting.plt, "subplots", recording)
+    for count in (30, 31):
+        reporting.plot_confusion(np.eye(count, dtype=np.int64), [f"c{i}" for i in range(count)],
+                                 tmp_path / f"{count}.png", "title")
+    assert len(axes[0].texts) == 30 and len(axes[0].get_xticklabels()) == 30
+    assert len(axes[1].texts) == 0 and axes[1].images[0].get_array().shape == (31, 31)
+
+
+def test_the_curves_draw_each_optimizers_columns_in_a_colour_of_its_own(tmp_path, monkeypatch):
+    axes, subplots = [], reporting.plt.subplots
+
+    def recording(*args, **kwargs):
+        figure, panels = subplots(*args, **kwargs)
+        axes.extend(panels)
+        return figure, panels
+
+    monkeypatch.setattr(reporting.plt, "subplots", recording)
+    histories = {
+        "adam": [{"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "train_acc": 0.1, "val_acc": 0.2, "val_f1": 0.15},
+                 {"epoch": 2, "train_loss": 1.5, "val_loss": 2.25, "train_acc": 0.3, "val_acc": 0.4, "val_f1": 0.35}],
+        "radam": [{"epoch": 1, "train_loss": 2.1, "val_loss": 2.6, "train_acc": 0.12, "val_acc": 0.22,
+                   "val_f1": 0.17}]}
+    reporting.plot_curves(histories, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").is_file()
+    loss, acc, f1 = axes
+    drawn = {axis.get_title(): {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()),
+                                                   line.get_linestyle(), line.get_color())
+                                for line in axis.get_lines()} for axis in axes}
+    assert drawn["loss"] == {"adam train": ([1, 2], [2.0, 1.5], "-", "C0"),
+                             "adam validation": ([1, 2], [2.5, 2.25], "--", "C0"),
+                             "radam train": ([1], [2.1], "-", "C1"),
+                             "radam validation": ([1], [2.6], "--", "C1")}
+    assert drawn["accuracy"]["adam train"][1] == [0.1, 0.3] and drawn["accuracy"]["adam validation"][1] == [0.2, 0.4]
+    assert drawn["validation macro-F1"] == {"adam validation": ([1, 2], [0.15, 0.35], "--", "C0"),
+                                            "radam validation": ([1], [0.17], "--", "C1")}
 
 
 def test_summary_gives_the_best_epoch_the_scores_and_the_median_speed():
@@ -119,6 +168,19 @@ def test_summary_gives_the_best_epoch_the_scores_and_the_median_speed():
     summary = training.summarize({"adam": {"confusion": confusion, "history": history}}, ["Red", "Black"], "test")
     assert "| adam | 2 | 0.7500 | 0.8333 | 0.8286 | 40.0 |" in summary
     assert "| Red | 0.857 |" in summary and "| Black | 0.800 |" in summary
+
+
+def test_summary_gives_each_optimizer_its_column_and_the_first_epoch_of_a_tie():
+    tied = [{"epoch": 1, "val_acc": 0.5, "images_per_s": 10.0}, {"epoch": 2, "val_acc": 0.75, "images_per_s": 10.0},
+            {"epoch": 3, "val_acc": 0.75, "images_per_s": 10.0}]
+    results = {"adam": {"confusion": np.array([[3, 1], [0, 2]]), "history": tied},  # F1 6/7 and 4/5
+               "sgd": {"confusion": np.array([[0, 4], [0, 2]]), "history": tied[:1]}}  # F1 0 and 4/8
+    summary = training.summarize(results, ["Red", "Black"], "validation")
+    # The best checkpoint keeps the first epoch of a tie: the summary names that one.
+    assert "| adam | 2 | 0.7500 | 0.8333 | 0.8286 | 10.0 |" in summary
+    assert "| sgd | 1 | 0.5000 | 0.3333 | 0.2500 | 10.0 |" in summary
+    assert "| class | adam | sgd |" in summary and "validation accuracy" in summary
+    assert "| Red | 0.857 | 0.000 |" in summary and "| Black | 0.800 | 0.500 |" in summary
 
 
 class Named(Dataset):
@@ -251,13 +313,38 @@ def test_ctrl_c_says_how_to_resume_and_resuming_repeats_the_uninterrupted_run(tm
     with pytest.raises(SystemExit) as stop:
         run_dvm(TINY + ["--out", str(folder), "--optimizers", "adam"])
     assert stop.value.code == 130
-    assert f"interrupted. Every finished epoch is saved in {folder}" in capsys.readouterr().err
+    assert f"interrupted. Every finished epoch is saved in {folder}; to go on, run the same command with " \
+           f"--resume --out {folder}" in capsys.readouterr().err
     assert [row["epoch"] for row in minigrad.load(folder / "adam" / "last.npz")["history"]] == [1]
     monkeypatch.setattr(training, "train_epoch", train_epoch)
     run_dvm(TINY + ["--out", str(folder), "--optimizers", "adam", "--resume"])
     expected, resumed = (minigrad.load(run / "adam" / "last.npz") for run in (straight, folder))
     for key in expected["model"]:
         np.testing.assert_array_equal(resumed["model"][key], expected["model"][key], err_msg=key)
+
+
+def test_ctrl_c_while_an_epoch_is_saved_loses_neither_its_best_checkpoint_nor_its_history(tmp_path, monkeypatch):
+    """--resume goes on after the epoch in last.npz: by the time that is written, the epoch's best.npz
+    and history.csv row must be written too, or a Ctrl-C between them loses them for good."""
+    accuracies = iter([0.5, 0.75, 0.75])  # epoch 2 is the best; the resumed run draws the third if it retrains it
+    monkeypatch.setattr(training, "scores", lambda labels, predictions, classes: {"acc": next(accuracies), "f1": 0.5})
+    save = minigrad.save
+
+    def interrupted_at_epoch_2s_best(state, path):
+        if Path(path).name == "best.npz" and len(state["history"]) == 2:
+            raise KeyboardInterrupt
+        save(state, path)
+
+    monkeypatch.setattr(training.minigrad, "save", interrupted_at_epoch_2s_best)
+    folder = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--out", str(folder)])
+    assert stop.value.code == 130
+    monkeypatch.setattr(training.minigrad, "save", save)
+    run_dvm(["--resume", "--out", str(folder), "--workers", "0"])
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "best.npz")["history"]] == [1, 2]
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "last.npz")["history"]] == [1, 2]
+    assert [(row["optimizer"], row["epoch"]) for row in read_history(folder)] == [("sgd", "1"), ("sgd", "2")]
 
 
 def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
@@ -287,6 +374,11 @@ def test_each_epoch_draws_a_new_order_and_a_set_smaller_than_a_batch_still_train
     assert [epoch for epoch, _ in orders] == [1, 2]
     assert all(sorted(order) == list(range(6)) for _, order in orders)
     assert orders[0][1] != orders[1][1]
+    # The order is drawn from --seed too. (--synthetic-size 6 with another seed: the same six labels,
+    # shuffled otherwise, so only the order may tell the runs apart.)
+    run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--epochs", "1", "--seed", "1",
+                    "--out", str(tmp_path / "seed 1")])
+    assert orders[2][0] == 1 and orders[2][1] != orders[0][1]
 
 
 def test_the_best_checkpoint_is_the_first_epoch_of_the_best_validation_accuracy(tmp_path, monkeypatch):
@@ -323,6 +415,75 @@ def test_runs_without_out_take_the_next_free_folder(tmp_path, monkeypatch):
     argv = TINY + ["--epochs", "1", "--max-steps", "1", "--optimizers", "adam"]
     assert run_dvm(argv) == Path("runs/dvm")
     assert run_dvm(argv) == Path("runs/dvm-2")
+
+
+def test_an_empty_out_folder_is_the_runs(tmp_path):
+    (tmp_path / "run").mkdir()  # made beforehand, say for a log file to come
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--max-steps", "1", "--optimizers", "sgd"])
+    assert folder == tmp_path / "run" and (folder / "sgd" / "last.npz").is_file()
+
+
+def interrupt_in_epoch(epoch: int, monkeypatch) -> None:
+    """Make training raise KeyboardInterrupt (Ctrl-C) as the given epoch starts."""
+    train_epoch, calls = training.train_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", interrupted)
+
+
+def test_resuming_a_cosine_schedule_goes_on_where_its_rate_was(tmp_path, monkeypatch):
+    settings = TINY + ["--optimizers", "adam", "--schedule", "cosine"]
+    straight = run_dvm(settings + ["--out", str(tmp_path / "straight")])
+    interrupt_in_epoch(2, monkeypatch)
+    with pytest.raises(SystemExit):
+        run_dvm(settings + ["--out", str(tmp_path / "interrupted")])
+    monkeypatch.undo()
+    run_dvm(["--resume", "--out", str(tmp_path / "interrupted"), "--workers", "0"])
+    expected, resumed = (minigrad.load(run / "adam" / "last.npz") for run in (straight, tmp_path / "interrupted"))
+    # 44 images in batches of 8: 5 steps an epoch, 10 in all; epoch 2 starts half-way down the cosine.
+    for history in (expected["history"], resumed["history"]):
+        assert [row["lr"] for row in history] == pytest.approx([5e-4, 5e-4 * 0.5 * (1 + np.cos(np.pi * 5 / 10))])
+    for key in expected["model"]:
+        np.testing.assert_array_equal(resumed["model"][key], expected["model"][key], err_msg=key)
+
+
+def test_drop_path_draws_are_new_each_epoch_alike_for_every_optimizer_and_follow_the_seed(tmp_path, monkeypatch):
+    draws, current = {}, []
+    random_uniform, train_epoch = backend.random_uniform, training.train_epoch
+
+    def recording_uniform(shape, dtype, device):
+        values = random_uniform(shape, dtype, device)
+        if current:
+            draws.setdefault(current[-1], []).append(np.array(backend.asnumpy(values)))
+        return values
+
+    def labelled(model, optimizer, schedule, loader, args, description, max_steps):
+        current.append((args.seed, description))
+        try:
+            return train_epoch(model, optimizer, schedule, loader, args, description, max_steps)
+        finally:
+            current.pop()
+
+    monkeypatch.setattr(backend, "random_uniform", recording_uniform)
+    monkeypatch.setattr(training, "train_epoch", labelled)
+    for seed in ("0", "1"):
+        run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "adam", "--seed", seed,
+                        "--out", str(tmp_path / seed)])
+
+    def same(one, other):
+        return len(one) == len(other) and all(np.array_equal(a, b) for a, b in zip(one, other))
+
+    assert draws[(0, "sgd epoch 1/2")]  # swin_mini drops paths (rate 0.1)
+    assert same(draws[(0, "sgd epoch 1/2")], draws[(0, "adam epoch 1/2")])
+    assert same(draws[(0, "sgd epoch 2/2")], draws[(0, "adam epoch 2/2")])
+    assert not same(draws[(0, "sgd epoch 1/2")], draws[(0, "sgd epoch 2/2")])
+    assert not same(draws[(0, "sgd epoch 1/2")], draws[(1, "sgd epoch 1/2")])
+    assert not same(draws[(0, "sgd epoch 2/2")], draws[(1, "sgd epoch 2/2")])
 
 
 @pytest.mark.gpu
@@ -374,6 +535,9 @@ def test_resume_goes_on_with_the_settings_the_run_started_with(tmp_path):
 
 def test_max_steps_is_the_sessions_own_so_a_smoke_run_can_go_on(tmp_path, capsys):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--optimizers", "adam", "--max-steps", "2"])
+    run_dvm(["--resume", "--out", str(folder), "--workers", "0", "--max-steps", "2"])  # the same cap: no step left
+    assert "adam: the 2 steps of --max-steps are done; pass a larger one to go on" in capsys.readouterr().out
+    assert [row["epoch"] for row in read_history(folder)] == ["1"]
     run_dvm(["--resume", "--out", str(folder), "--workers", "0"])  # the run's --epochs 2, no cap now
     assert [row["epoch"] for row in read_history(folder)] == ["1", "2"]
     run_dvm(["--resume", "--out", str(folder), "--workers", "0"])
@@ -447,6 +611,36 @@ def test_pretrained_weights_of_another_shape_are_named(tmp_path, capsys):
     assert "usage:" not in message  # the arguments were fine: only the problem is shown
 
 
+def loads_alike(split, index: int = 0) -> bool:
+    """Whether an example comes out the same from two random generators (no augmentation)."""
+    first, second = (split.load(index, np.random.default_rng(seed))[0] for seed in (1, 2))
+    return np.array_equal(first, second)
+
+
+def test_the_synthetic_set_holds_out_a_quarter_each_unaugmented_drawn_from_the_seed():
+    train, val, test = train_dvm.load_data(argparse.Namespace(data=None, img_size=32, synthetic_size=44, seed=0))
+    assert (len(train), len(val), len(test)) == (44, 11, 11)
+    assert not loads_alike(train) and loads_alike(val) and loads_alike(test)
+    other = train_dvm.load_data(argparse.Namespace(data=None, img_size=32, synthetic_size=44, seed=1))
+    assert not np.array_equal(other.val.load(0, None)[0], val.load(0, None)[0])
+
+
+def test_the_dvm_scripts_options_reach_the_loader(tmp_path):
+    write_tree(tmp_path / "DVM" / "resized_DVM", adverts={"Black": 30, "White": 20})
+    write_tree(tmp_path / "DVM" / "confirmed_fronts", adverts={"Black": 3, "White": 2}, fronts=True, first_seq=100)
+
+    def load(**options):
+        settings = dict(data=tmp_path / "DVM", img_size=32, seed=0, colours=2, images="all", max_per_class=None,
+                        viewpoints=None)
+        return train_dvm.load_data(argparse.Namespace(**{**settings, **options}))
+
+    everything = load()
+    assert sum(map(len, everything)) == 2 * 50  # two photos an advert
+    assert sum(map(len, load(images="fronts"))) == 2 * 5
+    assert all(np.bincount(split.labels, minlength=2).max() <= 3 for split in load(max_per_class=3))
+    assert load(seed=1).val.example_names() != everything.val.example_names()  # adverts split by seed
+
+
 def test_the_dvm_script_trains_on_the_real_layout_with_chosen_viewpoints(tmp_path, capsys):
     write_tree(tmp_path / "DVM" / "resized_DVM", adverts={"Black": 20, "White": 16, "Blue": 12, "Red": 4})
     names = sorted(path.name for path in (tmp_path / "DVM").rglob("*.jpg"))
@@ -500,6 +694,32 @@ def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_settings_at_the_ends_of_their_ranges_are_accepted():
+    parser = training.make_parser("test")
+    for argv in (["--label-smoothing", "1", "--drop-path", "0", "--weight-decay", "0", "--clip-grad", "0",
+                  "--warmup-epochs", "0", "--workers", "0", "--epochs", "1", "--batch-size", "1", "--log-every", "1",
+                  "--max-steps", "1"],
+                 ["--label-smoothing", "0", "--drop-path", "0.999"]):
+        training.check_settings(parser.parse_args(argv))  # raises nothing
+
+
+def test_the_default_model_is_swin_mini_on_the_synthetic_set_and_swin_t_on_real_data(tmp_path, capsys):
+    parser = training.make_parser("test")
+    train_dvm.add_data_arguments(parser)
+    seen = []
+
+    def load_data(args):
+        seen.append((args.model, args.img_size))
+        raise ValueError("no data in this test")
+
+    for argv in ([], ["--data", str(tmp_path)], ["--model", "swin_t", "--img-size", "384"], ["--model", "swin_b"]):
+        with pytest.raises(SystemExit):
+            training.main(parser, load_data, "dvm", argv)
+    # The image size is the variant's: 64 px for swin_mini, 224 for the others.
+    assert seen == [("swin_mini", 64), ("swin_t", 224), ("swin_t", 384), ("swin_b", 224)]
+    assert "no data in this test" in capsys.readouterr().err
+
+
 def test_a_loss_that_becomes_nan_stops_the_run_with_what_to_check(tmp_path, capsys, monkeypatch):
     cross_entropy = training.F.cross_entropy
     monkeypatch.setattr(training.F, "cross_entropy", lambda *args, **kwargs: cross_entropy(*args, **kwargs) * np.nan)
@@ -509,6 +729,29 @@ def test_a_loss_that_becomes_nan_stops_the_run_with_what_to_check(tmp_path, caps
     message = capsys.readouterr().err
     assert "the training loss became nan within the first 2 steps of adam epoch 1/2" in message
     assert "Lower --lr" in message and f"The epochs before it are saved in {tmp_path / 'run'}" in message
+
+
+def test_a_loss_that_becomes_nan_between_progress_updates_stops_the_run_at_the_epochs_end(tmp_path, capsys,
+                                                                                        monkeypatch):
+    cross_entropy = training.F.cross_entropy
+    monkeypatch.setattr(training.F, "cross_entropy", lambda *args, **kwargs: cross_entropy(*args, **kwargs) * np.nan)
+    with pytest.raises(SystemExit) as stop:
+        run_dvm(TINY + ["--out", str(tmp_path / "run"), "--log-every", "100"])  # 5 steps an epoch
+    assert stop.value.code == 1
+    message = capsys.readouterr().err
+    assert "the training loss became nan within the first 5 steps of adam epoch 1/2" in message
+    assert "a new run with other settings starts over from the same initial weights" in message
+    assert not (tmp_path / "run" / "adam" / "last.npz").exists()  # nothing after that step is kept
+
+
+def test_a_damaged_checkpoint_met_on_resume_is_named_with_the_way_to_go_on(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--optimizers", "sgd", "--max-steps", "1"])
+    (folder / "sgd" / "last.npz").write_bytes(b"cut short")
+    with pytest.raises(SystemExit) as stop:
+        run_dvm(["--resume", "--out", str(folder), "--workers", "0"])
+    assert stop.value.code == 1
+    message = capsys.readouterr().err
+    assert f"{folder / 'sgd' / 'last.npz'} is damaged" in message and f"--resume --out {folder} goes on" in message
 
 
 def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
@@ -559,6 +802,28 @@ def test_stanford_cars_run_scores_on_the_test_split(tmp_path):
     assert "test accuracy" in summary and NAMES[2] in summary
 
 
+def test_stanford_cars_holds_out_unaugmented_validation_by_seed_and_crops_unless_told_not_to(tmp_path):
+    train = [(5, 4, 24, 20, 1 + i % 3, f"{i + 1:05d}.jpg") for i in range(30)]  # ten of each class, boxed
+    make_cars(tmp_path / "cars", train=train, test_labels=None)
+
+    def load(**options):
+        settings = dict(data=tmp_path / "cars", img_size=16, seed=0, val_fraction=0.2, no_crop=False)
+        return train_stanford_cars.load_data(argparse.Namespace(**{**settings, **options}))
+
+    cropped = load()
+    assert cropped.test is None  # no test labels: scored on the validation split
+    assert (len(cropped.train), len(cropped.val)) == (24, 6)
+    assert not loads_alike(cropped.train) and loads_alike(cropped.val)
+    assert load(seed=1).val.example_names() != cropped.val.example_names()
+    whole = load(no_crop=True)
+    image = Image.open(tmp_path / "cars" / "cars_train" / "00001.jpg")
+    rng = np.random.default_rng(0)
+    box = whole.val.dataset.paths.index(str(tmp_path / "cars" / "cars_train" / "00001.jpg"))
+    np.testing.assert_allclose(whole.val.dataset.load(box, rng)[0], eval_transform(16)(image.convert("RGB"), rng),
+                               atol=1e-6)
+    assert not np.allclose(cropped.val.dataset.load(box, rng)[0], whole.val.dataset.load(box, rng)[0], atol=0.1)
+
+
 def test_an_empty_validation_split_is_refused(tmp_path, capsys):
     make_cars(tmp_path / "cars")  # one image per class: nothing to hold out
     message = usage_error(capsys, run_cars, ["--data", str(tmp_path / "cars"), "--img-size", "32",
@@ -576,7 +841,7 @@ def test_stanford_cars_needs_data(capsys):
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing):
+def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing, monkeypatch):
     """With a learning rate of 0 and no drop-path the model never changes, so an epoch's running mean
     loss and accuracy must be those of the model on all its examples at once; 20 examples in batches
     of 8, 8 and 4 tell a mean over examples from one over batches."""
@@ -586,6 +851,14 @@ def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing):
     data = SyntheticCarColours(20, 32, transform=eval_transform(32))
     model = training.initial_model(args, data.classes)
     optimizer = training.make_optimizer("sgd", model, 0.0, 0.0)
+    postfixes = []
+
+    class Recording(training.tqdm):
+        def set_postfix(self, **kwargs):
+            postfixes.append(kwargs)
+            super().set_postfix(**kwargs)
+
+    monkeypatch.setattr(training, "tqdm", Recording)
     result = training.train_epoch(model, optimizer, training.make_schedule(args, optimizer, 3), DataLoader(data, 8),
                                   args, "test", None)
     images, labels = next(iter(DataLoader(data, 20)))
@@ -600,9 +873,28 @@ def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing):
     assert result["steps"] == 3
     assert result["train_loss"] == pytest.approx(smoothed.mean(), rel=1e-5)
     assert result["train_acc"] == correct.mean()
+    assert result["images_per_s"] == pytest.approx(20 / result["seconds"])
+    # The progress bar (--log-every 1) shows the running means over the examples seen so far.
+    assert len(postfixes) == 3
+    for postfix, seen in zip(postfixes, (8, 16, 20)):
+        assert float(postfix["loss"]) == pytest.approx(smoothed[:seen].mean(), abs=1e-4)
+        assert float(postfix["acc"]) == pytest.approx(correct[:seen].mean(), abs=1e-3)
     loss, seen, predictions = training.evaluate(model, DataLoader(data, 8), "cpu", "test")
     assert loss == pytest.approx(losses.mean(), rel=1e-5)  # validation loss: never smoothed
     np.testing.assert_array_equal(seen, labels)
+    np.testing.assert_array_equal(predictions, logits.argmax(axis=1))
+
+
+def test_evaluation_switches_drop_path_off():
+    model = swin_mini(img_size=32, num_classes=11, drop_path_rate=0.5)  # built in training mode
+    data = SyntheticCarColours(8, 32, split="val", transform=eval_transform(32))
+    images, labels = next(iter(DataLoader(data, 8)))
+    with minigrad.no_grad():
+        logits = model.eval()(minigrad.tensor(images)).data.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    losses = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(8), labels]
+    loss, _, predictions = training.evaluate(model.train(), DataLoader(data, 8), "cpu", "test")
+    assert loss == pytest.approx(losses.mean(), rel=1e-5)
     np.testing.assert_array_equal(predictions, logits.argmax(axis=1))
 
 
@@ -661,8 +953,10 @@ def test_predict_ranks_the_classes_of_saved_photos(tmp_path, capsys):
 
 
 def test_predict_reads_a_folders_photos_whatever_the_case_of_their_suffix(tmp_path):
-    for name in ["IMG_2040.JPG", "b.png", "c.Jpeg", "notes.txt"]:
+    for name in ["IMG_2040.JPG", "b.png", "c.Jpeg", "notes.txt", "older/a.png"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
+    # The photos directly in the folder; not those of its subfolders.
     assert predict.image_paths([tmp_path]) == [tmp_path / "IMG_2040.JPG", tmp_path / "b.png", tmp_path / "c.Jpeg"]
 
 
@@ -675,6 +969,29 @@ def test_a_loaded_classifier_is_in_eval_mode_and_predicts_the_same_twice(tmp_pat
     assert classes == ["a", "b", "c"] and not loaded.training
     first, second = (predict.predict(loaded, classes, [tmp_path / "car.png"]) for _ in range(2))
     assert first == second
+
+
+def test_predict_prints_the_top_classes_with_their_probabilities(tmp_path, capsys):
+    minigrad.manual_seed(3)
+    model = swin_mini(img_size=32, num_classes=4)
+    classes = ["a", "b", "c", "d"]
+    minigrad.save({"model": model.state_dict(), "classes": classes,
+                   "architecture": {"name": "swin_mini", "img_size": 32}}, tmp_path / "best.npz")
+    photo = tmp_path / "car.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
+    image = eval_transform(32)(Image.open(photo).convert("RGB"), np.random.default_rng(0))
+    with minigrad.no_grad():
+        logits = model.eval()(minigrad.tensor(image[None])).data[0].astype(np.float64)
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    order = np.argsort(-probabilities)
+    for top, shown in (("2", 2), ("0", 1), ("9", 4)):
+        predict.main([str(tmp_path / "best.npz"), str(photo), "--top", top])
+        (line,) = capsys.readouterr().out.splitlines()
+        path, guesses = line.split(": ")
+        assert path == str(photo) and len(guesses.split(", ")) == shown
+        for guess, k in zip(guesses.split(", "), order):
+            name, percent = guess.split(" ")
+            assert name == classes[k] and float(percent.rstrip("%")) == pytest.approx(100 * probabilities[k], abs=0.06)
 
 
 def test_predict_explains_bad_input(tmp_path, capsys):
@@ -767,6 +1084,30 @@ def test_a_run_on_class_folders_holds_out_validation_and_test(tmp_path):
     assert len(train | val | test) == 20  # no photo in two splits
 
 
+def test_the_folder_script_checks_its_fractions_and_holds_out_unaugmented_photos_by_seed(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("Red", "Black"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for index in range(10):  # noise, so that a random crop or flip shows
+            Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "photos" / name /
+                                                                                      f"{index}.png")
+
+    def load(**options):
+        settings = dict(data=tmp_path / "photos", img_size=16, seed=0, val_fraction=0.1, test_fraction=0.1)
+        return train_folder.load_data(argparse.Namespace(**{**settings, **options}))
+
+    for val_fraction, test_fraction in ((0, 0.1), (0.5, 0.5), (0.1, -0.1)):
+        with pytest.raises(ValueError, match="need --val-fraction > 0, --test-fraction >= 0 and their sum < 1"):
+            load(val_fraction=val_fraction, test_fraction=test_fraction)
+    splits = load()
+    assert not loads_alike(splits.train) and loads_alike(splits.val) and loads_alike(splits.test)
+    other = load(seed=1)
+    assert (other.val.example_names(), other.test.example_names()) != (splits.val.example_names(),
+                                                                      splits.test.example_names())
+    without_test = load(val_fraction=0.2, test_fraction=0)
+    assert without_test.test is None and (len(without_test.train), len(without_test.val)) == (16, 4)
+
+
 def test_resume_finds_the_data_from_another_folder_and_after_it_moved(tmp_path, monkeypatch):
     write_class_folders(tmp_path / "photos", {"Red": 10, "Black": 10})
     monkeypatch.chdir(tmp_path)
@@ -777,6 +1118,16 @@ def test_resume_finds_the_data_from_another_folder_and_after_it_moved(tmp_path, 
     (tmp_path / "photos").rename(tmp_path / "moved")
     run_folder(["--resume", "--out", str(folder), "--epochs", "3", "--data", str(tmp_path / "moved")])
     assert [row["epoch"] for row in read_history(folder)] == ["1", "2", "3"]
+
+
+def test_resume_takes_the_pretrained_weights_from_where_they_are_now(tmp_path):
+    minigrad.save(swin_mini(img_size=32, num_classes=11).state_dict(), tmp_path / "weights.npz")
+    folder = run_dvm(TINY + ["--pretrained", str(tmp_path / "weights.npz"), "--optimizers", "sgd", "--max-steps", "1",
+                             "--out", str(tmp_path / "run")])
+    (tmp_path / "weights.npz").rename(tmp_path / "moved.npz")
+    run_dvm(["--resume", "--out", str(folder), "--workers", "0", "--max-steps", "2",
+             "--pretrained", str(tmp_path / "moved.npz")])
+    assert [row["epoch"] for row in read_history(folder)] == ["1", "2"]
 
 
 def test_resume_refuses_data_that_now_splits_otherwise(tmp_path, capsys):
@@ -797,9 +1148,91 @@ def test_resume_names_the_script_whose_run_it_is(tmp_path, capsys):
     assert "holds a run of train_dvm.py, not of train_folder.py" in message
 
 
-def test_too_few_photos_for_a_test_split_score_on_validation(tmp_path):
+def test_too_few_photos_for_a_test_split_score_on_validation(tmp_path, monkeypatch):
     write_class_folders(tmp_path / "photos", {"Red": 6, "Black": 6})
+    evaluate, scored = training.evaluate, []
+
+    def recording(model, loader, device, description):
+        scored.append((description, len(loader.dataset)))
+        return evaluate(model, loader, device, description)
+
+    monkeypatch.setattr(training, "evaluate", recording)
     folder = run_folder(["--data", str(tmp_path / "photos"), "--model", "swin_mini", "--img-size", "32",
                          "--epochs", "1", "--batch-size", "4", "--optimizers", "adam", "--workers", "0",
                          "--out", str(tmp_path / "run")])
     assert "validation accuracy" in (folder / "summary.md").read_text()
+    # 12 photos: 10 to train on, one of each class held out; the final scores are on those two.
+    assert scored == [("adam validation", 2), ("adam validation", 2)]
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark and the table of variants
+
+
+def run_benchmark(monkeypatch, argv):
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *argv])
+    benchmark.main()
+
+
+@pytest.mark.parametrize("option", ["--batch", "--classes", "--repeats"])
+def test_the_benchmark_refuses_counts_below_one(monkeypatch, capsys, option):
+    message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv), [option, "0"])
+    assert f"{option} must be at least 1, got 0" in message
+
+
+def test_the_benchmark_refuses_to_time_the_stand_in_gpu(monkeypatch, capsys):
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
+    message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv), ["--device", "gpu"])
+    assert "MINIGRAD_FAKE_GPU=1 serves 'gpu' on the CPU" in message and "unset it" in message
+
+
+def test_the_benchmark_times_a_step_on_the_cpu(monkeypatch, capsys):
+    run_benchmark(monkeypatch, ["--variant", "swin_mini", "--batch", "1", "--repeats", "1", "--warmup", "0",
+                                "--update"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "swin_mini, batch 1, 64 px, forward + backward + clipping + AdamW, median of 1, on cpu"
+    assert re.fullmatch(r"  minigrad +\d+\.\d ms/step +\d+\.\d images/s", lines[1])
+    assert lines[2].startswith("  PyTorch eager   not measured")  # no timm name for swin_mini
+
+
+def test_the_benchmark_reports_the_ratio_of_the_times(monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "minigrad_step_time", lambda args, images, labels: 0.5)
+    monkeypatch.setattr(benchmark, "torch_step_time", lambda args, images, labels: 0.2)
+    run_benchmark(monkeypatch, ["--variant", "swin_mini", "--batch", "4"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["minigrad", "500.0", "ms/step", "8.0", "images/s"]
+    assert lines[2].split() == ["PyTorch", "eager", "200.0", "ms/step", "20.0", "images/s"]
+    assert lines[3] == "  minigrad / PyTorch time ratio: 2.50"
+
+
+def test_a_timing_warms_up_then_takes_the_median_of_the_clock():
+    steps, times = [], iter([3.0, 1.0, 10.0])
+
+    def clock(step):
+        step()
+        return next(times)
+
+    assert benchmark.median_seconds(lambda: steps.append(1), 3, 2, clock) == 3.0
+    assert len(steps) == 2 + 3
+
+
+def test_python_m_swin_lists_each_variant_at_its_image_sizes(monkeypatch, capsys):
+    import swin.__main__ as table
+
+    class Built:
+        def __init__(self, name, img_size):
+            self.window_size, self.name, self.img_size = img_size // 32, name, img_size
+
+        def num_parameters(self):
+            return 1000 * len(self.name) + self.img_size
+
+        def flops(self):
+            return 10**6 * self.img_size
+
+    monkeypatch.setattr(table, "build", lambda name, img_size: Built(name, img_size))
+    table.main()
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["variant", "image", "window", "parameters", "multiply-adds"]
+    expected = [(name, size) for name in VARIANTS for size in ((64,) if name == "swin_mini" else (224, 384))]
+    assert [tuple(row.split()[:2]) for row in rows] == [(name, str(size)) for name, size in expected]
+    assert rows[0].split()[2:] == ["7", f"{1000 * 6 + 224:,}", f"{224 * 10**6:,}"]  # swin_t at 224
