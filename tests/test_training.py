@@ -96,51 +96,41 @@ def test_scores_of_an_empty_confusion_matrix_are_zero():
     assert reporting.accuracy(empty) == 0.0 and reporting.macro_f1(empty) == 0.0
 
 
-def test_the_confusion_plot_colours_each_cell_by_its_share_of_the_true_class(tmp_path, monkeypatch):
+@pytest.fixture
+def drawn_axes(monkeypatch) -> list:
+    """The axes of every figure reporting draws, in order, kept for a look at what was drawn on them."""
     axes, subplots = [], reporting.plt.subplots
 
     def recording(*args, **kwargs):
-        figure, axis = subplots(*args, **kwargs)
-        axes.append(axis)
-        return figure, axis
+        figure, made = subplots(*args, **kwargs)
+        axes.extend(np.atleast_1d(made))
+        return figure, made
 
     monkeypatch.setattr(reporting.plt, "subplots", recording)
+    return axes
+
+
+def test_the_confusion_plot_colours_each_cell_by_its_share_of_the_true_class(tmp_path, drawn_axes):
     confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 6]])
     reporting.plot_confusion(confusion, ["a", "b", "c"], tmp_path / "confusion.png", "title")
     assert (tmp_path / "confusion.png").is_file()
     # Rows are true classes: 3 of 4 a's predicted a; no b at all (its row stays 0); 2 of 8 c's predicted a.
-    np.testing.assert_allclose(axes[0].images[0].get_array(), [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0, 0.75]])
-    assert sorted(text.get_text() for text in axes[0].texts) == ["1", "2", "3", "6"]
+    np.testing.assert_allclose(drawn_axes[0].images[0].get_array(), [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0, 0.75]])
+    assert sorted(text.get_text() for text in drawn_axes[0].texts) == ["1", "2", "3", "6"]
     # Counts on a dark cell (over half of the true class) are written in white, the others in black.
-    colours = {text.get_text(): text.get_color() for text in axes[0].texts}
+    colours = {text.get_text(): text.get_color() for text in drawn_axes[0].texts}
     assert colours == {"3": "white", "1": "black", "2": "black", "6": "white"}
 
 
-def test_the_confusion_plot_of_more_than_30_classes_draws_only_the_colours(tmp_path, monkeypatch):
-    axes, subplots = [], reporting.plt.subplots
-
-    def recording(*args, **kwargs):
-        figure, axis = subplots(*args, **kwargs)
-        axes.append(axis)
-        return figure, axis
-
-    monkeypatch.setattr(reporting.plt, "subplots", recording)
+def test_the_confusion_plot_of_more_than_30_classes_draws_only_the_colours(tmp_path, drawn_axes):
     for count in (30, 31):
         reporting.plot_confusion(np.eye(count, dtype=np.int64), [f"c{i}" for i in range(count)],
                                  tmp_path / f"{count}.png", "title")
-    assert len(axes[0].texts) == 30 and len(axes[0].get_xticklabels()) == 30
-    assert len(axes[1].texts) == 0 and axes[1].images[0].get_array().shape == (31, 31)
+    assert len(drawn_axes[0].texts) == 30 and len(drawn_axes[0].get_xticklabels()) == 30
+    assert len(drawn_axes[1].texts) == 0 and drawn_axes[1].images[0].get_array().shape == (31, 31)
 
 
-def test_the_curves_draw_each_optimizers_columns_in_a_colour_of_its_own(tmp_path, monkeypatch):
-    axes, subplots = [], reporting.plt.subplots
-
-    def recording(*args, **kwargs):
-        figure, panels = subplots(*args, **kwargs)
-        axes.extend(panels)
-        return figure, panels
-
-    monkeypatch.setattr(reporting.plt, "subplots", recording)
+def test_the_curves_draw_each_optimizers_columns_in_a_colour_of_its_own(tmp_path, drawn_axes):
     histories = {
         "adam": [{"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "train_acc": 0.1, "val_acc": 0.2, "val_f1": 0.15},
                  {"epoch": 2, "train_loss": 1.5, "val_loss": 2.25, "train_acc": 0.3, "val_acc": 0.4, "val_f1": 0.35}],
@@ -148,10 +138,10 @@ def test_the_curves_draw_each_optimizers_columns_in_a_colour_of_its_own(tmp_path
                    "val_f1": 0.17}]}
     reporting.plot_curves(histories, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").is_file()
-    loss, acc, f1 = axes
+    loss, acc, f1 = drawn_axes
     drawn = {axis.get_title(): {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()),
                                                    line.get_linestyle(), line.get_color())
-                                for line in axis.get_lines()} for axis in axes}
+                                for line in axis.get_lines()} for axis in drawn_axes}
     assert drawn["loss"] == {"adam train": ([1, 2], [2.0, 1.5], "-", "C0"),
                              "adam validation": ([1, 2], [2.5, 2.25], "--", "C0"),
                              "radam train": ([1], [2.1], "-", "C1"),
