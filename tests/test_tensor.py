@@ -126,6 +126,12 @@ def test_backward_on_non_scalar_without_grad_raises():
         y.backward()
 
 
+def test_backward_without_grad_on_an_empty_tensor_raises():
+    y = leaf(np.ones((0, 3))) * 2.0  # no element: not a scalar, as in torch
+    with pytest.raises(RuntimeError, match=r"single-element.*\(0, 3\)"):
+        y.backward()
+
+
 def test_backward_with_grad_of_wrong_shape_raises():
     y = leaf(np.ones((2, 3))) * 2.0
     with pytest.raises(ValueError, match=r"\(3, 2\).*\(2, 3\)"):
@@ -384,6 +390,15 @@ def test_shape_ndim_size_dtype_device_T_len(device):
     assert x.T.shape == (3, 2)
     np.testing.assert_array_equal(host(x.T.data), np.arange(6.0).reshape(2, 3).T)
     assert device in repr(x)
+
+
+def test_shape_arguments_may_be_lists_tuples_or_numbers(device):
+    values = np.arange(24.0).reshape(2, 3, 4)
+    x = leaf(values, device)
+    for shaped in (x.reshape([4, 6]), x.reshape((4, 6)), x.reshape(4, 6)):
+        np.testing.assert_array_equal(host(shaped.data), values.reshape(4, 6))
+    for moved in (x.transpose([2, 0, 1]), x.permute((2, 0, 1)), x.transpose(2, 0, 1)):
+        np.testing.assert_array_equal(host(moved.data), values.transpose(2, 0, 1))
 
 
 @pytest.mark.parametrize("name", ["__lt__", "__le__", "__gt__", "__ge__"])
