@@ -268,6 +268,23 @@ def test_var_with_ddof_1(device, axis):
     np.testing.assert_allclose(out.numpy(), np.var(x, axis=axis, ddof=1), rtol=1e-13)
 
 
+@pytest.mark.parametrize("ddof", [0, 1, 2])
+def test_var_method_passes_ddof(device, ddof):
+    x = rand((3, 4), 6)
+    out = check(lambda x: x.var(axis=-1, keepdims=True, ddof=ddof), [x], device)
+    np.testing.assert_allclose(out.numpy(), np.var(x, axis=-1, keepdims=True, ddof=ddof), rtol=1e-13)
+
+
+@pytest.mark.parametrize("axis", [1, (0, 3), -1], ids=str)
+@pytest.mark.parametrize("name", REDUCTIONS)
+def test_reduction_keeps_the_size_1_axes_it_does_not_reduce(device, name, axis):
+    x = distinct((1, 3, 1, 2), 4)
+    out = check(lambda x: getattr(x, name)(axis=axis), [x], device)
+    expected = REDUCTIONS[name](x, axis=axis)
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 1)], ids=str)
 def test_max_ties_share_the_gradient_equally(device, axis):
     x = np.random.default_rng(7).integers(0, 3, (4, 5)).astype(np.float64)  # many ties
@@ -332,6 +349,7 @@ INDICES = {  # name: index, built from a function that puts arrays on the right 
     "two integer arrays": lambda d: (d(np.array([1, 1, 0])), slice(None), d(np.array([3, 3, 0]))),
     "negative repeated integers": lambda d: (Ellipsis, d(np.array([-1, 3, -1, 0]))),
     "repeated list": lambda d: [1, 1, 0],
+    "repeated list in a tuple": lambda d: ([1, 1, 0], slice(1, None)),
 }
 
 
@@ -350,6 +368,13 @@ def test_getitem_with_repeated_indices_accumulates_the_gradient(device, dtype):
     x[on(x, rows)].sum().backward()
     counts = np.bincount(rows, minlength=4).astype(float)
     np.testing.assert_array_equal(backend.asnumpy(x.grad), np.repeat(counts[:, None], 3, axis=1))
+
+
+def test_getitem_with_tensors_inside_a_tuple_index(device):
+    rows, mask = np.array([1, 1, 0]), np.array([True, False, True, True])
+    x = rand((2, 3, 4))
+    out = check(lambda x: x[minigrad.tensor(on(x, rows)), :, minigrad.tensor(on(x, mask))], [x], device)
+    np.testing.assert_array_equal(out.numpy(), x[rows, :, mask])
 
 
 def test_getitem_with_a_boolean_tensor(device):
@@ -455,10 +480,11 @@ def test_numpy_integers_pass_as_axes_and_pad_widths():
 
 # ---- neural-network functions
 
+@pytest.mark.parametrize("form", ["function", "method"])
 @pytest.mark.parametrize("axis", [-1, 0, 1])
-def test_softmax(device, axis):
+def test_softmax(device, axis, form):
     x = rand((2, 3, 4), 0, -3.0, 3.0)
-    out = check(lambda x: F.softmax(x, axis=axis), [x], device)
+    out = check(lambda x: F.softmax(x, axis=axis) if form == "function" else x.softmax(axis), [x], device)
     e = np.exp(x)
     np.testing.assert_allclose(out.numpy(), e / e.sum(axis=axis, keepdims=True), rtol=1e-14)
     np.testing.assert_allclose(out.numpy().sum(axis=axis), 1.0, rtol=1e-15)
@@ -513,6 +539,14 @@ def test_cross_entropy_is_minus_the_mean_log_probability_of_the_target(device):
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8])
+def test_cross_entropy_takes_signed_and_unsigned_integer_targets(device, dtype):
+    logits = rand((4, 3), 3, -2.0, 2.0)
+    target = np.array([2, 0, 1, 2])
+    out = check(lambda x: F.cross_entropy(x, on(x, target.astype(dtype))), [logits], device)
+    np.testing.assert_allclose(out.numpy(), cross_entropy_reference(logits, target, 0.0, "mean"), rtol=1e-14)
+
+
 @pytest.mark.parametrize("target", [np.array([[0], [1], [2]]), np.array([0, 1]), np.array([0.0, 1.0, 2.0])],
                          ids=["2-D", "wrong length", "float"])
 def test_cross_entropy_rejects_bad_targets(device, target):
@@ -557,14 +591,17 @@ def test_cross_entropy_on_the_gpu_makes_a_target_out_of_range_a_nan_loss_and_gra
     np.testing.assert_allclose(grad[[0, 2]], [[0.25, -0.75, 0.25, 0.25], [0.25, 0.25, 0.25, -0.75]], rtol=1e-15)
 
 
-@pytest.mark.parametrize("affine", ["none", "weight", "weight and bias"])
+@pytest.mark.parametrize("affine", ["none", "weight", "bias", "weight and bias"])
 def test_layer_norm(device, affine):
     x = rand((2, 3, 5), 0, -2.0, 2.0)
     weight, bias = rand((5,), 1, 0.5, 1.5), rand((5,), 2)
-    arrays = {"none": [x], "weight": [x, weight], "weight and bias": [x, weight, bias]}[affine]
-    out = check(lambda *args: F.layer_norm(*args, eps=1e-5), arrays, device)
+    fn, arrays = {"none": (lambda x: F.layer_norm(x, eps=1e-5), [x]),
+                  "weight": (lambda x, w: F.layer_norm(x, w, eps=1e-5), [x, weight]),
+                  "bias": (lambda x, b: F.layer_norm(x, None, b, eps=1e-5), [x, bias]),
+                  "weight and bias": (lambda x, w, b: F.layer_norm(x, w, b, eps=1e-5), [x, weight, bias])}[affine]
+    out = check(fn, arrays, device)
     expected = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
-    expected = expected * (weight if len(arrays) > 1 else 1.0) + (bias if len(arrays) > 2 else 0.0)
+    expected = expected * (weight if "weight" in affine else 1.0) + (bias if "bias" in affine else 0.0)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-13, atol=1e-15)
 
 
