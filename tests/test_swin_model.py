@@ -583,3 +583,97 @@ def test_swin_mini_on_each_device_agrees_with_the_cpu(device):
     for name, grad in grads.items():
         scale = np.abs(cpu_grads[name]).max()
         np.testing.assert_allclose(grad, cpu_grads[name], rtol=1e-3, atol=1e-4 * scale + 1e-12, err_msg=name)
+
+
+# ---- round 2 of the mutation audit
+
+
+def test_attention_refuses_a_width_that_does_not_split_into_heads():
+    with pytest.raises(ValueError, match="dim 10 must be divisible by num_heads 3"):
+        WindowAttention(dim=10, window_size=2, num_heads=3)
+
+
+def test_a_block_refuses_a_negative_shift():
+    with pytest.raises(ValueError, match="shift_size must lie in \\[0, window_size\\), got -1"):
+        SwinTransformerBlock(8, 8, 2, window_size=4, shift_size=-1)
+
+
+def test_a_shift_other_than_half_the_window_is_used_for_shift_and_mask():
+    """shift_size is the block's setting, not always M // 2: a 3x3 window shifted by 1 on a 6x6 map
+    (and an 8x8 map with 4x4 windows shifted by 1), checked against the NumPy reference."""
+    for r, m, shift in [(6, 3, 1), (8, 4, 1)]:
+        block = SwinTransformerBlock(dim=4, input_resolution=r, num_heads=2, window_size=m, shift_size=shift,
+                                     mlp_ratio=1.0).to(dtype="float64").eval()
+        randomise(block, seed=20)
+        x = rng(21).standard_normal((2, r * r, 4))
+        np.testing.assert_allclose(block(Tensor(x)).numpy(), block_reference(block, x), rtol=1e-10, atol=1e-12)
+
+
+def test_mlp_ratio_sets_the_hidden_width_of_every_block():
+    """The official hidden width int(dim * mlp_ratio), in the block and as passed down by the model."""
+    assert SwinTransformerBlock(dim=8, input_resolution=4, num_heads=2, window_size=4,
+                                mlp_ratio=1.5).mlp.fc1.weight.shape == (12, 8)
+    model = SwinTransformer(**GRADCHECK_SWIN, mlp_ratio=2.0)
+    for i, layer in enumerate(model.layers):
+        dim = 8 * 2**i
+        for block in layer.blocks:
+            assert block.mlp.fc1.weight.shape == (2 * dim, dim) and block.mlp.fc2.weight.shape == (dim, 2 * dim)
+
+
+def test_a_single_block_gets_no_drop_path():
+    """The official rates are torch.linspace(0, drop_path_rate, sum(depths)): one block gets the start, 0."""
+    model = SwinTransformer(img_size=8, patch_size=2, embed_dim=4, depths=(1,), num_heads=(1,), window_size=4,
+                            drop_path_rate=0.3)
+    assert block_drop_rates(model) == list(np.linspace(0, 0.3, 1)) == [0.0]
+
+
+def test_dropout_after_the_position_embedding():
+    """pos_drop acts on patch embedding + absolute position embedding: with everything dropped, neither the
+    image nor the position embedding reaches the stages."""
+    model = randomise(SwinTransformer(**GRADCHECK_SWIN, ape=True, drop_rate=0.1), seed=22).eval()
+    model.pos_drop = DropEverything()
+    x, y = rng(23).standard_normal((2, 2, 3, 16, 16)).astype(np.float32)
+    out = model(x).numpy()
+    np.testing.assert_array_equal(model(y).numpy(), out)
+    model.absolute_pos_embed.data = model.absolute_pos_embed.data + 1.0
+    np.testing.assert_array_equal(model(x).numpy(), out)
+
+
+@pytest.mark.parametrize("patch_norm", [False, True])
+def test_patch_embed_flops_count_the_norm_only_when_there_is_one(patch_norm):
+    # 8 px in 4x4 patches: 2 x 2 tokens, each 5 outputs of 3 * 4 * 4 multiply-adds, + 5 per token for the norm.
+    embed = PatchEmbed(img_size=8, patch_size=4, in_chans=3, embed_dim=5, patch_norm=patch_norm)
+    assert embed.flops() == 4 * 5 * 48 + (4 * 5 if patch_norm else 0)
+
+
+def test_only_stages_followed_by_patch_merging_need_an_even_resolution():
+    from swin.model import unusable_size_reason
+    # One stage of odd resolution 21 = three 7x7 windows: nothing to halve, the model takes it.
+    model = SwinTransformer(img_size=84, patch_size=4, embed_dim=4, depths=(2,), num_heads=(1,), window_size=7,
+                            num_classes=3)
+    assert model(rng(24).standard_normal((1, 3, 84, 84)).astype(np.float32)).shape == (1, 3)
+    # A stage of resolution 7 (one window) before patch merging cannot be halved.
+    assert unusable_size_reason(28, 4, 7, 2) == \
+        "stage 1 would have the odd resolution 7, which patch merging cannot halve"
+    with pytest.raises(ValueError, match="odd resolution 7"):
+        SwinTransformer(img_size=28, patch_size=4, embed_dim=4, depths=(2, 2), num_heads=(1, 1), window_size=7)
+
+
+def test_a_model_built_on_a_default_device_keeps_everything_there(device, monkeypatch):
+    """Parameters and the derived buffers (relative position index, attention masks) are made on the
+    default device, so a model built there runs there, as the CPU one does."""
+    monkeypatch.setattr(backend, "_default_device", device)  # as set_default_device(device); restored after
+    minigrad.manual_seed(0)
+    model = SwinTransformer(**GRADCHECK_SWIN, ape=True)
+    buffers = dict(model.named_buffers())
+    assert "layers.0.blocks.1.attn_mask" in buffers and "layers.0.blocks.0.attn.relative_position_index" in buffers
+    for name, array in [*buffers.items(), *((n, p.data) for n, p in model.named_parameters())]:
+        assert backend.device_of(array) == device, name
+    state = model.state_dict()
+    monkeypatch.setattr(backend, "_default_device", "cpu")
+    reference = SwinTransformer(**GRADCHECK_SWIN, ape=True)
+    reference.load_state_dict(state)
+    x = rng(25).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    logits = model(Tensor(x, device=device))
+    assert logits.device == device
+    np.testing.assert_allclose(logits.numpy(), reference(x).numpy(), rtol=1e-4, atol=1e-5)
