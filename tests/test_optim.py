@@ -641,6 +641,16 @@ def test_clip_grad_norm_below_max_norm_changes_nothing(device):
         assert np.array_equal(backend.asnumpy(parameter.grad), grad)
 
 
+def test_clip_grad_norm_scales_gradients_of_two_dtypes_together_each_in_its_own(device):
+    grads = [np.array([3.0, 4.0], dtype=np.float32), np.array([[12.0]])]  # joint norm 13
+    parameters = parameters_with_grads(grads, device)
+    assert optim.clip_grad_norm_(parameters, max_norm=6.5).item() == 13.0
+    for parameter, grad in zip(parameters, grads):
+        assert parameter.grad.dtype == grad.dtype
+        np.testing.assert_allclose(backend.asnumpy(parameter.grad), grad * (6.5 / (13.0 + 1e-6)),
+                                   rtol=np.finfo(grad.dtype).eps)
+
+
 def test_clip_grad_norm_of_a_single_tensor():
     parameter = parameters_with_grads([np.array([3.0, 4.0])], "cpu")[0]
     assert optim.clip_grad_norm_(parameter, max_norm=1.0).item() == 5.0
