@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy
 
-from minigrad import backend, torch_checkpoint
+from minigrad import backend, safetensors_file, torch_checkpoint
 from minigrad.tensor import Tensor
 
 _MANIFEST = "__manifest__"
@@ -120,8 +120,8 @@ def _read_archive(archive) -> Any:
 def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
     """Read a flat mapping name -> host array from a weights file, whoever wrote it.
 
-    ``.npz`` (from ``minigrad.save`` or plain ``numpy.savez``), ``.safetensors`` (needs the
-    ``safetensors`` package), ``.pth``/``.pt``/``.bin`` (``torch.save``'s files, read without
+    ``.npz`` (from ``minigrad.save`` or plain ``numpy.savez``), ``.safetensors`` (Hugging Face's, read by
+    ``safetensors_file``), ``.pth``/``.pt``/``.bin`` (``torch.save``'s files, read without
     PyTorch by ``torch_checkpoint``; no code in them runs).
     Official Swin checkpoints nest the weights under ``"model"``; that level is taken off.
     """
@@ -133,17 +133,7 @@ def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
         with _open_npz(path) as archive:
             found = _read_archive(archive)
     elif suffix == ".safetensors":
-        try:
-            from safetensors import SafetensorError
-            from safetensors.numpy import load_file
-        except ImportError:
-            raise ImportError("reading .safetensors needs the safetensors package: "
-                              "pip install -e \".[safetensors]\"") from None
-        try:
-            found = load_file(str(path))
-        except SafetensorError as error:
-            raise ValueError(f"{path} is damaged or not a .safetensors file ({error}); if it was downloaded, "
-                             f"download it again") from error
+        found = safetensors_file.load(path)
     elif suffix in (".pth", ".pt", ".bin"):
         found = _load_torch_file(path)
     else:
