@@ -93,6 +93,8 @@ class ImageFiles(Dataset):
                 image = as_rgb(image if self.boxes is not None else ImageOps.exif_transpose(image))
         except OSError as error:
             raise OSError(f"cannot read the image {path}: {error}. Replace or delete the file.") from error
+        except Image.DecompressionBombError as error:  # no OSError: it would end a run with a traceback
+            raise OSError(f"the image {path} is too large for Pillow: {error} Shrink it, or delete it.") from error
         if self.boxes is not None:  # clipped here, where the image's size is known without extra reads
             left, upper, right, lower = self.boxes[index]
             image = image.crop((max(left, 0), max(upper, 0), min(right, image.width), min(lower, image.height)))

@@ -417,6 +417,15 @@ def test_missing_and_truncated_files_raise_os_error_naming_them(tmp_path):
         dataset.load(1, rng())
 
 
+def test_an_image_too_large_for_pillow_raises_os_error_naming_it(tmp_path, monkeypatch):
+    """Pillow refuses images over twice MAX_IMAGE_PIXELS (a 200-megapixel phone photo) with an error
+    that is no OSError; the training script and predict.py turn OSErrors into messages."""
+    Image.new("RGB", (20, 10)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    with pytest.raises(OSError, match="huge.png is too large for Pillow.*Shrink it"):
+        ImageFiles([tmp_path / "huge.png"], [0], ["a"], ToArray()).load(0, rng())
+
+
 def test_image_files_reject_mismatched_lengths(tmp_path):
     paths = [tmp_path / "a.png", tmp_path / "b.png"]
     with pytest.raises(ValueError, match="2 paths, 3 labels"):
