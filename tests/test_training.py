@@ -1000,6 +1000,38 @@ def test_predict_explains_bad_input(tmp_path, capsys):
     assert f"no images (.jpg, .jpeg, .png, .bmp, .webp) in the folder {tmp_path / 'empty'}" in message
 
 
+def save_classifier(path: Path) -> Path:
+    minigrad.save({"model": swin_mini(img_size=32, num_classes=3).state_dict(), "classes": ["a", "b", "c"],
+                   "architecture": {"name": "swin_mini", "img_size": 32}}, path)
+    return path
+
+
+def test_predict_classifies_a_folders_photos_and_names_the_files_it_cannot_open(tmp_path, capsys):
+    checkpoint = save_classifier(tmp_path / "best.npz")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "c.png"):
+        Image.new("RGB", (40, 30), (200, 20, 20)).save(photos / name)
+    (photos / "._a.jpg").write_bytes(b"\0\5\26\7Mac OS X")  # macOS's copy of a.jpg's metadata: no photo
+    (photos / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (photos / "b.jpg").write_bytes(b"")
+    (photos / "d.jpg").write_text("<html>404 Not Found</html>")
+    with pytest.raises(SystemExit) as stop:
+        predict.main([str(checkpoint), str(photos)])
+    output = capsys.readouterr()
+    assert stop.value.code == 1
+    assert [line.split(": ")[0] for line in output.out.splitlines()] == [str(photos / "a.jpg"), str(photos / "c.png")]
+    assert "error: Pillow cannot open these as images: " in output.err
+    assert str(photos / "b.jpg") in output.err and str(photos / "d.jpg") in output.err and "._a" not in output.err
+
+
+def test_predict_says_the_checkpoint_comes_first(tmp_path, capsys):
+    checkpoint = save_classifier(tmp_path / "best.npz")
+    Image.new("RGB", (40, 30)).save(tmp_path / "car.JPG")
+    message = usage_error(capsys, predict.main, [str(tmp_path / "car.JPG"), str(checkpoint)])
+    assert "car.JPG is a photo, not a checkpoint: the checkpoint comes first" in message
+
+
 # --------------------------------------------------------------------------------------------
 # One's own photos, one folder per class
 
