@@ -1096,6 +1096,14 @@ def test_image_folder_passes_over_what_the_operating_system_leaves_without_a_wor
                                                                  "photo 1.PNG"]
 
 
+def test_a_class_folder_holding_only_what_a_mac_leaves_is_a_class_without_images(tmp_path):
+    write_class_folders(tmp_path, {"Red": 2, "Black": 2})
+    (tmp_path / "Blue").mkdir()
+    (tmp_path / "Blue" / "._car.jpg").write_bytes(b"\0\5\26\7Mac OS X")  # the photo itself did not come along
+    with pytest.raises(ValueError, match="without images: Blue"):
+        image_folder(tmp_path, ToArray())
+
+
 def test_image_folder_leaves_out_other_files_and_images_pillow_cannot_open_with_one_warning_each(tmp_path):
     write_class_folders(tmp_path, {"Red": 2, "Black": 2})
     (tmp_path / "Red" / "notes.txt").write_text("not an image")
