@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
+from tqdm import tqdm
 
 from datasets.core import ImageFiles, Transform
 
@@ -71,15 +72,17 @@ def image_folder(root: str | os.PathLike, transform: Transform) -> ImageFiles:
                                 f"e.g. {root}/Red/car1.jpg")
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not is_system_file(entry.name))
     paths, labels, unreadable, not_images = [], [], [], Counter()
-    for label, name in enumerate(classes):
-        for path in files_below(root / name):
-            if not is_image_name(path):
-                not_images[Path(path).suffix.lower() or "no suffix"] += 1
-            elif (problem := image_problem(path)) is not None:
-                unreadable.append(f"{path} ({problem})")
-            else:
-                paths.append(path)
-                labels.append(label)
+    with tqdm(desc=f"checking {root.name}", unit="file", leave=False) as progress:  # minutes on a slow disk
+        for label, name in enumerate(classes):
+            for path in files_below(root / name):
+                progress.update()
+                if not is_image_name(path):
+                    not_images[Path(path).suffix.lower() or "no suffix"] += 1
+                elif (problem := image_problem(path)) is not None:
+                    unreadable.append(f"{path} ({problem})")
+                else:
+                    paths.append(path)
+                    labels.append(label)
     if not_images:
         found = ", ".join(f"{count} {suffix}" for suffix, count in not_images.most_common())
         warnings.warn(f"{root}: left out the files that are not {', '.join(IMAGE_SUFFIXES)} images ({found})",
