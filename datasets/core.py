@@ -53,10 +53,17 @@ class Dataset:
 
 def as_rgb(image: Image.Image) -> Image.Image:
     """``image`` in RGB; 16-bit greys (``I;16``, and ``I`` as Pillow opens 16-bit PNGs and TIFFs)
-    scaled to 8 bits, where Pillow's own conversion would clip every value above 255 to white."""
+    scaled to 8 bits, where Pillow's own conversion would clip every value above 255 to white.
+
+    Transparent pixels come out white, as a viewer shows a cut-out car on a page: dropping the
+    alpha channel would show the colour they happen to store, black in most files.
+    """
     if image.mode.startswith("I"):
         pixels = numpy.asarray(image).astype(numpy.int64)
         image = Image.fromarray((numpy.clip(pixels, 0, 65535) >> 8).astype(numpy.uint8))
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
     return image.convert("RGB")
 
 
@@ -86,6 +93,8 @@ class ImageFiles(Dataset):
                 image = as_rgb(image if self.boxes is not None else ImageOps.exif_transpose(image))
         except OSError as error:
             raise OSError(f"cannot read the image {path}: {error}. Replace or delete the file.") from error
+        except Image.DecompressionBombError as error:  # no OSError: it would end a run with a traceback
+            raise OSError(f"the image {path} is too large for Pillow: {error} Shrink it, or delete it.") from error
         if self.boxes is not None:  # clipped here, where the image's size is known without extra reads
             left, upper, right, lower = self.boxes[index]
             image = image.crop((max(left, 0), max(upper, 0), min(right, image.width), min(lower, image.height)))

@@ -25,6 +25,7 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from datasets.core import ImageFiles, Transform
+from datasets.folder import is_system_file
 
 EXAMPLE_NAME = "Bentley$$Arnage$$2000$$Silver$$10_1$$1$$image_0.jpg"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -97,10 +98,12 @@ def scan_images(folder: str | os.PathLike) -> list[Photo]:
     skipped: list[str] = []
     with tqdm(desc=f"scanning {Path(folder).name}", unit="img", leave=False) as progress:
         for directory, subdirectories, files in os.walk(folder):
-            subdirectories.sort()  # os.walk descends in this list's order: sorting makes the scan repeatable
+            # os.walk descends in this list's order: sorting makes the scan repeatable.
+            subdirectories[:] = sorted(name for name in subdirectories if not is_system_file(name))
             before = len(found)
             for file in sorted(files):
-                if not file.lower().endswith(IMAGE_SUFFIXES):
+                # A copy unpacked on a Mac has a "._" file of metadata beside each photo, named as the photo.
+                if is_system_file(file) or not file.lower().endswith(IMAGE_SUFFIXES):
                     continue
                 try:
                     name = parse_image_name(file)

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy
 from scipy.io import loadmat
+from scipy.io.matlab import MatReadError
 
 from datasets.core import ImageFiles, Transform
 
@@ -21,6 +22,7 @@ TEST_LABELS = "cars_test_annos_withlabels.mat"
 # original's name, so only the inner one tells the two layouts apart.
 FOLDERS = {"train": ("cars_train/cars_train", "cars_train"), "test": ("cars_test/cars_test", "cars_test"),
            "devkit": ("devkit", "car_devkit/devkit")}
+ANNOTATION_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 WHERE_TO_GET = f"""Expected layout (the Kaggle nesting, cars_train/cars_train/, car_devkit/devkit/, also works):
   <root>/cars_train/00001.jpg ... 08144.jpg
   <root>/cars_test/00001.jpg ... 08041.jpg
@@ -69,7 +71,11 @@ def has_test_labels(root: str | Path) -> bool:
 def _read_mat(path: Path, key: str) -> numpy.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"Stanford Cars: no {path}.\n{WHERE_TO_GET}")
-    contents = loadmat(path, squeeze_me=True)
+    try:
+        contents = loadmat(path, squeeze_me=True)
+    except (MatReadError, OSError, ValueError, IndexError) as error:  # what scipy raises for a file cut short
+        raise ValueError(f"{path} cannot be read as a MATLAB file ({error}): it is damaged, or a web page saved "
+                         f"under its name. Download it again.\n{WHERE_TO_GET}") from error
     if key not in contents:
         raise ValueError(f"{path} has no {key!r}: is it a Stanford Cars devkit file?")
     # squeeze_me turns a one-element array into a 0-d one; atleast_1d gives the sequence back.
@@ -95,6 +101,10 @@ def stanford_cars(root: str | Path, split: str = "train", *, transform: Transfor
                 f"nor in {layout.devkit}. Put it beside the image folders: {root / TEST_LABELS} (the Kaggle "
                 "copy lacks it). Without it, train_stanford_cars.py holds out part of the training set instead.")
     annotations = _read_mat(annotations_file, "annotations")
+    missing_fields = set(ANNOTATION_FIELDS) - set(annotations.dtype.names or ())
+    if missing_fields:  # cars_test_annos.mat, say, renamed: it has no class
+        raise ValueError(f"{annotations_file}: the annotations lack {', '.join(sorted(missing_fields))}; a Stanford "
+                         f"Cars annotation file has {', '.join(ANNOTATION_FIELDS)}.\n{WHERE_TO_GET}")
 
     paths = [images / str(name) for name in annotations["fname"]]
     missing = [path for path in paths if not path.is_file()]

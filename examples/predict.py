@@ -4,7 +4,9 @@
     python examples/predict.py runs/dvm/radam/best.npz my_photos/          # every image in the folder
 
 The checkpoint carries the variant, the image size and the class names, so nothing else is
-needed. Each photo is resized and centre-cropped as the validation images were.
+needed. Each photo is resized and centre-cropped as the validation images were. Files that
+Pillow cannot open (an empty file, a web page saved as .jpg) are named at the end, and the exit
+status is 1; the other photos are classified all the same.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy
 
 import minigrad
 from datasets import DataLoader, ImageFiles, eval_transform
-from datasets.folder import IMAGE_SUFFIXES
+from datasets.folder import IMAGE_SUFFIXES, image_problem, is_image_name, is_system_file
 from minigrad import backend
 from minigrad import functional as F
 from swin import SwinTransformer, build
@@ -26,6 +28,9 @@ def load_classifier(checkpoint: Path, device: str) -> tuple[SwinTransformer, lis
     """The model saved in ``checkpoint`` (``last.npz`` or ``best.npz`` of a run), in eval mode."""
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}: pass a run's <optimizer>/best.npz or last.npz")
+    if is_image_name(checkpoint.name):
+        raise ValueError(f"{checkpoint} is a photo, not a checkpoint: the checkpoint comes first, "
+                         f"as in predict.py runs/dvm/radam/best.npz {checkpoint.name}")
     state = minigrad.load(checkpoint)
     if not isinstance(state, dict) or not {"architecture", "classes", "model"} <= set(state):
         raise ValueError(f"{checkpoint} is not a checkpoint of examples/train_*.py (it lacks the architecture "
@@ -37,11 +42,13 @@ def load_classifier(checkpoint: Path, device: str) -> tuple[SwinTransformer, lis
 
 
 def image_paths(arguments: Sequence[Path]) -> list[Path]:
-    """The photos named on the command line, a folder standing for the images directly in it."""
+    """The photos named on the command line, a folder standing for the images directly in it
+    (not the files the operating system leaves there, such as macOS's ._ copies)."""
     paths = []
     for argument in arguments:
         if argument.is_dir():
-            found = sorted(path for path in argument.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(path for path in argument.iterdir()
+                           if is_image_name(path.name) and not is_system_file(path.name))
             if not found:
                 raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {argument}")
             paths += found
@@ -76,12 +83,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         device = backend.normalize_device(args.device)
         model, classes = load_classifier(args.checkpoint, device)
-        paths = image_paths(args.images)
-        results = predict(model, classes, paths, max(1, args.top), device)
+        photos = image_paths(args.images)
+        problems = [image_problem(path) for path in photos]
+        paths = [path for path, problem in zip(photos, problems) if problem is None]
+        results = predict(model, classes, paths, max(1, args.top), device) if paths else []
     except (OSError, ValueError, RuntimeError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     for path, guesses in zip(paths, results):
         print(f"{path}: " + ", ".join(f"{name} {probability:.1%}" for name, probability in guesses))
+    unreadable = [f"{path} ({problem})" for path, problem in zip(photos, problems) if problem is not None]
+    if unreadable:
+        parser.exit(1, f"{parser.prog}: error: Pillow cannot open these as images: {'; '.join(unreadable)}\n")
 
 
 if __name__ == "__main__":

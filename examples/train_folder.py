@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datasets import Subset, eval_transform, image_folder, stratified_split, train_transform
+from datasets import ImageFiles, Subset, eval_transform, image_folder, stratified_split, train_transform
 from training import Splits, main, make_parser, say
 
 
@@ -34,7 +34,8 @@ def load_data(args: argparse.Namespace) -> Splits:
         raise ValueError(f"need --val-fraction > 0, --test-fraction >= 0 and their sum < 1, "
                          f"got {args.val_fraction} and {args.test_fraction}")
     augmented = image_folder(args.data, train_transform(args.img_size))
-    plain = image_folder(args.data, eval_transform(args.img_size))
+    # The same photos, read unaugmented; not a second scan, which would open every photo again.
+    plain = ImageFiles(augmented.paths, augmented.labels, augmented.classes, eval_transform(args.img_size))
     held_out_fraction = args.val_fraction + args.test_fraction
     kept, held_out = stratified_split(augmented.labels, held_out_fraction, args.seed)
     if args.test_fraction == 0:

@@ -337,6 +337,27 @@ def test_grey_and_rgba_files_come_back_as_rgb(tmp_path):
     numpy.testing.assert_allclose(image, as_array(coordinates(4, 3)), rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pixels_come_out_white_not_the_colour_they_store(tmp_path, mode):
+    """A cut-out car: a red, half-see-through red and clear pixels that store black."""
+    pixels = numpy.zeros((2, 3, 4), dtype=numpy.uint8)  # every pixel black and clear
+    pixels[0, 0] = (200, 0, 0, 255)
+    pixels[0, 1] = (200, 0, 0, 128)
+    cut_out = Image.fromarray(pixels, mode="RGBA")
+    if mode == "RGBA":
+        expected = [[(200, 0, 0), (228, 127, 127), (255, 255, 255)], [(255, 255, 255)] * 3]
+    elif mode == "LA":
+        cut_out = cut_out.convert("LA")
+        expected = [[(60, 60, 60), (158, 158, 158), (255, 255, 255)], [(255, 255, 255)] * 3]
+    else:  # a palette in which black is the see-through entry, as GIFs and small PNGs store it
+        cut_out = cut_out.convert("RGB").quantize(colors=2)
+        cut_out.info["transparency"] = cut_out.getpixel((2, 1))
+        expected = [[(200, 0, 0), (200, 0, 0), (255, 255, 255)], [(255, 255, 255)] * 3]
+    cut_out.save(tmp_path / "car.png")
+    loaded, _ = ImageFiles([tmp_path / "car.png"], [0], ["a"], ToArray()).load(0, rng())
+    numpy.testing.assert_allclose(loaded, as_array(numpy.array(expected, dtype=numpy.uint8)), atol=1.5 / 255)
+
+
 @pytest.mark.parametrize("mode", ["I;16", "I"])
 def test_16_bit_greys_are_scaled_to_8_bits_not_clipped(tmp_path, mode):
     """Pillow's own conversion would turn every value above 255 white."""
@@ -394,6 +415,15 @@ def test_missing_and_truncated_files_raise_os_error_naming_them(tmp_path):
         dataset.load(0, rng())
     with pytest.raises(OSError, match="cut.png"):
         dataset.load(1, rng())
+
+
+def test_an_image_too_large_for_pillow_raises_os_error_naming_it(tmp_path, monkeypatch):
+    """Pillow refuses images over twice MAX_IMAGE_PIXELS (a 200-megapixel phone photo) with an error
+    that is no OSError; the training script and predict.py turn OSErrors into messages."""
+    Image.new("RGB", (20, 10)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    with pytest.raises(OSError, match="huge.png is too large for Pillow.*Shrink it"):
+        ImageFiles([tmp_path / "huge.png"], [0], ["a"], ToArray()).load(0, rng())
 
 
 def test_image_files_reject_mismatched_lengths(tmp_path):

@@ -112,6 +112,20 @@ def test_scan_skips_unparsable_files_with_one_warning(tmp_path):
     assert len(found) == 2 * PHOTOS + 1 and str(maker_folder / upper) in [photo.path for photo in found]
 
 
+def test_scan_passes_over_what_a_mac_leaves_beside_the_photos_without_a_word(tmp_path):
+    write_tree(tmp_path / "resized_DVM", {"Black": 2})
+    photos = sorted((tmp_path / "resized_DVM").rglob("*.jpg"))
+    for photo in photos:  # AppleDouble files: metadata, named as the photo behind "._"
+        (photo.parent / f"._{photo.name}").write_bytes(b"\0\5\26\7Mac OS X")
+        (tmp_path / "resized_DVM" / "__MACOSX" / f"._{photo.name}").parent.mkdir(exist_ok=True)
+        (tmp_path / "resized_DVM" / "__MACOSX" / f"._{photo.name}").write_bytes(b"\0\5\26\7Mac OS X")
+    (photos[0].parent / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = scan_images(tmp_path / "resized_DVM")
+    assert [photo.path for photo in found] == [str(photo) for photo in photos]
+
+
 def test_a_tree_without_images_is_an_error(tmp_path):
     (tmp_path / "resized_DVM" / "Bentley").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no DVM-Car images"):

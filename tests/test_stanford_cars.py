@@ -150,6 +150,27 @@ def test_labels_outside_the_classes_are_refused(tmp_path, bad_class, found):
         stanford_cars(make_cars(tmp_path, train=train), transform=pixels)
 
 
+@pytest.mark.parametrize("file", ["cars_meta.mat", "cars_train_annos.mat"])
+@pytest.mark.parametrize("damage", ["cut short", "empty", "a web page"])
+def test_a_damaged_devkit_file_is_named_with_what_to_do(tmp_path, file, damage):
+    """The original download page is gone: a link to it saves an error page under the file's name."""
+    root = make_cars(tmp_path)
+    path = root / "devkit" / file
+    whole = path.read_bytes()
+    path.write_bytes({"cut short": whole[:len(whole) // 2], "empty": b"",
+                      "a web page": b"<html><body><h1>404 Not Found</h1></body></html>"}[damage])
+    with pytest.raises(ValueError, match=f"{file} cannot be read as a MATLAB file .* Download it again"):
+        stanford_cars(root, transform=pixels)
+
+
+def test_annotations_without_labels_are_named(tmp_path):
+    """cars_test_annos.mat, which has no labels, put where the labelled file belongs."""
+    root = make_cars(tmp_path, test_labels=None)
+    (root / "devkit" / "cars_test_annos.mat").rename(root / "cars_test_annos_withlabels.mat")
+    with pytest.raises(ValueError, match="cars_test_annos_withlabels.mat: the annotations lack class"):
+        stanford_cars(root, "test", transform=pixels)
+
+
 def test_invalid_split(tmp_path):
     with pytest.raises(ValueError, match="split"):
         stanford_cars(make_cars(tmp_path), "val", transform=pixels)

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -999,6 +1000,38 @@ def test_predict_explains_bad_input(tmp_path, capsys):
     assert f"no images (.jpg, .jpeg, .png, .bmp, .webp) in the folder {tmp_path / 'empty'}" in message
 
 
+def save_classifier(path: Path) -> Path:
+    minigrad.save({"model": swin_mini(img_size=32, num_classes=3).state_dict(), "classes": ["a", "b", "c"],
+                   "architecture": {"name": "swin_mini", "img_size": 32}}, path)
+    return path
+
+
+def test_predict_classifies_a_folders_photos_and_names_the_files_it_cannot_open(tmp_path, capsys):
+    checkpoint = save_classifier(tmp_path / "best.npz")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "c.png"):
+        Image.new("RGB", (40, 30), (200, 20, 20)).save(photos / name)
+    (photos / "._a.jpg").write_bytes(b"\0\5\26\7Mac OS X")  # macOS's copy of a.jpg's metadata: no photo
+    (photos / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (photos / "b.jpg").write_bytes(b"")
+    (photos / "d.jpg").write_text("<html>404 Not Found</html>")
+    with pytest.raises(SystemExit) as stop:
+        predict.main([str(checkpoint), str(photos)])
+    output = capsys.readouterr()
+    assert stop.value.code == 1
+    assert [line.split(": ")[0] for line in output.out.splitlines()] == [str(photos / "a.jpg"), str(photos / "c.png")]
+    assert "error: Pillow cannot open these as images: " in output.err
+    assert str(photos / "b.jpg") in output.err and str(photos / "d.jpg") in output.err and "._a" not in output.err
+
+
+def test_predict_says_the_checkpoint_comes_first(tmp_path, capsys):
+    checkpoint = save_classifier(tmp_path / "best.npz")
+    Image.new("RGB", (40, 30)).save(tmp_path / "car.JPG")
+    message = usage_error(capsys, predict.main, [str(tmp_path / "car.JPG"), str(checkpoint)])
+    assert "car.JPG is a photo, not a checkpoint: the checkpoint comes first" in message
+
+
 # --------------------------------------------------------------------------------------------
 # One's own photos, one folder per class
 
@@ -1010,12 +1043,13 @@ def write_class_folders(root: Path, counts: dict[str, int]) -> None:
         for index in range(count):
             folder = root / name / ("nested" if index % 2 else "")
             Image.new("RGB", (40, 30), colour).save(folder / f"photo {index}.PNG")
-    (root / "Red" / "notes.txt").write_text("not an image")
 
 
 def test_image_folder_reads_one_class_per_folder(tmp_path):
     write_class_folders(tmp_path, {"Red": 3, "Black": 2})
-    photos = image_folder(tmp_path, eval_transform(16))
+    (tmp_path / "Red" / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning, match=r"left out the files that are not .* images \(1 .txt\)"):
+        photos = image_folder(tmp_path, eval_transform(16))
     assert photos.classes == ["Black", "Red"]
     np.testing.assert_array_equal(photos.labels, [0, 0, 1, 1, 1])
     image, label = photos[4]
@@ -1046,6 +1080,60 @@ def test_image_folder_lists_photos_in_sorted_order_and_skips_hidden_folders(tmp_
     # The files of a folder in sorted order, then its subfolders in sorted order.
     expected = ["z.png"] + sorted(names) + sorted(nested)
     assert [Path(path).relative_to(tmp_path).as_posix().split("/", 1)[1] for path in photos.paths] == expected
+
+
+def test_image_folder_passes_over_what_the_operating_system_leaves_without_a_word(tmp_path):
+    write_class_folders(tmp_path, {"Red": 2, "Black": 2})
+    for junk in ["Red/.DS_Store", "Red/._photo 0.PNG", "Black/Thumbs.db", "Black/desktop.ini",
+                 "Black/.thumbnails/photo 0.PNG", "__MACOSX/Red/._photo 0.PNG", ".DS_Store"]:
+        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / junk).write_bytes(b"\0\5\26\7Mac OS X")  # an AppleDouble header: no image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        photos = image_folder(tmp_path, ToArray())
+    assert photos.classes == ["Black", "Red"]
+    assert sorted(Path(path).name for path in photos.paths) == ["photo 0.PNG", "photo 0.PNG", "photo 1.PNG",
+                                                                 "photo 1.PNG"]
+
+
+def test_a_class_folder_holding_only_what_a_mac_leaves_is_a_class_without_images(tmp_path):
+    write_class_folders(tmp_path, {"Red": 2, "Black": 2})
+    (tmp_path / "Blue").mkdir()
+    (tmp_path / "Blue" / "._car.jpg").write_bytes(b"\0\5\26\7Mac OS X")  # the photo itself did not come along
+    with pytest.raises(ValueError, match="without images: Blue"):
+        image_folder(tmp_path, ToArray())
+
+
+def test_image_folder_leaves_out_other_files_and_images_pillow_cannot_open_with_one_warning_each(tmp_path):
+    write_class_folders(tmp_path, {"Red": 2, "Black": 2})
+    (tmp_path / "Red" / "notes.txt").write_text("not an image")
+    (tmp_path / "Red" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "Red" / "page.jpg").write_text("<html>404 Not Found</html>")
+    (tmp_path / "Black" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\30ftypheic")
+    (tmp_path / "Black" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.warns(UserWarning) as caught:
+        photos = image_folder(tmp_path, ToArray())
+    other, unreadable = (str(warning.message) for warning in caught)
+    assert other == (f"{tmp_path}: left out the files that are not .jpg, .jpeg, .png, .bmp, .webp images "
+                     "(1 .heic, 1 .txt)")
+    assert unreadable.startswith(f"{tmp_path}: left out the 3 images Pillow cannot open: ")
+    assert all(name in unreadable for name in ("empty.jpg", "page.jpg", "gone.jpg"))
+    np.testing.assert_array_equal(photos.labels, [0, 0, 1, 1])
+    assert all(photos[index][0].shape == (3, 30, 40) for index in range(4))  # nothing left to fail mid-run
+
+
+def test_image_folder_follows_links_to_folders_and_reads_a_folder_once(tmp_path):
+    write_class_folders(tmp_path / "photos", {"Red": 2, "Black": 2})
+    Image.new("RGB", (4, 4)).save(tmp_path / "elsewhere.png")
+    (tmp_path / "more").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "more" / "linked.png")
+    (tmp_path / "photos" / "Red" / "more").symlink_to(tmp_path / "more")
+    (tmp_path / "photos" / "Red" / "file.png").symlink_to(tmp_path / "elsewhere.png")
+    (tmp_path / "photos" / "Red" / "nested" / "loop").symlink_to(tmp_path / "photos" / "Red")  # would never end
+    photos = image_folder(tmp_path / "photos", ToArray())
+    red = [Path(path).relative_to(tmp_path / "photos" / "Red").as_posix() for path, label in
+           zip(photos.paths, photos.labels) if label == 1]
+    assert red == ["file.png", "photo 0.PNG", "more/linked.png", "nested/photo 1.PNG"]
 
 
 def test_image_folder_needs_two_classes(tmp_path):
