@@ -128,6 +128,17 @@ def test_the_header_may_list_the_tensors_in_any_order(tmp_path):
     assert np.array_equal(loaded["a"], np.ones(2)) and np.array_equal(loaded["b"], np.ones(1))
 
 
+@pytest.mark.parametrize("length, reason", [(100_000_000, "does not fit a file of 10 bytes"),
+                                            (100_000_001, "is over the format's limit of 100000000 bytes")])
+def test_a_header_longer_than_the_format_allows_is_refused_as_such(tmp_path, length, reason):
+    """The reference refuses a header of more than 100,000,000 bytes (MAX_HEADER_SIZE; not 100 MiB),
+    however long the file."""
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(length.to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match=f"model.safetensors is damaged .*its header length {length} {reason}"):
+        safetensors_file.load(path)
+
+
 def test_metadata_is_skipped_and_an_empty_file_of_tensors_reads_as_empty(tmp_path):
     path = write(tmp_path / "empty.safetensors", {}, header={"__metadata__": {"format": "pt"}})
     assert safetensors_file.load(path) == {}
