@@ -256,6 +256,36 @@ def test_a_dtype_this_reader_does_not_know_is_named(tmp_path):
         torch_checkpoint.load(tmp_path / "w.pth")
 
 
+class TrainingConfig:
+    """An ordinary object: protocol 2 pickles it as NEWOBJ (the class's __new__ alone), then BUILD with its __dict__."""
+
+    def __init__(self, lr):
+        self.lr = lr
+
+
+class Milestones(list):
+    """A list subclass: NEWOBJ, then its items by APPEND (one) or APPENDS (several)."""
+
+
+class ImageSize(tuple):
+    """A tuple subclass: NEWOBJ with an argument, the tuple itself."""
+
+
+def test_objects_of_other_classes_keep_their_arguments_state_and_items(tmp_path):
+    saved = {"config": TrainingConfig(0.1), "one": Milestones([30]), "three": Milestones([30, 60, 90]),
+             "size": ImageSize((224, 224)), "counter": collections.Counter(a=1)}  # Counter: REDUCE with an argument
+    write_checkpoint(tmp_path / "w.pth", saved, [])
+    loaded = torch_checkpoint.load(tmp_path / "w.pth")
+    assert {key: value.origin for key, value in loaded.items()} == {
+        "config": "test_torch_checkpoint.TrainingConfig", "one": "test_torch_checkpoint.Milestones",
+        "three": "test_torch_checkpoint.Milestones", "size": "test_torch_checkpoint.ImageSize",
+        "counter": "collections.Counter"}
+    assert loaded["config"].args == () and loaded["config"].state == {"lr": 0.1}
+    assert loaded["one"]["items"] == [30] and loaded["three"]["items"] == [30, 60, 90]
+    assert loaded["size"].args == ((224, 224),) and loaded["size"].state is None
+    assert loaded["counter"].args == ({"a": 1},) and loaded["counter"].state is None
+
+
 class RunsACommand:
     def __init__(self, marker):
         self.marker = marker
