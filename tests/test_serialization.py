@@ -176,6 +176,13 @@ def test_the_temporary_file_is_written_beside_the_target(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["ckpt.npz"]
 
 
+def test_load_arrays_names_a_missing_file_or_a_folder(tmp_path):
+    (tmp_path / "folder.npz").mkdir()
+    for path in (tmp_path / "missing.npz", tmp_path / "folder.npz"):
+        with pytest.raises(FileNotFoundError, match=f"no weights file at {path}"):
+            load_arrays(path)
+
+
 def test_load_arrays_reads_an_upper_case_suffix(tmp_path):
     with open(tmp_path / "weights.NPZ", "wb") as file:  # a path would get ".npz" appended
         np.savez(file, w=np.arange(3.0))
@@ -192,14 +199,17 @@ def test_device_state_loads_back_as_host_arrays(device, tmp_path):
     assert_same(loaded, {"model": expected, "tensor": np.arange(3.0), "raw": np.arange(3.0)})
 
 
-def test_a_saved_file_has_an_ordinary_files_mode(tmp_path):
-    """The temporary file is private (mkstemp's 0600); the checkpoint it becomes gets 0666 less the umask."""
-    previous = os.umask(0o027)
+@pytest.mark.parametrize("umask, mode", [(0o027, 0o640), (0o002, 0o664)], ids=["umask 027", "umask 002"])
+def test_a_saved_file_has_an_ordinary_files_mode(tmp_path, umask, mode):
+    """The temporary file is private (mkstemp's 0600); the checkpoint it becomes gets 0666 less the
+    umask, which save reads and leaves as it was."""
+    previous = os.umask(umask)
     try:
         minigrad.save({"w": np.ones(2)}, tmp_path / "ckpt.npz")
     finally:
-        os.umask(previous)
-    assert (tmp_path / "ckpt.npz").stat().st_mode & 0o777 == 0o640
+        umask_after_save = os.umask(previous)
+    assert umask_after_save == umask
+    assert (tmp_path / "ckpt.npz").stat().st_mode & 0o777 == mode
 
 
 def test_load_arrays_takes_off_a_state_dict_level_and_keeps_only_arrays(tmp_path):
