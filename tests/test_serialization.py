@@ -1,8 +1,11 @@
 """save/load: state dicts and nested containers in one .npz, no pickle, atomic writes."""
 import collections
+import io
 import math
 import os
 import pickle
+import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -109,16 +112,59 @@ def flip_a_byte_in_the_data(content: bytes) -> bytes:
     return bytes(damaged)
 
 
-@pytest.mark.parametrize("damage", ["cut short", "a flipped byte", "a CSV file", "a pickle"])
+def npz_with_a_garbled_header() -> bytes:
+    """An .npz whose member (CRC and all intact) has an .npy header without the keys an array needs."""
+    array, archive = io.BytesIO(), io.BytesIO()
+    np.save(array, np.arange(3.0))
+    with zipfile.ZipFile(archive, "w") as file:
+        file.writestr("w.npy", array.getvalue().replace(b"'descr'", b"'dexcr'"))
+    return archive.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["cut short", "a flipped byte", "a CSV file", "a pickle", "a garbled header"])
 def test_a_damaged_or_foreign_file_is_named_as_such(tmp_path, damage):
     path = tmp_path / "last.npz"
     minigrad.save({"w": np.arange(1000.0)}, path)
     content = {"cut short": path.read_bytes()[:300], "a flipped byte": flip_a_byte_in_the_data(path.read_bytes()),
-               "a CSV file": b"optimizer,epoch\nadam,1\n", "a pickle": pickle.dumps({"w": 1})}[damage]
+               "a CSV file": b"optimizer,epoch\nadam,1\n", "a pickle": pickle.dumps({"w": 1}),
+               "a garbled header": npz_with_a_garbled_header()}[damage]
     path.write_bytes(content)
     for read in (minigrad.load, load_arrays):
         with pytest.raises(ValueError, match="last.npz is damaged or not an .npz archive"):
             read(path)
+
+
+def member_data_positions(content: bytes) -> list[int]:
+    """Where the stored (perhaps compressed) bytes of each member of a zip archive lie."""
+    positions = []
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        for member in archive.infolist():
+            header = member.header_offset
+            name_length, extra_length = struct.unpack("<HH", content[header + 26:header + 30])
+            start = header + 30 + name_length + extra_length  # after the member's local header
+            positions += range(start, start + member.compress_size)
+    return positions
+
+
+@pytest.mark.parametrize("writer", ["minigrad.save", "numpy.savez_compressed"])
+def test_any_flipped_byte_in_the_stored_data_is_named_as_damage(tmp_path, writer):
+    """A stored member fails its CRC. A compressed one may fail to decompress, or decompress to a garbled
+    .npy header, before its CRC is checked: each way the file is named as damaged. (A flip in deflate's
+    padding changes nothing read, and the file loads as written.)"""
+    path, arrays = tmp_path / "w.npz", {"w": np.linspace(-1.0, 1.0, 20), "i": np.arange(7)}
+    minigrad.save(arrays, path) if writer == "minigrad.save" else np.savez_compressed(path, **arrays)
+    content = path.read_bytes()
+    for position in member_data_positions(content):
+        damaged = bytearray(content)
+        damaged[position] ^= 0xFF
+        path.write_bytes(damaged)
+        for read in (minigrad.load, load_arrays) if writer == "minigrad.save" else (load_arrays,):
+            try:
+                loaded = read(path)
+            except ValueError as error:
+                assert "w.npz is damaged or not an .npz archive" in str(error), (position, error)
+            else:
+                assert_same(loaded, arrays)
 
 
 def test_a_safetensors_file_cut_short_is_named_as_such(tmp_path):
