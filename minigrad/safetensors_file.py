@@ -22,7 +22,7 @@ import numpy
 
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
            "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
-_LARGEST_HEADER = 100 * 2**20  # the format's own limit
+_LARGEST_HEADER = 100_000_000  # the format's own limit (MAX_HEADER_SIZE in the reference reader)
 
 
 def load(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
@@ -51,7 +51,9 @@ def _read_header(file) -> tuple[int, dict[str, tuple[str, tuple[int, ...], tuple
     if file_size < 8:
         raise ValueError(f"it is {file_size} bytes long, too short for a header")
     header_size = int.from_bytes(file.read(8), "little")
-    if not 0 < header_size <= min(_LARGEST_HEADER, file_size - 8):
+    if header_size > _LARGEST_HEADER:
+        raise ValueError(f"its header length {header_size} is over the format's limit of {_LARGEST_HEADER} bytes")
+    if not 0 < header_size <= file_size - 8:
         raise ValueError(f"its header length {header_size} does not fit a file of {file_size} bytes")
     try:
         header = json.loads(file.read(header_size).decode("utf-8"))

@@ -7,13 +7,13 @@ the target in one step, so an interrupted save never leaves a half-written check
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy
 
@@ -83,15 +83,15 @@ def _umask() -> int:
 
 def load(path: str | os.PathLike) -> Any:
     """Read what ``save`` wrote; arrays come back as host NumPy arrays."""
-    with _open_npz(path) as archive:
-        if _MANIFEST not in archive.files:
-            raise ValueError(f"{path} was not written by minigrad.save (it has no manifest)")
-        return _read_archive(archive)
+    arrays, manifest = _read_npz(path)
+    if manifest is None:
+        raise ValueError(f"{path} was not written by minigrad.save (it has no manifest)")
+    return _decode(manifest, arrays)
 
 
-@contextlib.contextmanager
-def _open_npz(path: str | os.PathLike) -> Iterator[numpy.lib.npyio.NpzFile]:
-    """``path`` open as an .npz archive; a file cut short, corrupted or of another kind is named as such."""
+def _read_npz(path: str | os.PathLike) -> tuple[dict[str, numpy.ndarray], Any]:
+    """Every array of an .npz archive by name, and the manifest ``save`` stores beside them (None in
+    a file it did not write); a file cut short, corrupted or of another kind is named as such."""
     def damaged(error: Exception) -> ValueError:
         return ValueError(f"{path} is damaged or not an .npz archive ({error}); if it was downloaded or copied, "
                           f"do that again")
@@ -104,17 +104,13 @@ def _open_npz(path: str | os.PathLike) -> Iterator[numpy.lib.npyio.NpzFile]:
         raise ValueError(f"{path} is a single array, not an .npz archive")
     with loaded as archive:
         try:
-            yield archive
-        except (zipfile.BadZipFile, EOFError) as error:  # a member that fails its CRC, or ends early
+            arrays = {name: archive[name] for name in archive.files}
+        except (zipfile.BadZipFile, EOFError, zlib.error, ValueError) as error:
+            # A member that fails its CRC or ends early; in a compressed one (numpy.savez_compressed) the
+            # damage may stop decompression, or garble the .npy header, before the CRC is checked.
             raise damaged(error) from error
-
-
-def _read_archive(archive) -> Any:
-    """The contents of an open .npz: decoded through its manifest if ``save`` wrote it, else flat."""
-    arrays = {name: archive[name] for name in archive.files if name != _MANIFEST}
-    if _MANIFEST not in archive.files:
-        return arrays
-    return _decode(json.loads(archive[_MANIFEST].tobytes().decode()), arrays)
+    manifest = arrays.pop(_MANIFEST, None)
+    return arrays, None if manifest is None else json.loads(manifest.tobytes().decode())
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
@@ -130,8 +126,8 @@ def load_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
         raise FileNotFoundError(f"no weights file at {path}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with _open_npz(path) as archive:
-            found = _read_archive(archive)
+        arrays, manifest = _read_npz(path)
+        found = arrays if manifest is None else _decode(manifest, arrays)
     elif suffix == ".safetensors":
         found = safetensors_file.load(path)
     elif suffix in (".pth", ".pt", ".bin"):

@@ -34,9 +34,14 @@ class Unknown(dict):
 
     origin = "?"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__()
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Unknown":
+        # Here, not in __init__: protocol 2 pickles an ordinary object as NEWOBJ, which calls __new__ alone.
+        self = super().__new__(cls)
         self.args, self.state = args, None
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()  # not dict's __init__(*args), which would read the arguments as items
 
     def __setstate__(self, state: Any) -> None:
         self.state = state

@@ -87,11 +87,13 @@ def entries(**changes):
     ("bytes beyond the last tensor", None, b"\0" * 8),
     ("offsets that do not hold the shape", entries(a={"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}), b""),
     ("offsets reaching past the file", entries(b={"dtype": "I64", "shape": [2], "data_offsets": [8, 24]}), b""),
-    ("a negative size", entries(a={"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}), b""),
+    ("negative sizes", entries(a={"dtype": "F32", "shape": [-2, -1], "data_offsets": [0, 8]}), b""),  # 2 elements
     ("a fractional size", entries(a={"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}), b""),
+    ("a boolean size", entries(a={"dtype": "F32", "shape": [True, 2], "data_offsets": [0, 8]}), b""),
     ("offsets the wrong way round", entries(a={"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}), b""),
-    ("three offsets", entries(a={"dtype": "F32", "shape": [2], "data_offsets": [0, 4, 8]}), b""),
+    ("three offsets", entries(a={"dtype": "F32", "shape": [2], "data_offsets": [0, 8, 8]}), b""),
     ("no dtype", entries(a={"shape": [2], "data_offsets": [0, 8]}), b""),
+    ("no shape", entries(a={"dtype": "F32", "data_offsets": [0, 8]}), b""),
     ("an entry that is not an object", entries(a=[0, 8]), b""),
     ("a header that is a list", [1, 2], b""),
 ])
@@ -101,15 +103,39 @@ def test_a_damaged_header_or_layout_is_named_as_such(tmp_path, damage, header, t
         load_arrays(path)
 
 
+LATIN_1_HEADER = '{"\xe9": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}'.encode("latin-1")  # JSON, not UTF-8
+
+
 @pytest.mark.parametrize("content", [b"", b"\x01\x02", (1000).to_bytes(8, "little") + b"{}",
                                      (2).to_bytes(8, "little") + b"\xff\xfe", (2).to_bytes(8, "little") + b"{,",
+                                     len(LATIN_1_HEADER).to_bytes(8, "little") + LATIN_1_HEADER,
                                      b"PK\x03\x04 a zip archive, say a .pth file"],
                          ids=["empty", "shorter than the length", "length past the end", "not UTF-8", "not JSON",
-                              "another format"])
+                              "a name in Latin-1", "another format"])
 def test_a_file_that_is_not_safetensors_at_all_is_named_as_such(tmp_path, content):
     path = tmp_path / "model.safetensors"
     path.write_bytes(content)
     with pytest.raises(ValueError, match="model.safetensors is damaged or not a .safetensors file"):
+        safetensors_file.load(path)
+
+
+def test_the_header_may_list_the_tensors_in_any_order(tmp_path):
+    """The format orders the data, not the header: the reference sorts the entries by their offsets."""
+    header = entries()
+    path = write(tmp_path / "w.safetensors", two_tensors(), header={"b": header["b"], "a": header["a"]})
+    loaded = safetensors_file.load(path)
+    assert loaded["a"].dtype == np.float32 and loaded["b"].dtype == np.int64
+    assert np.array_equal(loaded["a"], np.ones(2)) and np.array_equal(loaded["b"], np.ones(1))
+
+
+@pytest.mark.parametrize("length, reason", [(100_000_000, "does not fit a file of 10 bytes"),
+                                            (100_000_001, "is over the format's limit of 100000000 bytes")])
+def test_a_header_longer_than_the_format_allows_is_refused_as_such(tmp_path, length, reason):
+    """The reference refuses a header of more than 100,000,000 bytes (MAX_HEADER_SIZE; not 100 MiB),
+    however long the file."""
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(length.to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match=f"model.safetensors is damaged .*its header length {length} {reason}"):
         safetensors_file.load(path)
 
 

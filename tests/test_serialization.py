@@ -1,8 +1,11 @@
 """save/load: state dicts and nested containers in one .npz, no pickle, atomic writes."""
 import collections
+import io
 import math
 import os
 import pickle
+import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -109,16 +112,59 @@ def flip_a_byte_in_the_data(content: bytes) -> bytes:
     return bytes(damaged)
 
 
-@pytest.mark.parametrize("damage", ["cut short", "a flipped byte", "a CSV file", "a pickle"])
+def npz_with_a_garbled_header() -> bytes:
+    """An .npz whose member (CRC and all intact) has an .npy header without the keys an array needs."""
+    array, archive = io.BytesIO(), io.BytesIO()
+    np.save(array, np.arange(3.0))
+    with zipfile.ZipFile(archive, "w") as file:
+        file.writestr("w.npy", array.getvalue().replace(b"'descr'", b"'dexcr'"))
+    return archive.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["cut short", "a flipped byte", "a CSV file", "a pickle", "a garbled header"])
 def test_a_damaged_or_foreign_file_is_named_as_such(tmp_path, damage):
     path = tmp_path / "last.npz"
     minigrad.save({"w": np.arange(1000.0)}, path)
     content = {"cut short": path.read_bytes()[:300], "a flipped byte": flip_a_byte_in_the_data(path.read_bytes()),
-               "a CSV file": b"optimizer,epoch\nadam,1\n", "a pickle": pickle.dumps({"w": 1})}[damage]
+               "a CSV file": b"optimizer,epoch\nadam,1\n", "a pickle": pickle.dumps({"w": 1}),
+               "a garbled header": npz_with_a_garbled_header()}[damage]
     path.write_bytes(content)
     for read in (minigrad.load, load_arrays):
         with pytest.raises(ValueError, match="last.npz is damaged or not an .npz archive"):
             read(path)
+
+
+def member_data_positions(content: bytes) -> list[int]:
+    """Where the stored (perhaps compressed) bytes of each member of a zip archive lie."""
+    positions = []
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        for member in archive.infolist():
+            header = member.header_offset
+            name_length, extra_length = struct.unpack("<HH", content[header + 26:header + 30])
+            start = header + 30 + name_length + extra_length  # after the member's local header
+            positions += range(start, start + member.compress_size)
+    return positions
+
+
+@pytest.mark.parametrize("writer", ["minigrad.save", "numpy.savez_compressed"])
+def test_any_flipped_byte_in_the_stored_data_is_named_as_damage(tmp_path, writer):
+    """A stored member fails its CRC. A compressed one may fail to decompress, or decompress to a garbled
+    .npy header, before its CRC is checked: each way the file is named as damaged. (A flip in deflate's
+    padding changes nothing read, and the file loads as written.)"""
+    path, arrays = tmp_path / "w.npz", {"w": np.linspace(-1.0, 1.0, 20), "i": np.arange(7)}
+    minigrad.save(arrays, path) if writer == "minigrad.save" else np.savez_compressed(path, **arrays)
+    content = path.read_bytes()
+    for position in member_data_positions(content):
+        damaged = bytearray(content)
+        damaged[position] ^= 0xFF
+        path.write_bytes(damaged)
+        for read in (minigrad.load, load_arrays) if writer == "minigrad.save" else (load_arrays,):
+            try:
+                loaded = read(path)
+            except ValueError as error:
+                assert "w.npz is damaged or not an .npz archive" in str(error), (position, error)
+            else:
+                assert_same(loaded, arrays)
 
 
 def test_a_safetensors_file_cut_short_is_named_as_such(tmp_path):
@@ -176,6 +222,13 @@ def test_the_temporary_file_is_written_beside_the_target(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["ckpt.npz"]
 
 
+def test_load_arrays_names_a_missing_file_or_a_folder(tmp_path):
+    (tmp_path / "folder.npz").mkdir()
+    for path in (tmp_path / "missing.npz", tmp_path / "folder.npz"):
+        with pytest.raises(FileNotFoundError, match=f"no weights file at {path}"):
+            load_arrays(path)
+
+
 def test_load_arrays_reads_an_upper_case_suffix(tmp_path):
     with open(tmp_path / "weights.NPZ", "wb") as file:  # a path would get ".npz" appended
         np.savez(file, w=np.arange(3.0))
@@ -192,14 +245,17 @@ def test_device_state_loads_back_as_host_arrays(device, tmp_path):
     assert_same(loaded, {"model": expected, "tensor": np.arange(3.0), "raw": np.arange(3.0)})
 
 
-def test_a_saved_file_has_an_ordinary_files_mode(tmp_path):
-    """The temporary file is private (mkstemp's 0600); the checkpoint it becomes gets 0666 less the umask."""
-    previous = os.umask(0o027)
+@pytest.mark.parametrize("umask, mode", [(0o027, 0o640), (0o002, 0o664)], ids=["umask 027", "umask 002"])
+def test_a_saved_file_has_an_ordinary_files_mode(tmp_path, umask, mode):
+    """The temporary file is private (mkstemp's 0600); the checkpoint it becomes gets 0666 less the
+    umask, which save reads and leaves as it was."""
+    previous = os.umask(umask)
     try:
         minigrad.save({"w": np.ones(2)}, tmp_path / "ckpt.npz")
     finally:
-        os.umask(previous)
-    assert (tmp_path / "ckpt.npz").stat().st_mode & 0o777 == 0o640
+        umask_after_save = os.umask(previous)
+    assert umask_after_save == umask
+    assert (tmp_path / "ckpt.npz").stat().st_mode & 0o777 == mode
 
 
 def test_load_arrays_takes_off_a_state_dict_level_and_keeps_only_arrays(tmp_path):

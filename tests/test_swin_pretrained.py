@@ -103,6 +103,7 @@ def test_a_head_of_another_size_is_left_out_and_zeroed(source, layout):
     state = tiny(num_classes=1000).state_dict()
     checkpoint = to_timm_layout(state) if layout == "timm" else state
     model = fresh(num_classes=11)
+    model.head.bias.data[...] = 1.0  # as after training: zeroing must reach the bias too
     result = load_pretrained(model, checkpoint, strict=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert np.all(model.head.weight.numpy() == 0) and np.all(model.head.bias.numpy() == 0)
@@ -110,10 +111,12 @@ def test_a_head_of_another_size_is_left_out_and_zeroed(source, layout):
     assert_same_parameters(model, state, skip=("head.weight", "head.bias"))
 
 
-def test_a_backbone_without_a_head_loads_strictly_and_the_head_is_zeroed(source):
+@pytest.mark.parametrize("layout", ["official", "timm"])
+def test_a_backbone_without_a_head_loads_strictly_and_the_head_is_zeroed(source, layout):
+    """Without head.fc, timm's layout is told by its downsample at the start of stage 1 alone."""
     state = {key: value for key, value in source.state_dict().items() if not key.startswith("head.")}
     model = fresh()
-    result = load_pretrained(model, state, strict=True)
+    result = load_pretrained(model, to_timm_layout(state) if layout == "timm" else state, strict=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert not model.head.weight.numpy().any() and not model.head.bias.numpy().any()
     assert_same_parameters(model, state)
@@ -186,9 +189,10 @@ def test_official_pth_file_without_torch(tmp_path, source):
     tensors = {key: TorchTensor(storages[key], 0, value.shape, [step // value.itemsize for step in value.strides])
                for key, value in state.items()}
     write_checkpoint(tmp_path / "swin.pth", {"model": tensors, "epoch": 300}, storages.values())
-    model = fresh()
-    load_pretrained(model, tmp_path / "swin.pth")
-    assert_same_parameters(model, state)
+    for where in (tmp_path / "swin.pth", str(tmp_path / "swin.pth")):
+        model = fresh()
+        load_pretrained(model, where)
+        assert_same_parameters(model, state)
 
 
 def test_pth_of_pytorch_before_1_6_without_torch_explains_how_to_convert(tmp_path, monkeypatch):
@@ -218,9 +222,10 @@ def test_safetensors_file(tmp_path, source):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     state = source.state_dict()
     safetensors_numpy.save_file(state, str(tmp_path / "weights.safetensors"))
-    model = fresh()
-    load_pretrained(model, tmp_path / "weights.safetensors")
-    assert_same_parameters(model, state)
+    for where in (tmp_path / "weights.safetensors", str(tmp_path / "weights.safetensors")):
+        model = fresh()
+        load_pretrained(model, where)
+        assert_same_parameters(model, state)
 
 
 def test_a_missing_file():
@@ -278,15 +283,23 @@ def test_resize_refuses_a_table_that_is_not_square():
 
 @pytest.mark.torch
 @pytest.mark.skipif(not HAS_TORCH, reason="compares with torch.nn.functional.interpolate")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("window_in, window_out", [(7, 12), (12, 7), (4, 5)])
-def test_resize_is_torch_bicubic(window_in, window_out):
+def test_resize_is_torch_bicubic(window_in, window_out, dtype):
+    """Computed in float64 whatever the table's dtype, and rounded to it once: a float32 table comes
+    out as torch's float64 result rounded to float32, a float64 one to float64 rounding error."""
     import torch
     heads, side_in, side_out = 3, 2 * window_in - 1, 2 * window_out - 1
-    table = np.random.default_rng(4).standard_normal((side_in * side_in, heads)).astype(np.float32)
+    table = np.random.default_rng(4).standard_normal((side_in * side_in, heads)).astype(dtype)
     grid = torch.from_numpy(table.T.reshape(1, heads, side_in, side_in).astype(np.float64))
     expected = torch.nn.functional.interpolate(grid, size=(side_out, side_out), mode="bicubic", align_corners=False)
     expected = expected.numpy().reshape(heads, side_out * side_out).T
-    np.testing.assert_allclose(resize_bias_table(table, window_out), expected, rtol=1e-6, atol=1e-6)
+    resized = resize_bias_table(table, window_out)
+    assert resized.dtype == dtype
+    if dtype == np.float32:
+        np.testing.assert_array_equal(resized, expected.astype(np.float32))
+    else:  # sums of 16 products of entries of order 1: rounding errors near 1e-16, whatever the sum's size
+        np.testing.assert_allclose(resized, expected, rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("window_from, window_to", [(7, 12), (12, 7)])
@@ -311,19 +324,24 @@ def test_a_table_for_another_window_is_resized_to_the_models(window_from, window
 
 
 class TensorStandIn:
-    """What load_pretrained asks of a torch tensor (a Parameter that may need a gradient, on some
-    device): .detach().cpu().numpy(). No torch needed."""
+    """What load_pretrained asks of a torch tensor (a Parameter that needs a gradient, on a GPU):
+    .detach().cpu().numpy(), whose numpy() refuses, as torch's does, before both. No torch needed."""
 
-    def __init__(self, array):
-        self.array = array
+    def __init__(self, array, requires_grad=True, device="cuda"):
+        self.array, self.requires_grad, self.device = array, requires_grad, device
 
     def detach(self):
-        return self
+        return TensorStandIn(self.array, False, self.device)
 
     def cpu(self):
-        return self
+        return TensorStandIn(self.array, self.requires_grad, "cpu")
 
     def numpy(self):
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if self.device != "cpu":
+            raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
+                            "to host memory first.")
         return self.array
 
     def __array__(self, *args, **kwargs):  # what np.asarray of a real torch tensor with grad refuses

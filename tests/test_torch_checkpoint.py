@@ -99,6 +99,7 @@ def test_tensors_of_every_layout_come_back_as_arrays(tmp_path):
     halves = TorchStorage("2", np.array([0.5, -2.0], dtype=np.float16), "HalfStorage")
     flags = TorchStorage("3", np.array([True, False]), "BoolStorage")
     doubles = TorchStorage("4", np.array([np.pi]), "DoubleStorage")
+    nothing = TorchStorage("5", np.zeros(0, dtype=np.float32))
     config = collections.Counter(a=1)  # any other object: read as an inert stand-in
     state = {"model": collections.OrderedDict([
         ("grid", TorchTensor(grid, 0, (4, 6), (6, 1))),
@@ -111,14 +112,16 @@ def test_tensors_of_every_layout_come_back_as_arrays(tmp_path):
         ("flags", TorchTensor(flags, 0, (2,), (1,))),
         ("scalar", TorchTensor(doubles, 0, (), ())),
         ("empty", TorchTensor(grid, 0, (0, 3), (3, 1))),
+        ("no_columns", TorchTensor(nothing, 0, (3, 0), (1, 1))),  # torch.zeros(3, 0): strides (1, 1), no storage
     ]), "config": config, "epoch": 300}
-    write_checkpoint(tmp_path / "weights.pth", state, [grid, counts, halves, flags, doubles])
+    write_checkpoint(tmp_path / "weights.pth", state, [grid, counts, halves, flags, doubles, nothing])
     loaded = torch_checkpoint.load(tmp_path / "weights.pth")
     model = loaded["model"]
     grid_values = np.arange(24, dtype=np.float32).reshape(4, 6)
     expected = {"grid": grid_values, "transposed": grid_values.T, "strided": grid_values[1:3, 1::2],
                 "weight": np.float32([2, 3, 4]), "tagged_weight": np.float32([5, 6]), "counts": np.int64([3, -1, 7]), "halves": np.float16([0.5, -2.0]),
-                "flags": np.array([True, False]), "scalar": np.array(np.pi), "empty": np.zeros((0, 3), np.float32)}
+                "flags": np.array([True, False]), "scalar": np.array(np.pi), "empty": np.zeros((0, 3), np.float32),
+                "no_columns": np.zeros((3, 0), np.float32)}
     assert list(model) == list(expected)
     for key, value in expected.items():
         assert model[key].dtype == value.dtype and model[key].shape == value.shape, key
@@ -129,22 +132,33 @@ def test_tensors_of_every_layout_come_back_as_arrays(tmp_path):
     assert sorted(load_arrays(tmp_path / "weights.pth")) == sorted(expected)
 
 
-def test_bfloat16_is_widened_to_float32_exactly(tmp_path):
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_bfloat16_is_widened_to_float32_exactly(tmp_path, byteorder):
     values = np.float32([1.5, -2.25, 1.5 * 2.0**127, -0.0, 2.0**-130])  # all exact in bfloat16
     storage = TorchStorage("0", (values.view(np.uint32) >> 16).astype(np.uint16), "BFloat16Storage")
-    write_checkpoint(tmp_path / "b.pth", {"w": TorchTensor(storage, 0, (5,), (1,))}, [storage])
+    write_checkpoint(tmp_path / "b.pth", {"w": TorchTensor(storage, 0, (5,), (1,))}, [storage], byteorder=byteorder)
     loaded = torch_checkpoint.load(tmp_path / "b.pth")["w"]
     assert loaded.dtype == np.float32
     np.testing.assert_array_equal(loaded.view(np.uint32), values.view(np.uint32))
 
 
+# Each storage class torch pickles, with values at the ends of its dtype's range.
+STORAGE_VALUES = {"DoubleStorage": np.array([np.pi, -1e300]), "FloatStorage": np.float32([1.0, -2.5, 1e30]),
+                  "HalfStorage": np.float16([0.5, -65504.0]), "LongStorage": np.int64([3, -2**62]),
+                  "IntStorage": np.int32([-7, 2**31 - 1]), "ShortStorage": np.int16([-300, 32767]),
+                  "CharStorage": np.int8([-128, 127]), "ByteStorage": np.uint8([0, 255]),
+                  "BoolStorage": np.array([True, False])}
+
+
 @pytest.mark.parametrize("byteorder", ["little", "big"])
-def test_the_byte_order_the_file_names_is_honoured(tmp_path, byteorder):
-    storage = TorchStorage("0", np.array([1.0, -2.5, 1e30], dtype=np.float32))
-    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(storage, 0, (3,), (1,))}, [storage], byteorder=byteorder)
+@pytest.mark.parametrize("storage_class", STORAGE_VALUES)
+def test_every_storage_class_reads_as_its_dtype_in_the_byte_order_the_file_names(tmp_path, storage_class, byteorder):
+    values = STORAGE_VALUES[storage_class]
+    storage = TorchStorage("0", values, storage_class)
+    write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(storage, 0, values.shape, (1,))}, [storage], byteorder=byteorder)
     loaded = torch_checkpoint.load(tmp_path / "w.pth")["w"]
-    assert loaded.dtype == np.dtype("float32")  # native order, whatever the file's
-    np.testing.assert_array_equal(loaded, np.float32([1.0, -2.5, 1e30]))
+    assert loaded.dtype == values.dtype  # native order, whatever the file's
+    np.testing.assert_array_equal(loaded, values)
 
 
 def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path):
@@ -217,11 +231,59 @@ def test_tensors_of_dtypes_without_a_typed_storage_and_tensors_with_attributes(t
     np.testing.assert_array_equal(loaded["tagged"], [0.5, 1.5, 2.5])
 
 
+# _rebuild_tensor_v3 names the dtype as torch.<name>: NumPy's names for the same types.
+V3_VALUES = {values.dtype.name: values for values in STORAGE_VALUES.values()} | {
+    "uint16": np.uint16([1, 65535]), "uint32": np.uint32([1, 2**32 - 1]), "uint64": np.uint64([1, 2**64 - 1])}
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.parametrize("dtype", V3_VALUES)
+def test_rebuild_tensor_v3_reads_every_dtype_in_the_byte_order_the_file_names(tmp_path, dtype, byteorder):
+    values = np.concatenate([np.zeros(1, V3_VALUES[dtype].dtype), V3_VALUES[dtype]])  # read from offset 1
+    raw = values.astype(values.dtype.newbyteorder("<" if byteorder == "little" else ">")).tobytes()
+    storage = TorchStorage("0", np.frombuffer(raw, np.uint8), "UntypedStorage", "torch.storage")
+    tensor = TorchTensor(storage, 1, (len(values) - 1,), (1,), rebuild="_rebuild_tensor_v3", dtype=dtype)
+    write_checkpoint(tmp_path / "w.pth", {"w": tensor}, [storage], byteorder=byteorder)
+    loaded = torch_checkpoint.load(tmp_path / "w.pth")["w"]
+    assert loaded.dtype == V3_VALUES[dtype].dtype
+    np.testing.assert_array_equal(loaded, V3_VALUES[dtype])
+
+
 def test_a_dtype_this_reader_does_not_know_is_named(tmp_path):
     raw = TorchStorage("0", np.zeros(16, np.uint8), "UntypedStorage", "torch.storage")
     write_checkpoint(tmp_path / "w.pth", {"w": TorchTensor(raw, 0, (2,), (1,), "_rebuild_tensor_v3", "complex64")}, [raw])
     with pytest.raises(ValueError, match=r"a dtype this reader does not know \(torch.complex64\)"):
         torch_checkpoint.load(tmp_path / "w.pth")
+
+
+class TrainingConfig:
+    """An ordinary object: protocol 2 pickles it as NEWOBJ (the class's __new__ alone), then BUILD with its __dict__."""
+
+    def __init__(self, lr):
+        self.lr = lr
+
+
+class Milestones(list):
+    """A list subclass: NEWOBJ, then its items by APPEND (one) or APPENDS (several)."""
+
+
+class ImageSize(tuple):
+    """A tuple subclass: NEWOBJ with an argument, the tuple itself."""
+
+
+def test_objects_of_other_classes_keep_their_arguments_state_and_items(tmp_path):
+    saved = {"config": TrainingConfig(0.1), "one": Milestones([30]), "three": Milestones([30, 60, 90]),
+             "size": ImageSize((224, 224)), "counter": collections.Counter(a=1)}  # Counter: REDUCE with an argument
+    write_checkpoint(tmp_path / "w.pth", saved, [])
+    loaded = torch_checkpoint.load(tmp_path / "w.pth")
+    assert {key: value.origin for key, value in loaded.items()} == {
+        "config": "test_torch_checkpoint.TrainingConfig", "one": "test_torch_checkpoint.Milestones",
+        "three": "test_torch_checkpoint.Milestones", "size": "test_torch_checkpoint.ImageSize",
+        "counter": "collections.Counter"}
+    assert loaded["config"].args == () and loaded["config"].state == {"lr": 0.1}
+    assert loaded["one"]["items"] == [30] and loaded["three"]["items"] == [30, 60, 90]
+    assert loaded["size"].args == ((224, 224),) and loaded["size"].state is None
+    assert loaded["counter"].args == ({"a": 1},) and loaded["counter"].state is None
 
 
 class RunsACommand:
@@ -247,6 +309,22 @@ def test_a_pickled_model_object_is_named_not_loaded(tmp_path):
         load_arrays(tmp_path / "m.pth")
 
 
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".bin", ".PTH"])
+def test_load_arrays_reads_torch_save_files_under_each_of_their_suffixes(tmp_path, suffix):
+    storage = TorchStorage("0", np.float32([1.5, -2.0]))
+    write_checkpoint(tmp_path / f"weights{suffix}", {"w": TorchTensor(storage, 0, (2,), (1,))}, [storage])
+    np.testing.assert_array_equal(load_arrays(tmp_path / f"weights{suffix}")["w"], np.float32([1.5, -2.0]))
+
+
+def test_a_file_that_holds_no_dict_says_what_it_holds(tmp_path):
+    storage = TorchStorage("0", np.zeros(2, dtype=np.float32))
+    tensor = TorchTensor(storage, 0, (2,), (1,))
+    for saved, kind in [(tensor, "ndarray"), ([tensor], "list")]:  # torch.save(tensor), torch.save([tensor])
+        write_checkpoint(tmp_path / "w.pth", saved, [storage])
+        with pytest.raises(ValueError, match=f"w.pth holds a {kind}, not a dict of weights"):
+            load_arrays(tmp_path / "w.pth")
+
+
 def test_a_zip_that_is_not_a_checkpoint_says_so(tmp_path):
     with zipfile.ZipFile(tmp_path / "other.pth", "w") as file:
         file.writestr("readme.txt", "hello")
@@ -266,7 +344,10 @@ def test_real_torch_save_files_read_the_same_as_torch_reads_them(tmp_path):
     tensors = {"grid": base, "transposed": base.t(), "strided": base[1:3, 1::2], "weight": torch.nn.Parameter(base[0]),
                "bfloat16": torch.tensor([1.5, -2.25], dtype=torch.bfloat16), "half": torch.tensor([0.1], dtype=torch.half),
                "long": torch.arange(3), "bool": torch.tensor([True, False]), "scalar": torch.tensor(3.5),
-               "uint16": torch.tensor([1, 2, 300], dtype=torch.int32).to(torch.uint16)[1:]}  # _rebuild_tensor_v3
+               "uint16": torch.tensor([1, 2, 300], dtype=torch.int32).to(torch.uint16)[1:],  # _rebuild_tensor_v3
+               "int8": torch.tensor([-128, 127], dtype=torch.int8), "int16": torch.tensor([-300], dtype=torch.int16),
+               "int32": torch.tensor([-7], dtype=torch.int32), "uint8": torch.tensor([0, 255], dtype=torch.uint8),
+               "double": torch.tensor([1e300], dtype=torch.float64), "no_columns": torch.zeros(3, 0)}
     torch.save({"model": tensors, "config": collections.Counter(a=1), "epoch": 3}, tmp_path / "real.pth")
     loaded = torch_checkpoint.load(tmp_path / "real.pth")
     for key, tensor in tensors.items():
@@ -292,13 +373,31 @@ def test_the_hand_written_files_match_torch_save_byte_for_byte(tmp_path):
 
 @pytest.mark.torch
 @pytest.mark.skipif(not HAS_TORCH, reason="writing the format before PyTorch 1.6 needs torch")
-def test_the_format_before_pytorch_1_6_reads_parameters_and_bfloat16_through_torch(tmp_path):
+@pytest.mark.parametrize("nesting", ["flat", "under model"])
+def test_the_format_before_pytorch_1_6_reads_parameters_and_bfloat16_through_torch(tmp_path, nesting):
     import torch
 
     weight = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6).reshape(2, 3))  # requires grad
     half = torch.tensor([1.5, -2.0, 3.0e38], dtype=torch.bfloat16)
-    torch.save({"w": weight, "h": half}, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    state = {"w": weight, "h": half}
+    saved = state if nesting == "flat" else {"model": state, "epoch": 300}  # as official checkpoints nest it
+    torch.save(saved, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
     loaded = load_arrays(tmp_path / "old.pth")
+    assert sorted(loaded) == ["h", "w"] and all(type(value) is np.ndarray for value in loaded.values())
     np.testing.assert_array_equal(loaded["w"], weight.detach().numpy())
     assert loaded["h"].dtype == np.float32
     np.testing.assert_array_equal(loaded["h"], half.float().numpy())
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not HAS_TORCH, reason="writing the format before PyTorch 1.6 needs torch")
+def test_a_pickle_in_the_format_before_pytorch_1_6_that_would_run_code_is_refused(tmp_path):
+    """torch reads that format, with weights_only=True: it refuses what is not a tensor or a container."""
+    import torch
+
+    marker = tmp_path / "ran"
+    torch.save({"w": torch.zeros(2), "payload": RunsACommand(marker)}, tmp_path / "evil.pth",
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(pickle.UnpicklingError):
+        load_arrays(tmp_path / "evil.pth")
+    assert not marker.exists()
