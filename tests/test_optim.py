@@ -24,14 +24,17 @@ def objective_grad(p):
     return CURVATURE * (p - TARGET) + np.cos(3.0 * p)
 
 
-def run(make_optimizer, steps=STEPS):
-    """Trajectory of ``optim`` on the objective, one row per step."""
+def run(make_optimizer, steps=STEPS, make_schedule=None):
+    """Trajectory of ``optim`` on the objective, one row per step (and a schedule step after each)."""
     parameter = nn.Parameter(START.copy())
     optimizer = make_optimizer([parameter])
+    schedule = make_schedule(optimizer) if make_schedule else None
     path = []
     for _ in range(steps):
         parameter.grad = objective_grad(parameter.data)
         optimizer.step()
+        if schedule:
+            schedule.step()
         path.append(parameter.data.copy())
     return np.array(path)
 
@@ -51,13 +54,18 @@ def sgd_reference(lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=
     return np.array(path)
 
 
+def rates_per_step(lr, steps):
+    """One rate per step: ``lr`` repeated, or ``lr`` itself where it already is one rate per step (a schedule's)."""
+    return list(lr) if np.ndim(lr) else [lr] * steps
+
+
 def adam_reference(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False,
                    steps=STEPS):
     """Kingma & Ba, Algorithm 1, with torch's eps placement, L2 or decoupled decay, and AMSGrad."""
     beta1, beta2 = betas
     p = START.copy()
     m, v, v_max, path = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), []
-    for t in range(1, steps + 1):
+    for t, lr in enumerate(rates_per_step(lr, steps), start=1):
         g = objective_grad(p)
         if decoupled:
             p = p * (1 - lr * weight_decay)
@@ -78,7 +86,7 @@ def radam_reference(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decouple
     rho_inf = 2 / (1 - beta2) - 1
     p = START.copy()
     m, v, path = np.zeros_like(p), np.zeros_like(p), []
-    for t in range(1, steps + 1):
+    for t, lr in enumerate(rates_per_step(lr, steps), start=1):
         g = objective_grad(p)
         if decoupled:
             p = p * (1 - lr * weight_decay)
@@ -155,6 +163,16 @@ def test_radam_first_adaptive_step_with_beta2_0_999_is_6():
     assert rectification(6, beta2) == pytest.approx(r_6, rel=1e-14)
 
 
+def test_radam_does_not_rectify_where_rho_t_is_exactly_5():
+    """The rule is rho_t > 5 (the paper's, and torch's ``rho_t > 5.0``): with this beta2, rho_6 comes out
+    exactly 5.0 in float64, so step 6 still takes the un-adapted step and step 7 is the first adaptive one."""
+    beta2 = 0.8397685748659791
+    assert rho(6, beta2) == 5.0 and rho(7, beta2) > 5.0
+    assert rectification(6, beta2) is None and rectification(7, beta2) is not None
+    ours = run(lambda params: optim.RAdam(params, lr=0.05, betas=(0.9, beta2)), steps=8)
+    np.testing.assert_allclose(ours, radam_reference(0.05, betas=(0.9, beta2), steps=8), **TIGHT)
+
+
 def test_radam_with_beta2_0_6_never_rectifies():
     """The lab's claim: rho_inf = 4 < 5, so RAdam is SGD with bias-corrected momentum for ever."""
     assert all(rho(t, 0.6) < 5 and rectification(t, 0.6) is None for t in range(1, 10_001))
@@ -182,6 +200,46 @@ def test_each_group_uses_its_own_settings():
     np.testing.assert_allclose(b.data, adam_reference(0.02)[-1], **TIGHT)
 
 
+GROUP_SETTINGS = [
+    ("SGD", dict(lr=0.03), dict(momentum=0.9)),
+    ("SGD", dict(lr=0.03, momentum=0.9), dict(nesterov=True)),
+    ("SGD", dict(lr=0.03, momentum=0.9), dict(dampening=0.5)),
+    ("SGD", dict(lr=0.03), dict(maximize=True)),
+    ("Adam", dict(lr=0.05), dict(betas=ADAM_BETAS)),
+    ("Adam", dict(lr=0.05), dict(eps=0.1)),
+    ("Adam", dict(lr=0.05, betas=ADAM_BETAS), dict(amsgrad=True)),
+    ("AdamW", dict(lr=0.05, betas=ADAM_BETAS), dict(amsgrad=True)),
+    ("RAdam", dict(lr=0.05), dict(betas=(0.9, 0.6))),
+    ("RAdam", dict(lr=0.05), dict(eps=0.1)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1), dict(decoupled_weight_decay=True)),
+]
+
+
+@pytest.mark.parametrize("name, defaults, setting", GROUP_SETTINGS,
+                         ids=[f"{name}-{next(iter(setting))}" for name, _, setting in GROUP_SETTINGS])
+def test_a_setting_given_to_a_group_is_the_one_it_steps_with(name, defaults, setting):
+    """Every setting is read from the parameter's group: set there, it acts as if given to the optimizer."""
+    make = getattr(optim, name)
+    in_its_group = run(lambda params: make([{"params": params, **setting}], **defaults))
+    for_all = run(lambda params: make(params, **defaults, **setting))
+    np.testing.assert_array_equal(in_its_group, for_all)
+    assert np.abs(for_all - run(lambda params: make(params, **defaults))).max() > 1e-3  # the setting matters here
+
+
+@pytest.mark.parametrize("name", ["AdamW", "RAdam"])
+def test_decoupled_decay_shrinks_by_the_scheduled_rate(name):
+    """p <- p (1 - lr wd) with the lr of this step, as the schedule set it, not the rate the run began with."""
+    def make(params):
+        if name == "AdamW":
+            return optim.AdamW(params, lr=0.05, weight_decay=0.5)
+        return optim.RAdam(params, lr=0.05, weight_decay=0.5, decoupled_weight_decay=True)
+
+    ours = run(make, make_schedule=lambda optimizer: optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9))
+    rates = [0.05 * 0.9**k for k in range(STEPS)]
+    reference = adam_reference if name == "AdamW" else radam_reference
+    np.testing.assert_allclose(ours, reference(rates, weight_decay=0.5, decoupled=True), **TIGHT)
+
+
 class Attention(nn.Module):
     def __init__(self):
         super().__init__()
@@ -197,19 +255,32 @@ class Block(nn.Module):
         self.shift = nn.Module()
         self.shift.bias = nn.Parameter(np.zeros((2, 4), dtype=np.float32))  # 2-D, skipped by its name
         self.head = nn.Linear(4, 3, bias=False)
+        self.bias_gate = nn.Linear(4, 4, bias=False)  # "bias" in its name, but a weight: it decays
         self.absolute_pos_embed = nn.Parameter(np.zeros((1, 5, 4), dtype=np.float32))  # Swin's ape, 3-D
+        self.temperature = nn.Parameter(np.array(1.0, dtype=np.float32))  # 0-d: spared, as timm spares ndim <= 1
+
+
+def decay_and_no_decay_names(model, **skip):
+    names = {id(p): name for name, p in model.named_parameters()}
+    decay, no_decay = optim.weight_decay_groups(model, 0.05, **skip)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    return sorted(names[id(p)] for p in decay["params"]), sorted(names[id(p)] for p in no_decay["params"])
 
 
 def test_weight_decay_groups_spare_biases_norms_bias_tables_and_position_embedding():
-    model = Block()
-    names = {id(p): name for name, p in model.named_parameters()}
-    decay, no_decay = optim.weight_decay_groups(model, 0.05)
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert sorted(names[id(p)] for p in decay["params"]) == ["attn.qkv.weight", "head.weight"]
-    assert sorted(names[id(p)] for p in no_decay["params"]) == [
-        "absolute_pos_embed", "attn.qkv.bias", "attn.relative_position_bias_table", "norm.bias", "norm.weight",
-        "shift.bias"]
-    assert len(optim.AdamW([decay, no_decay]).param_groups) == 2
+    assert decay_and_no_decay_names(Block()) == (
+        ["attn.qkv.weight", "bias_gate.weight", "head.weight"],
+        ["absolute_pos_embed", "attn.qkv.bias", "attn.relative_position_bias_table", "norm.bias", "norm.weight",
+         "shift.bias", "temperature"])
+    assert len(optim.AdamW(optim.weight_decay_groups(Block(), 0.05)).param_groups) == 2
+
+
+def test_weight_decay_groups_skip_every_name_that_contains_a_skip_name():
+    """Module names too, as Swin V2's recipe skips its whole ``cpb_mlp``: here all of ``attn`` (and the
+    position embedding, no longer named, decays)."""
+    decay, no_decay = decay_and_no_decay_names(Block(), skip_names=("attn",))
+    assert decay == ["absolute_pos_embed", "bias_gate.weight", "head.weight"]
+    assert "attn.qkv.weight" in no_decay
 
 
 def test_zero_grad_clears_every_gradient():
@@ -551,6 +622,35 @@ def test_loading_restores_each_groups_settings():
     assert type(resumed.param_groups[0]["betas"]) is tuple
 
 
+def stepped_in_two_groups():
+    """Adam over groups [a, b] and [c] after one step in which b had no gradient."""
+    a, b, c = (nn.Parameter(START.copy()) for _ in range(3))
+    optimizer = optim.Adam([{"params": [a, b]}, {"params": [c], "lr": 0.05}])
+    a.grad, c.grad = objective_grad(a.data), 2.0 * objective_grad(c.data)
+    optimizer.step()
+    return optimizer, (a, b, c)
+
+
+def test_state_dict_numbers_parameters_in_group_order_as_torch_does():
+    optimizer, (a, b, c) = stepped_in_two_groups()
+    saved = optimizer.state_dict()
+    assert [group["params"] for group in saved["param_groups"]] == [[0, 1], [2]]
+    assert sorted(saved["state"]) == [0, 2]
+    np.testing.assert_allclose(saved["state"][0]["exp_avg"], 0.1 * objective_grad(START), **TIGHT)
+    np.testing.assert_allclose(saved["state"][2]["exp_avg"], 0.1 * 2.0 * objective_grad(START), **TIGHT)
+
+
+def test_state_keyed_by_strings_loads_as_when_keyed_by_numbers():
+    """A JSON manifest gives the parameter numbers back as strings."""
+    optimizer, (a, b, c) = stepped_in_two_groups()
+    saved = optimizer.state_dict()
+    saved["state"] = {str(key): state for key, state in saved["state"].items()}
+    resumed = optim.Adam([{"params": [a, b]}, {"params": [c]}])
+    resumed.load_state_dict(saved)
+    assert set(resumed.state) == {a, c}
+    np.testing.assert_array_equal(resumed.state[c]["exp_avg"], optimizer.state[c]["exp_avg"])
+
+
 def test_loading_state_of_another_shape_raises():
     a, b = nn.Parameter(START.copy()), nn.Parameter(START[:3].copy())
     optimizer = optim.Adam([a])
@@ -649,6 +749,29 @@ def test_clip_grad_norm_scales_gradients_of_two_dtypes_together_each_in_its_own(
         assert parameter.grad.dtype == grad.dtype
         np.testing.assert_allclose(backend.asnumpy(parameter.grad), grad * (6.5 / (13.0 + 1e-6)),
                                    rtol=np.finfo(grad.dtype).eps)
+
+
+def test_clip_grad_norm_to_zero_zeroes_the_gradients(device):
+    """max_norm = 0: the scale min(1, 0 / (norm + eps)) is 0, as in torch."""
+    parameters = parameters_with_grads([np.array([3.0, 0.0]), np.array([[4.0], [12.0]])], device)
+    assert optim.clip_grad_norm_(parameters, max_norm=0.0).item() == 13.0
+    for parameter in parameters:
+        assert not backend.asnumpy(parameter.grad).any()
+
+
+@pytest.mark.parametrize("bad, norm, clipped", [
+    (np.inf, np.inf, [[0.0, np.nan], [0.0]]),  # scale max_norm / inf = 0, and inf * 0 is NaN
+    (np.nan, np.nan, [[np.nan, np.nan], [np.nan]]),  # a NaN norm makes a NaN scale
+], ids=["inf", "nan"])
+def test_clip_grad_norm_of_non_finite_gradients_is_torchs(bad, norm, clipped):
+    """torch (error_if_nonfinite=False) returns the non-finite norm and scales by
+    min(max_norm / (norm + 1e-6), 1) all the same; NaN does not pass for small."""
+    parameters = parameters_with_grads([np.array([3.0, bad]), np.array([4.0])], "cpu")
+    with np.errstate(invalid="ignore"):
+        found = optim.clip_grad_norm_(parameters, max_norm=1.0).item()
+    np.testing.assert_array_equal(found, norm)
+    for parameter, expected in zip(parameters, clipped):
+        np.testing.assert_array_equal(parameter.grad, expected)
 
 
 def test_clip_grad_norm_of_a_single_tensor():
