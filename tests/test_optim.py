@@ -337,6 +337,23 @@ def test_step_never_writes_into_the_gradients(name, maximize):
         np.testing.assert_array_equal(grad, original)
 
 
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("name", UNTOUCHED)
+def test_0d_parameters_step_as_the_elements_of_a_vector_do(name, maximize):
+    """As torch steps them (a learnt temperature, say): each 0-d parameter takes its element's path.
+    (NumPy gives a scalar, not a 0-d array, for -grad or grad + wd p: it must not end up as state.)"""
+    scalars = [nn.Parameter(np.array(x)) for x in START]
+    optimizer = UNTOUCHED[name](scalars, maximize=maximize)
+    path = []
+    for _ in range(STEPS):
+        for scalar, grad in zip(scalars, objective_grad(np.array([scalar.data for scalar in scalars]))):
+            scalar.grad = np.array(grad)
+        optimizer.step()
+        path.append([scalar.data.item() for scalar in scalars])
+    assert all(type(scalar.data) is np.ndarray and scalar.shape == () for scalar in scalars)
+    np.testing.assert_array_equal(np.array(path), run(lambda params: UNTOUCHED[name](params, maximize=maximize)))
+
+
 def test_sgd_momentum_survives_zero_grad_in_place():
     """zero_grad(set_to_none=False) zeroes the gradient arrays: the momentum buffer must not be one of them."""
     paths = []

@@ -12,12 +12,12 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 STEPS = 60
-SHAPES = [(3, 4), (5,), (2, 2, 3)]
+SHAPES = [(3, 4), (5,), (2, 2, 3), ()]
 
 
 def objective_grad(p):
-    """Gradient of sum(0.75 (p - 0.3)^2 + sin(3 p) / 3)."""
-    return 1.5 * (p - 0.3) + np.cos(3.0 * p)
+    """Gradient of sum(0.75 (p - 0.3)^2 + sin(3 p) / 3), an array also where p is 0-d."""
+    return np.asarray(1.5 * (p - 0.3) + np.cos(3.0 * p))
 
 
 CASES = [
