@@ -77,6 +77,10 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore settings and state saved by ``state_dict`` into an optimizer over the same model."""
         saved_groups = state_dict["param_groups"]
+        unknown = {key for saved in saved_groups for key in saved} - set(self.defaults) - {"params", "initial_lr"}
+        if unknown:  # (initial_lr is a schedule's, kept in the groups as torch keeps it)
+            raise ValueError(f"the saved optimizer state has settings {sorted(unknown)} that {type(self).__name__} "
+                             "does not take: was it saved by another kind of optimizer?")
         if len(saved_groups) != len(self.param_groups) or any(
                 len(s["params"]) != len(g["params"]) for s, g in zip(saved_groups, self.param_groups)):
             raise ValueError("the saved optimizer state has different parameter groups than this optimizer: "

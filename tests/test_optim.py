@@ -677,6 +677,22 @@ def test_loading_state_of_another_shape_raises():
         optim.Adam([b]).load_state_dict(optimizer.state_dict())
 
 
+OTHER_KINDS = [(saved_by, loaded_by) for saved_by in MAKERS for loaded_by in MAKERS
+               if saved_by != loaded_by and {saved_by, loaded_by} != {"Adam", "AdamW"}]
+
+
+@pytest.mark.parametrize("saved_by, loaded_by", OTHER_KINDS, ids=[f"{a}-into-{b}" for a, b in OTHER_KINDS])
+def test_loading_state_of_another_kind_of_optimizer_raises(saved_by, loaded_by):
+    """Taken, its settings and state would mix two methods in the next steps. (Adam and AdamW, with the
+    same settings and the same state, cannot be told apart, here as in torch.)"""
+    parameter = nn.Parameter(START.copy())
+    saving = MAKERS[saved_by]([parameter])
+    parameter.grad = objective_grad(parameter.data)
+    saving.step()
+    with pytest.raises(ValueError, match=f"settings .* that {loaded_by} does not take"):
+        MAKERS[loaded_by]([parameter]).load_state_dict(saving.state_dict())
+
+
 def test_loading_state_with_different_groups_raises():
     a, b, c = (nn.Parameter(START.copy()) for _ in range(3))
     saved = optim.Adam([{"params": [a, b]}, {"params": [c]}]).state_dict()
