@@ -34,9 +34,10 @@ class Optimizer:
     def add_param_group(self, group: dict[str, Any]) -> None:
         """Add parameters with their own settings; settings not given take the defaults."""
         params = [_parameter(entry) for entry in _check_iterable(group["params"], type(self).__name__)]
+        ids = [id(p) for p in params]
         seen = {id(p) for g in self.param_groups for p in g["params"]}
-        if any(id(p) in seen for p in params):
-            raise ValueError("a parameter appears in more than one parameter group")
+        if len(set(ids)) < len(ids) or seen.intersection(ids):  # it would be stepped twice a step
+            raise ValueError("a parameter appears twice in the parameter groups")
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)} for {type(self).__name__}; "

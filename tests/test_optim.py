@@ -476,6 +476,7 @@ def test_parameters_without_grad_are_skipped():
     lambda p: optim.AdamW(nn.Module().parameters()),
     lambda p: optim.RAdam([]),
     lambda p: optim.SGD([{"params": p}, {"params": p}], lr=0.1),
+    lambda p: optim.Adam(p + p),
     lambda p: optim.Adam(p, lr=-1.0),
     lambda p: optim.Adam(p, betas=(0.9, 1.0)),
     lambda p: optim.AdamW(p, betas=(1.0, 0.999)),
@@ -487,8 +488,8 @@ def test_parameters_without_grad_are_skipped():
     lambda p: optim.SGD(p, lr=0.1, nesterov=True),
     lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
 ], ids=["sgd-unknown", "adam-unknown", "radam-unknown", "sgd-empty", "adam-empty", "adamw-empty-model",
-        "radam-empty", "twice", "negative-lr", "beta2-1", "beta1-1", "negative-beta1", "negative-eps",
-        "negative-decay", "sgd-negative-momentum", "sgd-negative-decay", "nesterov-no-momentum",
+        "radam-empty", "twice", "twice-in-a-group", "negative-lr", "beta2-1", "beta1-1", "negative-beta1",
+        "negative-eps", "negative-decay", "sgd-negative-momentum", "sgd-negative-decay", "nesterov-no-momentum",
         "nesterov-dampening"])
 def test_bad_settings_raise_value_error(make):
     with pytest.raises(ValueError):
@@ -811,6 +812,14 @@ def test_clip_grad_norm_of_a_single_tensor():
     parameter = parameters_with_grads([np.array([3.0, 4.0])], "cpu")[0]
     assert optim.clip_grad_norm_(parameter, max_norm=1.0).item() == 5.0
     np.testing.assert_allclose(parameter.grad, [3.0 / (5.0 + 1e-6), 4.0 / (5.0 + 1e-6)], rtol=1e-15)
+
+
+def test_clip_grad_norm_takes_no_third_positional_argument():
+    """torch's third is norm_type: clip_grad_norm_(params, 1.0, 2.0) must not pass 2.0 as eps here."""
+    parameters = parameters_with_grads([np.array([3.0, 4.0])], "cpu")
+    with pytest.raises(TypeError):
+        optim.clip_grad_norm_(parameters, 1.0, 2.0)
+    np.testing.assert_array_equal(parameters[0].grad, [3.0, 4.0])
 
 
 def test_clip_grad_norm_without_gradients_raises():
