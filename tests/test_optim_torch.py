@@ -94,6 +94,13 @@ def test_state_dict_numbers_parameters_and_keys_state_as_torchs():
         np.testing.assert_array_equal(our_state["state"][key]["exp_avg_sq"], state["exp_avg_sq"].numpy())
 
 
+def test_clip_grad_norm_takes_torchs_positional_arguments():
+    ours = [p.name for p in inspect.signature(optim.clip_grad_norm_).parameters.values()
+            if p.kind == p.POSITIONAL_OR_KEYWORD]
+    theirs = list(inspect.signature(torch.nn.utils.clip_grad_norm_).parameters)
+    assert ours == theirs[:len(ours)]
+
+
 @pytest.mark.parametrize("max_norm", [0.5, 100.0])
 def test_clip_grad_norm_matches_torch(max_norm):
     rng = np.random.default_rng(1)
