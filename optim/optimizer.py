@@ -90,12 +90,14 @@ class Optimizer:
         parameters = {}
         for saved, group in zip(saved_groups, self.param_groups):
             parameters.update(zip(saved["params"], group["params"]))
-            group.update({k: tuple(v) if isinstance(self.defaults.get(k), tuple) else v
-                          for k, v in saved.items() if k != "params"})
-        self.state = {}
+        state = {}  # all restored before anything changes: a refused load leaves the optimizer as it was
         for key, saved_state in state_dict["state"].items():
             parameter = parameters[int(key)]
-            self.state[parameter] = {k: _restore(v, parameter) for k, v in saved_state.items()}
+            state[parameter] = {k: _restore(v, parameter) for k, v in saved_state.items()}
+        for saved, group in zip(saved_groups, self.param_groups):
+            group.update({k: tuple(v) if isinstance(self.defaults.get(k), tuple) else v
+                          for k, v in saved.items() if k != "params"})
+        self.state = state
 
 
 def _check_iterable(params: Any, optimizer: str) -> Any:

@@ -669,13 +669,18 @@ def test_state_keyed_by_strings_loads_as_when_keyed_by_numbers():
     np.testing.assert_array_equal(resumed.state[c]["exp_avg"], optimizer.state[c]["exp_avg"])
 
 
-def test_loading_state_of_another_shape_raises():
+def test_loading_state_of_another_shape_raises_and_changes_nothing():
+    """Refused, the load leaves the optimizer as it was: its own state and settings, ready to go on."""
     a, b = nn.Parameter(START.copy()), nn.Parameter(START[:3].copy())
-    optimizer = optim.Adam([a])
-    a.grad = objective_grad(a.data)
-    optimizer.step()
+    saving, loading = optim.Adam([a], lr=0.05), optim.Adam([b], lr=0.01)
+    a.grad, b.grad = objective_grad(a.data), np.ones(3)
+    saving.step()
+    loading.step()
+    kept = host_state(loading.state_dict())
     with pytest.raises(ValueError, match="does not fit"):
-        optim.Adam([b]).load_state_dict(optimizer.state_dict())
+        loading.load_state_dict(saving.state_dict())
+    assert loading.param_groups[0]["lr"] == 0.01
+    assert_same_state(host_state(loading.state_dict()), kept)
 
 
 OTHER_KINDS = [(saved_by, loaded_by) for saved_by in MAKERS for loaded_by in MAKERS
