@@ -212,6 +212,11 @@ GROUP_SETTINGS = [
     ("RAdam", dict(lr=0.05), dict(betas=(0.9, 0.6))),
     ("RAdam", dict(lr=0.05), dict(eps=0.1)),
     ("RAdam", dict(lr=0.05, weight_decay=0.1), dict(decoupled_weight_decay=True)),
+    # the no-decay group of weight_decay_groups, under optimizers whose default decays
+    ("SGD", dict(lr=0.03, weight_decay=0.3), dict(weight_decay=0.0)),
+    ("Adam", dict(lr=0.05, weight_decay=0.3), dict(weight_decay=0.0)),
+    ("AdamW", dict(lr=0.05, weight_decay=0.3), dict(weight_decay=0.0)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.3, decoupled_weight_decay=True), dict(weight_decay=0.0)),
 ]
 
 
@@ -221,7 +226,7 @@ def test_a_setting_given_to_a_group_is_the_one_it_steps_with(name, defaults, set
     """Every setting is read from the parameter's group: set there, it acts as if given to the optimizer."""
     make = getattr(optim, name)
     in_its_group = run(lambda params: make([{"params": params, **setting}], **defaults))
-    for_all = run(lambda params: make(params, **defaults, **setting))
+    for_all = run(lambda params: make(params, **{**defaults, **setting}))
     np.testing.assert_array_equal(in_its_group, for_all)
     assert np.abs(for_all - run(lambda params: make(params, **defaults))).max() > 1e-3  # the setting matters here
 
@@ -253,7 +258,7 @@ class Block(nn.Module):
         self.norm = nn.LayerNorm(4)
         self.attn = Attention()
         self.shift = nn.Module()
-        self.shift.bias = nn.Parameter(np.zeros((2, 4), dtype=np.float32))  # 2-D, skipped by its name
+        self.shift.bias = nn.Parameter(np.zeros((2, 4, 1), dtype=np.float32))  # 3-D, skipped by its name
         self.head = nn.Linear(4, 3, bias=False)
         self.bias_gate = nn.Linear(4, 4, bias=False)  # "bias" in its name, but a weight: it decays
         self.absolute_pos_embed = nn.Parameter(np.zeros((1, 5, 4), dtype=np.float32))  # Swin's ape, 3-D
@@ -262,8 +267,8 @@ class Block(nn.Module):
 
 def decay_and_no_decay_names(model, **skip):
     names = {id(p): name for name, p in model.named_parameters()}
-    decay, no_decay = optim.weight_decay_groups(model, 0.05, **skip)
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    decay, no_decay = optim.weight_decay_groups(model, 0.3, **skip)
+    assert decay["weight_decay"] == 0.3 and no_decay["weight_decay"] == 0.0
     return sorted(names[id(p)] for p in decay["params"]), sorted(names[id(p)] for p in no_decay["params"])
 
 
@@ -292,12 +297,14 @@ def test_zero_grad_clears_every_gradient():
 
 
 def test_zero_grad_can_fill_with_zeros_in_place():
-    a = nn.Parameter(START.copy())
-    optimizer = optim.SGD([a], lr=0.1)
+    """... the gradients there are: a parameter without one keeps None (and is skipped by step), as in torch."""
+    a, b = nn.Parameter(START.copy()), nn.Parameter(START.copy())
+    optimizer = optim.SGD([a, b], lr=0.1)
     a.grad = objective_grad(a.data)
     held = a.grad
     optimizer.zero_grad(set_to_none=False)
     assert a.grad is held and not held.any()
+    assert b.grad is None
 
 
 MAKERS = {"SGD": lambda p, **kw: optim.SGD(p, lr=0.03, momentum=0.9, weight_decay=0.1, **kw),
@@ -669,11 +676,12 @@ def test_state_keyed_by_strings_loads_as_when_keyed_by_numbers():
     np.testing.assert_array_equal(resumed.state[c]["exp_avg"], optimizer.state[c]["exp_avg"])
 
 
-def test_loading_state_of_another_shape_raises_and_changes_nothing():
+@pytest.mark.parametrize("shape", [(3,), (7, 1)], ids=["other-size", "same-size"])
+def test_loading_state_of_another_shape_raises_and_changes_nothing(shape):
     """Refused, the load leaves the optimizer as it was: its own state and settings, ready to go on."""
-    a, b = nn.Parameter(START.copy()), nn.Parameter(START[:3].copy())
+    a, b = nn.Parameter(START.copy()), nn.Parameter(np.ones(shape))
     saving, loading = optim.Adam([a], lr=0.05), optim.Adam([b], lr=0.01)
-    a.grad, b.grad = objective_grad(a.data), np.ones(3)
+    a.grad, b.grad = objective_grad(a.data), np.ones(shape)
     saving.step()
     loading.step()
     kept = host_state(loading.state_dict())
@@ -760,15 +768,18 @@ def parameters_with_grads(grads, device):
     return parameters
 
 
-def test_clip_grad_norm_scales_all_gradients_together(device):
-    grads = [np.array([3.0, 0.0]), np.array([[4.0], [12.0]]), None]  # joint norm 13
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_clip_grad_norm_scales_all_gradients_together(device, dtype):
+    """The norm comes in the gradients' dtype, as torch's does."""
+    grads = [np.array([3.0, 0.0], dtype), np.array([[4.0], [12.0]], dtype), None]  # joint norm 13
     parameters = parameters_with_grads(grads, device)
     norm = optim.clip_grad_norm_(parameters, max_norm=6.5)
-    assert isinstance(norm, minigrad.Tensor) and norm.shape == () and norm.dtype == np.float64
+    assert isinstance(norm, minigrad.Tensor) and norm.shape == () and norm.dtype == dtype
     assert norm.device == device and norm.item() == 13.0
     for parameter, grad in zip(parameters[:2], grads):
-        assert parameter.grad.dtype == np.float64
-        np.testing.assert_allclose(backend.asnumpy(parameter.grad), grad * (6.5 / (13.0 + 1e-6)), rtol=1e-15)
+        assert parameter.grad.dtype == dtype
+        np.testing.assert_allclose(backend.asnumpy(parameter.grad), grad * (6.5 / (13.0 + 1e-6)),
+                                   rtol=np.finfo(dtype).eps)
     assert parameters[2].grad is None
 
 
