@@ -313,11 +313,16 @@ MAKERS = {"SGD": lambda p, **kw: optim.SGD(p, lr=0.03, momentum=0.9, weight_deca
           "RAdam": lambda p, **kw: optim.RAdam(p, lr=0.05, weight_decay=0.1, **kw)}
 
 
-@pytest.mark.parametrize("name", MAKERS)
+CLIMBERS = {**MAKERS, "RAdam-decoupled": lambda p, **kw: optim.RAdam(p, lr=0.05, weight_decay=0.1,
+                                                                     decoupled_weight_decay=True, **kw)}
+
+
+@pytest.mark.parametrize("name", CLIMBERS)
 def test_maximize_climbs_where_the_negated_objective_descends(name):
-    """maximize follows -grad: on f it takes exactly the path that minimising -f takes."""
+    """maximize follows -grad: on f it takes exactly the path that minimising -f takes (the decay,
+    L2 or decoupled, still shrinks p)."""
     climber, descender = nn.Parameter(START.copy()), nn.Parameter(START.copy())
-    climbing, descending = MAKERS[name]([climber], maximize=True), MAKERS[name]([descender])
+    climbing, descending = CLIMBERS[name]([climber], maximize=True), CLIMBERS[name]([descender])
     for _ in range(STEPS):
         climber.grad, descender.grad = -objective_grad(climber.data), objective_grad(descender.data)
         climbing.step()

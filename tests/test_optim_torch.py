@@ -40,6 +40,7 @@ CASES = [
     ("Adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True, maximize=True)),
     ("AdamW", dict(lr=0.05, maximize=True)),
     ("RAdam", dict(lr=0.05, weight_decay=0.1, maximize=True)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
 ]
 
 
