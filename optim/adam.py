@@ -24,7 +24,9 @@ def update_moments(grad, state, beta1: float, beta2: float) -> int:
     """m <- beta1 m + (1 - beta1) g and v <- beta2 v + (1 - beta2) g^2, in place; returns step t.
 
     (The optimizers' arithmetic runs in place, through one scratch array: with a model's worth of
-    parameters every pass over memory, and every fresh array, shows in the step time.)
+    parameters every pass over memory, and every fresh array, shows in the step time. Arrays that are
+    written to later are made with ``out=``: for a 0-d parameter NumPy would return a scalar instead,
+    which ``out=`` refuses and ``*=`` rebinds rather than updates.)
     """
     xp = backend.get_array_module(grad)
     if "step" not in state:
@@ -33,7 +35,8 @@ def update_moments(grad, state, beta1: float, beta2: float) -> int:
         state["exp_avg_sq"] = xp.zeros_like(grad)
     state["step"] += 1
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    scratch = grad - exp_avg  # m += (1 - beta1) (g - m): torch's lerp, up to rounding
+    # m += (1 - beta1) (g - m): torch's lerp, up to rounding
+    scratch = xp.subtract(grad, exp_avg, out=xp.empty_like(exp_avg))
     scratch *= 1 - beta1
     exp_avg += scratch
     exp_avg_sq *= beta2
@@ -73,7 +76,7 @@ class Adam(Optimizer):
             xp.maximum(state["max_exp_avg_sq"], second_moment, out=state["max_exp_avg_sq"])
             second_moment = state["max_exp_avg_sq"]
         step_size = group["lr"] / (1 - beta1**t)
-        step = xp.sqrt(second_moment)  # the denominator, then, in place, the step
+        step = xp.sqrt(second_moment, out=xp.empty_like(second_moment))  # the denominator, then, in place, the step
         step /= math.sqrt(1 - beta2**t)
         step += group["eps"]
         xp.divide(state["exp_avg"], step, out=step)

@@ -7,16 +7,16 @@ from minigrad import backend
 from minigrad.tensor import Tensor
 
 
-def clip_grad_norm_(params: Tensor | Iterable[Tensor], max_norm: float, eps: float = 1e-6) -> Tensor:
+def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, *, eps: float = 1e-6) -> Tensor:
     """Scale all gradients together so their joint L2 norm is at most ``max_norm``.
 
     Returns the norm before clipping, as a 0-d tensor on the gradients' device: reading it
     (``.item()``) is the caller's choice, so a training step need not wait for the GPU here.
     The scale is min(1, max_norm / (norm + eps)), applied without a branch on the device value.
     """
-    if isinstance(params, Tensor):
-        params = [params]
-    grads = [p.grad for p in params if p.grad is not None]
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         raise ValueError("clip_grad_norm_: no parameter has a gradient; call backward() first")
     xp = backend.get_array_module(grads[0])

@@ -34,9 +34,10 @@ class Optimizer:
     def add_param_group(self, group: dict[str, Any]) -> None:
         """Add parameters with their own settings; settings not given take the defaults."""
         params = [_parameter(entry) for entry in _check_iterable(group["params"], type(self).__name__)]
+        ids = [id(p) for p in params]
         seen = {id(p) for g in self.param_groups for p in g["params"]}
-        if any(id(p) in seen for p in params):
-            raise ValueError("a parameter appears in more than one parameter group")
+        if len(set(ids)) < len(ids) or seen.intersection(ids):  # it would be stepped twice a step
+            raise ValueError("a parameter appears twice in the parameter groups")
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)} for {type(self).__name__}; "
@@ -77,6 +78,10 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore settings and state saved by ``state_dict`` into an optimizer over the same model."""
         saved_groups = state_dict["param_groups"]
+        unknown = {key for saved in saved_groups for key in saved} - set(self.defaults) - {"params", "initial_lr"}
+        if unknown:  # (initial_lr is a schedule's, kept in the groups as torch keeps it)
+            raise ValueError(f"the saved optimizer state has settings {sorted(unknown)} that {type(self).__name__} "
+                             "does not take: was it saved by another kind of optimizer?")
         if len(saved_groups) != len(self.param_groups) or any(
                 len(s["params"]) != len(g["params"]) for s, g in zip(saved_groups, self.param_groups)):
             raise ValueError("the saved optimizer state has different parameter groups than this optimizer: "
@@ -85,12 +90,14 @@ class Optimizer:
         parameters = {}
         for saved, group in zip(saved_groups, self.param_groups):
             parameters.update(zip(saved["params"], group["params"]))
-            group.update({k: tuple(v) if isinstance(self.defaults.get(k), tuple) else v
-                          for k, v in saved.items() if k != "params"})
-        self.state = {}
+        state = {}  # all restored before anything changes: a refused load leaves the optimizer as it was
         for key, saved_state in state_dict["state"].items():
             parameter = parameters[int(key)]
-            self.state[parameter] = {k: _restore(v, parameter) for k, v in saved_state.items()}
+            state[parameter] = {k: _restore(v, parameter) for k, v in saved_state.items()}
+        for saved, group in zip(saved_groups, self.param_groups):
+            group.update({k: tuple(v) if isinstance(self.defaults.get(k), tuple) else v
+                          for k, v in saved.items() if k != "params"})
+        self.state = state
 
 
 def _check_iterable(params: Any, optimizer: str) -> Any:

@@ -66,7 +66,7 @@ class RAdam(Optimizer):
         step *= lr
         rect = rectification(t, beta2)
         if rect is not None:
-            adaptive = xp.sqrt(state["exp_avg_sq"])
+            adaptive = xp.sqrt(state["exp_avg_sq"], out=xp.empty_like(state["exp_avg_sq"]))
             adaptive += group["eps"]
             xp.divide(math.sqrt(1 - beta2**t), adaptive, out=adaptive)
             step *= adaptive

@@ -1,6 +1,7 @@
 """Stochastic gradient descent with momentum (Polyak's heavy ball, or Nesterov's), as torch.optim.SGD."""
 from __future__ import annotations
 
+from minigrad import backend
 from optim.optimizer import Optimizer
 
 
@@ -26,7 +27,8 @@ class SGD(Optimizer):
         momentum = group["momentum"]
         if momentum:
             if "momentum_buffer" not in state:
-                state["momentum_buffer"] = grad.copy()
+                # an array even where grad is a NumPy scalar (a 0-d parameter's, decayed or negated)
+                state["momentum_buffer"] = backend.get_array_module(parameter.data).array(grad, copy=True)
             else:
                 buffer = state["momentum_buffer"]
                 buffer *= momentum

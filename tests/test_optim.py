@@ -24,14 +24,17 @@ def objective_grad(p):
     return CURVATURE * (p - TARGET) + np.cos(3.0 * p)
 
 
-def run(make_optimizer, steps=STEPS):
-    """Trajectory of ``optim`` on the objective, one row per step."""
+def run(make_optimizer, steps=STEPS, make_schedule=None):
+    """Trajectory of ``optim`` on the objective, one row per step (and a schedule step after each)."""
     parameter = nn.Parameter(START.copy())
     optimizer = make_optimizer([parameter])
+    schedule = make_schedule(optimizer) if make_schedule else None
     path = []
     for _ in range(steps):
         parameter.grad = objective_grad(parameter.data)
         optimizer.step()
+        if schedule:
+            schedule.step()
         path.append(parameter.data.copy())
     return np.array(path)
 
@@ -51,13 +54,18 @@ def sgd_reference(lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=
     return np.array(path)
 
 
+def rates_per_step(lr, steps):
+    """One rate per step: ``lr`` repeated, or ``lr`` itself where it already is one rate per step (a schedule's)."""
+    return list(lr) if np.ndim(lr) else [lr] * steps
+
+
 def adam_reference(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False,
                    steps=STEPS):
     """Kingma & Ba, Algorithm 1, with torch's eps placement, L2 or decoupled decay, and AMSGrad."""
     beta1, beta2 = betas
     p = START.copy()
     m, v, v_max, path = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), []
-    for t in range(1, steps + 1):
+    for t, lr in enumerate(rates_per_step(lr, steps), start=1):
         g = objective_grad(p)
         if decoupled:
             p = p * (1 - lr * weight_decay)
@@ -78,7 +86,7 @@ def radam_reference(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decouple
     rho_inf = 2 / (1 - beta2) - 1
     p = START.copy()
     m, v, path = np.zeros_like(p), np.zeros_like(p), []
-    for t in range(1, steps + 1):
+    for t, lr in enumerate(rates_per_step(lr, steps), start=1):
         g = objective_grad(p)
         if decoupled:
             p = p * (1 - lr * weight_decay)
@@ -155,6 +163,16 @@ def test_radam_first_adaptive_step_with_beta2_0_999_is_6():
     assert rectification(6, beta2) == pytest.approx(r_6, rel=1e-14)
 
 
+def test_radam_does_not_rectify_where_rho_t_is_exactly_5():
+    """The rule is rho_t > 5 (the paper's, and torch's ``rho_t > 5.0``): with this beta2, rho_6 comes out
+    exactly 5.0 in float64, so step 6 still takes the un-adapted step and step 7 is the first adaptive one."""
+    beta2 = 0.8397685748659791
+    assert rho(6, beta2) == 5.0 and rho(7, beta2) > 5.0
+    assert rectification(6, beta2) is None and rectification(7, beta2) is not None
+    ours = run(lambda params: optim.RAdam(params, lr=0.05, betas=(0.9, beta2)), steps=8)
+    np.testing.assert_allclose(ours, radam_reference(0.05, betas=(0.9, beta2), steps=8), **TIGHT)
+
+
 def test_radam_with_beta2_0_6_never_rectifies():
     """The lab's claim: rho_inf = 4 < 5, so RAdam is SGD with bias-corrected momentum for ever."""
     assert all(rho(t, 0.6) < 5 and rectification(t, 0.6) is None for t in range(1, 10_001))
@@ -182,6 +200,51 @@ def test_each_group_uses_its_own_settings():
     np.testing.assert_allclose(b.data, adam_reference(0.02)[-1], **TIGHT)
 
 
+GROUP_SETTINGS = [
+    ("SGD", dict(lr=0.03), dict(momentum=0.9)),
+    ("SGD", dict(lr=0.03, momentum=0.9), dict(nesterov=True)),
+    ("SGD", dict(lr=0.03, momentum=0.9), dict(dampening=0.5)),
+    ("SGD", dict(lr=0.03), dict(maximize=True)),
+    ("Adam", dict(lr=0.05), dict(betas=ADAM_BETAS)),
+    ("Adam", dict(lr=0.05), dict(eps=0.1)),
+    ("Adam", dict(lr=0.05, betas=ADAM_BETAS), dict(amsgrad=True)),
+    ("AdamW", dict(lr=0.05, betas=ADAM_BETAS), dict(amsgrad=True)),
+    ("RAdam", dict(lr=0.05), dict(betas=(0.9, 0.6))),
+    ("RAdam", dict(lr=0.05), dict(eps=0.1)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1), dict(decoupled_weight_decay=True)),
+    # the no-decay group of weight_decay_groups, under optimizers whose default decays
+    ("SGD", dict(lr=0.03, weight_decay=0.3), dict(weight_decay=0.0)),
+    ("Adam", dict(lr=0.05, weight_decay=0.3), dict(weight_decay=0.0)),
+    ("AdamW", dict(lr=0.05, weight_decay=0.3), dict(weight_decay=0.0)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.3, decoupled_weight_decay=True), dict(weight_decay=0.0)),
+]
+
+
+@pytest.mark.parametrize("name, defaults, setting", GROUP_SETTINGS,
+                         ids=[f"{name}-{next(iter(setting))}" for name, _, setting in GROUP_SETTINGS])
+def test_a_setting_given_to_a_group_is_the_one_it_steps_with(name, defaults, setting):
+    """Every setting is read from the parameter's group: set there, it acts as if given to the optimizer."""
+    make = getattr(optim, name)
+    in_its_group = run(lambda params: make([{"params": params, **setting}], **defaults))
+    for_all = run(lambda params: make(params, **{**defaults, **setting}))
+    np.testing.assert_array_equal(in_its_group, for_all)
+    assert np.abs(for_all - run(lambda params: make(params, **defaults))).max() > 1e-3  # the setting matters here
+
+
+@pytest.mark.parametrize("name", ["AdamW", "RAdam"])
+def test_decoupled_decay_shrinks_by_the_scheduled_rate(name):
+    """p <- p (1 - lr wd) with the lr of this step, as the schedule set it, not the rate the run began with."""
+    def make(params):
+        if name == "AdamW":
+            return optim.AdamW(params, lr=0.05, weight_decay=0.5)
+        return optim.RAdam(params, lr=0.05, weight_decay=0.5, decoupled_weight_decay=True)
+
+    ours = run(make, make_schedule=lambda optimizer: optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9))
+    rates = [0.05 * 0.9**k for k in range(STEPS)]
+    reference = adam_reference if name == "AdamW" else radam_reference
+    np.testing.assert_allclose(ours, reference(rates, weight_decay=0.5, decoupled=True), **TIGHT)
+
+
 class Attention(nn.Module):
     def __init__(self):
         super().__init__()
@@ -195,21 +258,34 @@ class Block(nn.Module):
         self.norm = nn.LayerNorm(4)
         self.attn = Attention()
         self.shift = nn.Module()
-        self.shift.bias = nn.Parameter(np.zeros((2, 4), dtype=np.float32))  # 2-D, skipped by its name
+        self.shift.bias = nn.Parameter(np.zeros((2, 4, 1), dtype=np.float32))  # 3-D, skipped by its name
         self.head = nn.Linear(4, 3, bias=False)
+        self.bias_gate = nn.Linear(4, 4, bias=False)  # "bias" in its name, but a weight: it decays
         self.absolute_pos_embed = nn.Parameter(np.zeros((1, 5, 4), dtype=np.float32))  # Swin's ape, 3-D
+        self.temperature = nn.Parameter(np.array(1.0, dtype=np.float32))  # 0-d: spared, as timm spares ndim <= 1
+
+
+def decay_and_no_decay_names(model, **skip):
+    names = {id(p): name for name, p in model.named_parameters()}
+    decay, no_decay = optim.weight_decay_groups(model, 0.3, **skip)
+    assert decay["weight_decay"] == 0.3 and no_decay["weight_decay"] == 0.0
+    return sorted(names[id(p)] for p in decay["params"]), sorted(names[id(p)] for p in no_decay["params"])
 
 
 def test_weight_decay_groups_spare_biases_norms_bias_tables_and_position_embedding():
-    model = Block()
-    names = {id(p): name for name, p in model.named_parameters()}
-    decay, no_decay = optim.weight_decay_groups(model, 0.05)
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert sorted(names[id(p)] for p in decay["params"]) == ["attn.qkv.weight", "head.weight"]
-    assert sorted(names[id(p)] for p in no_decay["params"]) == [
-        "absolute_pos_embed", "attn.qkv.bias", "attn.relative_position_bias_table", "norm.bias", "norm.weight",
-        "shift.bias"]
-    assert len(optim.AdamW([decay, no_decay]).param_groups) == 2
+    assert decay_and_no_decay_names(Block()) == (
+        ["attn.qkv.weight", "bias_gate.weight", "head.weight"],
+        ["absolute_pos_embed", "attn.qkv.bias", "attn.relative_position_bias_table", "norm.bias", "norm.weight",
+         "shift.bias", "temperature"])
+    assert len(optim.AdamW(optim.weight_decay_groups(Block(), 0.05)).param_groups) == 2
+
+
+def test_weight_decay_groups_skip_every_name_that_contains_a_skip_name():
+    """Module names too, as Swin V2's recipe skips its whole ``cpb_mlp``: here all of ``attn`` (and the
+    position embedding, no longer named, decays)."""
+    decay, no_decay = decay_and_no_decay_names(Block(), skip_names=("attn",))
+    assert decay == ["absolute_pos_embed", "bias_gate.weight", "head.weight"]
+    assert "attn.qkv.weight" in no_decay
 
 
 def test_zero_grad_clears_every_gradient():
@@ -221,12 +297,14 @@ def test_zero_grad_clears_every_gradient():
 
 
 def test_zero_grad_can_fill_with_zeros_in_place():
-    a = nn.Parameter(START.copy())
-    optimizer = optim.SGD([a], lr=0.1)
+    """... the gradients there are: a parameter without one keeps None (and is skipped by step), as in torch."""
+    a, b = nn.Parameter(START.copy()), nn.Parameter(START.copy())
+    optimizer = optim.SGD([a, b], lr=0.1)
     a.grad = objective_grad(a.data)
     held = a.grad
     optimizer.zero_grad(set_to_none=False)
     assert a.grad is held and not held.any()
+    assert b.grad is None
 
 
 MAKERS = {"SGD": lambda p, **kw: optim.SGD(p, lr=0.03, momentum=0.9, weight_decay=0.1, **kw),
@@ -235,11 +313,16 @@ MAKERS = {"SGD": lambda p, **kw: optim.SGD(p, lr=0.03, momentum=0.9, weight_deca
           "RAdam": lambda p, **kw: optim.RAdam(p, lr=0.05, weight_decay=0.1, **kw)}
 
 
-@pytest.mark.parametrize("name", MAKERS)
+CLIMBERS = {**MAKERS, "RAdam-decoupled": lambda p, **kw: optim.RAdam(p, lr=0.05, weight_decay=0.1,
+                                                                     decoupled_weight_decay=True, **kw)}
+
+
+@pytest.mark.parametrize("name", CLIMBERS)
 def test_maximize_climbs_where_the_negated_objective_descends(name):
-    """maximize follows -grad: on f it takes exactly the path that minimising -f takes."""
+    """maximize follows -grad: on f it takes exactly the path that minimising -f takes (the decay,
+    L2 or decoupled, still shrinks p)."""
     climber, descender = nn.Parameter(START.copy()), nn.Parameter(START.copy())
-    climbing, descending = MAKERS[name]([climber], maximize=True), MAKERS[name]([descender])
+    climbing, descending = CLIMBERS[name]([climber], maximize=True), CLIMBERS[name]([descender])
     for _ in range(STEPS):
         climber.grad, descender.grad = -objective_grad(climber.data), objective_grad(descender.data)
         climbing.step()
@@ -264,6 +347,23 @@ def test_step_never_writes_into_the_gradients(name, maximize):
         optimizer.step()
     for grad, original in given:
         np.testing.assert_array_equal(grad, original)
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("name", UNTOUCHED)
+def test_0d_parameters_step_as_the_elements_of_a_vector_do(name, maximize):
+    """As torch steps them (a learnt temperature, say): each 0-d parameter takes its element's path.
+    (NumPy gives a scalar, not a 0-d array, for -grad or grad + wd p: it must not end up as state.)"""
+    scalars = [nn.Parameter(np.array(x)) for x in START]
+    optimizer = UNTOUCHED[name](scalars, maximize=maximize)
+    path = []
+    for _ in range(STEPS):
+        for scalar, grad in zip(scalars, objective_grad(np.array([scalar.data for scalar in scalars]))):
+            scalar.grad = np.array(grad)
+        optimizer.step()
+        path.append([scalar.data.item() for scalar in scalars])
+    assert all(type(scalar.data) is np.ndarray and scalar.shape == () for scalar in scalars)
+    np.testing.assert_array_equal(np.array(path), run(lambda params: UNTOUCHED[name](params, maximize=maximize)))
 
 
 def test_sgd_momentum_survives_zero_grad_in_place():
@@ -388,6 +488,7 @@ def test_parameters_without_grad_are_skipped():
     lambda p: optim.AdamW(nn.Module().parameters()),
     lambda p: optim.RAdam([]),
     lambda p: optim.SGD([{"params": p}, {"params": p}], lr=0.1),
+    lambda p: optim.Adam(p + p),
     lambda p: optim.Adam(p, lr=-1.0),
     lambda p: optim.Adam(p, betas=(0.9, 1.0)),
     lambda p: optim.AdamW(p, betas=(1.0, 0.999)),
@@ -399,8 +500,8 @@ def test_parameters_without_grad_are_skipped():
     lambda p: optim.SGD(p, lr=0.1, nesterov=True),
     lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
 ], ids=["sgd-unknown", "adam-unknown", "radam-unknown", "sgd-empty", "adam-empty", "adamw-empty-model",
-        "radam-empty", "twice", "negative-lr", "beta2-1", "beta1-1", "negative-beta1", "negative-eps",
-        "negative-decay", "sgd-negative-momentum", "sgd-negative-decay", "nesterov-no-momentum",
+        "radam-empty", "twice", "twice-in-a-group", "negative-lr", "beta2-1", "beta1-1", "negative-beta1",
+        "negative-eps", "negative-decay", "sgd-negative-momentum", "sgd-negative-decay", "nesterov-no-momentum",
         "nesterov-dampening"])
 def test_bad_settings_raise_value_error(make):
     with pytest.raises(ValueError):
@@ -551,13 +652,64 @@ def test_loading_restores_each_groups_settings():
     assert type(resumed.param_groups[0]["betas"]) is tuple
 
 
-def test_loading_state_of_another_shape_raises():
-    a, b = nn.Parameter(START.copy()), nn.Parameter(START[:3].copy())
-    optimizer = optim.Adam([a])
-    a.grad = objective_grad(a.data)
+def stepped_in_two_groups():
+    """Adam over groups [a, b] and [c] after one step in which b had no gradient."""
+    a, b, c = (nn.Parameter(START.copy()) for _ in range(3))
+    optimizer = optim.Adam([{"params": [a, b]}, {"params": [c], "lr": 0.05}])
+    a.grad, c.grad = objective_grad(a.data), 2.0 * objective_grad(c.data)
     optimizer.step()
+    return optimizer, (a, b, c)
+
+
+def test_state_dict_numbers_parameters_in_group_order_as_torch_does():
+    optimizer, (a, b, c) = stepped_in_two_groups()
+    saved = optimizer.state_dict()
+    assert [group["params"] for group in saved["param_groups"]] == [[0, 1], [2]]
+    assert sorted(saved["state"]) == [0, 2]
+    np.testing.assert_allclose(saved["state"][0]["exp_avg"], 0.1 * objective_grad(START), **TIGHT)
+    np.testing.assert_allclose(saved["state"][2]["exp_avg"], 0.1 * 2.0 * objective_grad(START), **TIGHT)
+
+
+def test_state_keyed_by_strings_loads_as_when_keyed_by_numbers():
+    """A JSON manifest gives the parameter numbers back as strings."""
+    optimizer, (a, b, c) = stepped_in_two_groups()
+    saved = optimizer.state_dict()
+    saved["state"] = {str(key): state for key, state in saved["state"].items()}
+    resumed = optim.Adam([{"params": [a, b]}, {"params": [c]}])
+    resumed.load_state_dict(saved)
+    assert set(resumed.state) == {a, c}
+    np.testing.assert_array_equal(resumed.state[c]["exp_avg"], optimizer.state[c]["exp_avg"])
+
+
+@pytest.mark.parametrize("shape", [(3,), (7, 1)], ids=["other-size", "same-size"])
+def test_loading_state_of_another_shape_raises_and_changes_nothing(shape):
+    """Refused, the load leaves the optimizer as it was: its own state and settings, ready to go on."""
+    a, b = nn.Parameter(START.copy()), nn.Parameter(np.ones(shape))
+    saving, loading = optim.Adam([a], lr=0.05), optim.Adam([b], lr=0.01)
+    a.grad, b.grad = objective_grad(a.data), np.ones(shape)
+    saving.step()
+    loading.step()
+    kept = host_state(loading.state_dict())
     with pytest.raises(ValueError, match="does not fit"):
-        optim.Adam([b]).load_state_dict(optimizer.state_dict())
+        loading.load_state_dict(saving.state_dict())
+    assert loading.param_groups[0]["lr"] == 0.01
+    assert_same_state(host_state(loading.state_dict()), kept)
+
+
+OTHER_KINDS = [(saved_by, loaded_by) for saved_by in MAKERS for loaded_by in MAKERS
+               if saved_by != loaded_by and {saved_by, loaded_by} != {"Adam", "AdamW"}]
+
+
+@pytest.mark.parametrize("saved_by, loaded_by", OTHER_KINDS, ids=[f"{a}-into-{b}" for a, b in OTHER_KINDS])
+def test_loading_state_of_another_kind_of_optimizer_raises(saved_by, loaded_by):
+    """Taken, its settings and state would mix two methods in the next steps. (Adam and AdamW, with the
+    same settings and the same state, cannot be told apart, here as in torch.)"""
+    parameter = nn.Parameter(START.copy())
+    saving = MAKERS[saved_by]([parameter])
+    parameter.grad = objective_grad(parameter.data)
+    saving.step()
+    with pytest.raises(ValueError, match=f"settings .* that {loaded_by} does not take"):
+        MAKERS[loaded_by]([parameter]).load_state_dict(saving.state_dict())
 
 
 def test_loading_state_with_different_groups_raises():
@@ -621,15 +773,18 @@ def parameters_with_grads(grads, device):
     return parameters
 
 
-def test_clip_grad_norm_scales_all_gradients_together(device):
-    grads = [np.array([3.0, 0.0]), np.array([[4.0], [12.0]]), None]  # joint norm 13
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_clip_grad_norm_scales_all_gradients_together(device, dtype):
+    """The norm comes in the gradients' dtype, as torch's does."""
+    grads = [np.array([3.0, 0.0], dtype), np.array([[4.0], [12.0]], dtype), None]  # joint norm 13
     parameters = parameters_with_grads(grads, device)
     norm = optim.clip_grad_norm_(parameters, max_norm=6.5)
-    assert isinstance(norm, minigrad.Tensor) and norm.shape == () and norm.dtype == np.float64
+    assert isinstance(norm, minigrad.Tensor) and norm.shape == () and norm.dtype == dtype
     assert norm.device == device and norm.item() == 13.0
     for parameter, grad in zip(parameters[:2], grads):
-        assert parameter.grad.dtype == np.float64
-        np.testing.assert_allclose(backend.asnumpy(parameter.grad), grad * (6.5 / (13.0 + 1e-6)), rtol=1e-15)
+        assert parameter.grad.dtype == dtype
+        np.testing.assert_allclose(backend.asnumpy(parameter.grad), grad * (6.5 / (13.0 + 1e-6)),
+                                   rtol=np.finfo(dtype).eps)
     assert parameters[2].grad is None
 
 
@@ -651,10 +806,41 @@ def test_clip_grad_norm_scales_gradients_of_two_dtypes_together_each_in_its_own(
                                    rtol=np.finfo(grad.dtype).eps)
 
 
+def test_clip_grad_norm_to_zero_zeroes_the_gradients(device):
+    """max_norm = 0: the scale min(1, 0 / (norm + eps)) is 0, as in torch."""
+    parameters = parameters_with_grads([np.array([3.0, 0.0]), np.array([[4.0], [12.0]])], device)
+    assert optim.clip_grad_norm_(parameters, max_norm=0.0).item() == 13.0
+    for parameter in parameters:
+        assert not backend.asnumpy(parameter.grad).any()
+
+
+@pytest.mark.parametrize("bad, norm, clipped", [
+    (np.inf, np.inf, [[0.0, np.nan], [0.0]]),  # scale max_norm / inf = 0, and inf * 0 is NaN
+    (np.nan, np.nan, [[np.nan, np.nan], [np.nan]]),  # a NaN norm makes a NaN scale
+], ids=["inf", "nan"])
+def test_clip_grad_norm_of_non_finite_gradients_is_torchs(bad, norm, clipped):
+    """torch (error_if_nonfinite=False) returns the non-finite norm and scales by
+    min(max_norm / (norm + 1e-6), 1) all the same; NaN does not pass for small."""
+    parameters = parameters_with_grads([np.array([3.0, bad]), np.array([4.0])], "cpu")
+    with np.errstate(invalid="ignore"):
+        found = optim.clip_grad_norm_(parameters, max_norm=1.0).item()
+    np.testing.assert_array_equal(found, norm)
+    for parameter, expected in zip(parameters, clipped):
+        np.testing.assert_array_equal(parameter.grad, expected)
+
+
 def test_clip_grad_norm_of_a_single_tensor():
     parameter = parameters_with_grads([np.array([3.0, 4.0])], "cpu")[0]
     assert optim.clip_grad_norm_(parameter, max_norm=1.0).item() == 5.0
     np.testing.assert_allclose(parameter.grad, [3.0 / (5.0 + 1e-6), 4.0 / (5.0 + 1e-6)], rtol=1e-15)
+
+
+def test_clip_grad_norm_takes_no_third_positional_argument():
+    """torch's third is norm_type: clip_grad_norm_(params, 1.0, 2.0) must not pass 2.0 as eps here."""
+    parameters = parameters_with_grads([np.array([3.0, 4.0])], "cpu")
+    with pytest.raises(TypeError):
+        optim.clip_grad_norm_(parameters, 1.0, 2.0)
+    np.testing.assert_array_equal(parameters[0].grad, [3.0, 4.0])
 
 
 def test_clip_grad_norm_without_gradients_raises():
