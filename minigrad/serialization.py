@@ -96,12 +96,18 @@ def _read_npz(path: str | os.PathLike) -> tuple[dict[str, numpy.ndarray], Any]:
         return ValueError(f"{path} is damaged or not an .npz archive ({error}); if it was downloaded or copied, "
                           f"do that again")
 
+    # Told apart by their first bytes: given anything but a zip archive, numpy.load guesses a pickle
+    # and answers with advice on loading pickles, which would mislead here.
+    with open(path, "rb") as file:
+        start = file.read(6)
+    if start == b"\x93NUMPY":
+        raise ValueError(f"{path} is a single array, not an .npz archive")
+    if not start.startswith(b"PK"):
+        raise damaged(f"it begins with {start!r}, where a zip archive begins with b'PK'")
     try:
         loaded = numpy.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, ValueError) as error:  # ValueError: a pickle, or text
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:
         raise damaged(error) from error
-    if not isinstance(loaded, numpy.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a single array, not an .npz archive")
     with loaded as archive:
         try:
             arrays = {name: archive[name] for name in archive.files}
