@@ -410,6 +410,29 @@ def test_stand_in_refuses_a_host_array_as_out(write, fake_gpu):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("reduce", [lambda g, h: g.max(initial=h), lambda g, h: np.maximum.reduce(g, initial=h),
+                                    lambda g, h: backend.get_array_module(g).maximum.reduce(g, initial=h)])
+def test_stand_in_refuses_a_host_array_as_a_keyword(reduce, fake_gpu):
+    """A 0-d host array as a reduction's initial= mixes host and device as an operand would."""
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        reduce(on_fake_gpu(np.arange(3.0)), np.array(10.0))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("call", [lambda xp, g, m: np.add(g, g, where=m), lambda xp, g, m: xp.add(g, g, where=m),
+                                  lambda xp, g, m: g.sum(where=m), lambda xp, g, m: xp.add.reduce(g, where=m)])
+@pytest.mark.parametrize("on_device", [False, True])
+def test_stand_in_refuses_a_where_mask_as_cupy_does(call, on_device, fake_gpu):
+    """CuPy's ufunc call takes out=, dtype= and casting= only ('Wrong arguments' otherwise) and its
+    reductions take no where=: code masking that way passes on NumPy and fails on the GPU."""
+    array = on_fake_gpu(np.arange(3.0))
+    mask = np.array([True, False, True])
+    with pytest.raises(TypeError):
+        call(backend.get_array_module(array), array, on_fake_gpu(mask) if on_device else mask)
+    assert backend.asnumpy(array.sum()) == 3.0  # NumPy's own where=True, passed on by sum(), is fine
+
+
+@pytest.mark.gpu
 def test_stand_in_refuses_host_index_arrays(fake_gpu):
     array = on_fake_gpu(np.arange(5.0))
     with pytest.raises(TypeError, match=UNSUPPORTED):
