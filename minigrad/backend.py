@@ -178,7 +178,7 @@ class FakeGpuArray(numpy.ndarray):
     """A NumPy array that plays a CuPy array in tests: same results, CuPy's strictness.
 
     Mixing it with a plain ``numpy.ndarray`` in an operation raises CuPy's ``TypeError``; reading
-    values to the host (``item``, ``float``, ``bool``, ``tolist``, ``get``) counts as a transfer;
+    values to the host (``item``, ``float``, ``bool``, ``tolist``, ``get``, printing) counts as a transfer;
     an integer array index out of range wraps around, as on CuPy, where NumPy would raise.
     """
 
@@ -231,8 +231,15 @@ class FakeGpuArray(numpy.ndarray):
     def __index__(self):
         return self._host_read().__index__()
 
+    # CuPy prints from a host copy: one transfer, however many elements are shown.
     def __repr__(self):
-        return "FakeGpuArray(" + repr(self.view(numpy.ndarray))[6:]
+        return "FakeGpuArray(" + repr(self._host_read())[6:]
+
+    def __str__(self):
+        return str(self._host_read())
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self._host_read(), format_spec)
 
 
 class _HostRandomState:

@@ -487,12 +487,26 @@ def test_stand_in_reductions_return_0d_device_arrays(reduce, fake_gpu):
 @pytest.mark.gpu
 @pytest.mark.parametrize("read", [lambda a: a.item(), float, bool, int, lambda a: a.get(), backend.asnumpy,
                                   lambda a: a.tolist(), lambda a: minigrad.tensor(a).item(),
-                                  lambda a: minigrad.tensor(a).numpy()])
+                                  lambda a: minigrad.tensor(a).numpy(), repr, str, lambda a: f"{a:.3f}",
+                                  lambda a: repr(minigrad.tensor(a))])
 def test_stand_in_counts_each_read_to_the_host(read, fake_gpu):
     array = on_fake_gpu(np.array(2.5))
     before = backend.transfer_count.count
     read(array)
     assert backend.transfer_count.count == before + 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("show", [repr, str, lambda a: f"{a}"])
+def test_stand_in_counts_printing_an_array_as_one_transfer(show, fake_gpu):
+    """CuPy prints an array from one host copy (its __repr__, __str__ and __format__ copy first),
+    not one read per element shown."""
+    values = np.arange(6.0).reshape(2, 3)
+    array = on_fake_gpu(values)
+    before = backend.transfer_count.count
+    shown = show(array)
+    assert backend.transfer_count.count == before + 1
+    assert shown == show(values).replace("array(", "FakeGpuArray(")
 
 
 @pytest.mark.gpu
