@@ -75,18 +75,32 @@ def test_named_parameters_use_dotted_names():
 
 
 def test_shared_parameters_and_modules_are_listed_once():
-    class Tied(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Linear(4, 4)
-            self.decoder = self.encoder
-            self.extra = nn.Linear(4, 4, bias=False)
-            self.extra.weight = self.encoder.weight
-
     tied = Tied()
     assert [name for name, _ in tied.named_parameters()] == ["encoder.weight", "encoder.bias"]
     assert tied.num_parameters() == 4 * 4 + 4
     assert len(list(tied.modules())) == 3
+
+
+class Tied(nn.Module):
+    """A decoder that is the encoder, and a third layer sharing its weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(4, 4)
+        self.decoder = self.encoder
+        self.extra = nn.Linear(4, 4, bias=False)
+        self.extra.weight = self.encoder.weight
+
+
+def test_a_shared_module_is_keyed_under_each_name_in_the_state_dict():
+    """torch's state_dict walks every name (Tied's keys in torch 2.x are these five), while
+    named_parameters and named_modules list each object once."""
+    tied = Tied()
+    state = tied.state_dict()
+    assert list(state) == ["encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias", "extra.weight"]
+    np.testing.assert_array_equal(state["decoder.weight"], state["extra.weight"])
+    assert [name for name, _ in tied.named_modules(remove_duplicate=False)] == ["", "encoder", "decoder", "extra"]
+    assert tied.load_state_dict(Tied().state_dict()) == ([], [])  # strict: torch's checkpoint of it loads
 
 
 def test_num_parameters():
@@ -101,6 +115,22 @@ def test_reassigning_an_attribute_unregisters_what_it_held():
     block.proj = nn.Parameter(np.zeros(2, dtype=np.float32))
     assert "proj" not in block._modules and isinstance(block.proj, nn.Parameter)
     assert sorted(block.state_dict()) == ["index", "norm.bias", "norm.weight", "proj", "scale", "table"]
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_assigning_a_parameter_or_module_to_a_buffers_name_replaces_the_buffer(persistent):
+    """As torch's __setattr__, which removes the name from _buffers: the stale buffer must not shadow
+    the parameter in state_dict, nor linger in named_buffers."""
+    block = Block()
+    block.register_buffer("table", np.full(2, 0.5, dtype=np.float32), persistent=persistent)
+    block.table = nn.Parameter(np.array([3.0, 4.0], dtype=np.float32))
+    assert dict(block.named_parameters())["table"] is block.table
+    assert "table" not in dict(block.named_buffers())
+    np.testing.assert_array_equal(block.state_dict()["table"], [3.0, 4.0])
+    block.cache = nn.Identity()
+    assert "cache" not in dict(block.named_buffers()) and block.cache is block._modules["cache"]
+    block.register_buffer("cache", np.zeros(1), persistent=False)  # a buffer again, by its own call
+    assert "cache" in dict(block.named_buffers()) and "cache" not in block.state_dict()
 
 
 def test_re_registering_a_buffer_can_make_it_persistent():
