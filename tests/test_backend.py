@@ -315,6 +315,15 @@ def test_a_seed_cupy_would_refuse_is_refused_on_every_device(seed):
         minigrad.manual_seed(seed)
 
 
+@pytest.mark.parametrize("seed", [2**32, 2**63, 2**64 - 1])
+def test_seeds_up_to_2_64_minus_1_are_taken_on_every_device(seed, device):
+    """cupy.random.RandomState.seed takes any integer in [0, 2**64), as NumPy's generators do."""
+    minigrad.manual_seed(seed)
+    first = backend.asnumpy(backend.random_uniform((3,), np.float64, device))
+    minigrad.manual_seed(seed)
+    np.testing.assert_array_equal(backend.asnumpy(backend.random_uniform((3,), np.float64, device)), first)
+
+
 def test_uniform_samples_lie_in_the_unit_interval(device):
     samples = backend.asnumpy(backend.random_uniform((10_000,), np.float32, device))
     assert samples.min() >= 0.0 and samples.max() < 1.0
@@ -537,6 +546,8 @@ def test_stand_in_module_functions_refuse_host_arrays(fake_gpu):
         xp.concatenate([np.ones(2), np.ones(2)])
     with pytest.raises(TypeError, match=UNSUPPORTED):
         xp.stack([on_fake_gpu(np.ones(2)), np.ones(2)])
+    with pytest.raises(TypeError, match=UNSUPPORTED):  # given by keyword
+        xp.stack(arrays=[on_fake_gpu(np.ones(2)), np.ones(2)])
     assert type(xp.concatenate([on_fake_gpu(np.ones(2)), xp.zeros(2)])) is FakeGpuArray
 
 
