@@ -181,6 +181,7 @@ class Module:
 
         Every shape must match (the error lists each key with both shapes). With ``strict``, the
         keys must match exactly too; otherwise the missing and unexpected keys are returned.
+        Both are checked before anything is copied: a refused checkpoint leaves the model as it was.
         """
         slots = self._state_slots()
         missing = [key for key in slots if key not in state_dict]
