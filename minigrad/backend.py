@@ -168,17 +168,24 @@ def _wrap_like_cupy(index, shape: tuple[int, ...]):
     return tuple(wrapped) if isinstance(index, tuple) else wrapped[0]
 
 
+def _refuse_a_where_mask(kwargs) -> None:
+    """CuPy's ufuncs and reductions take no ``where=`` (NumPy's own reductions pass ``where=True``)."""
+    if kwargs.get("where", True) is not True:
+        raise TypeError(f"Wrong arguments {{'where': {kwargs['where']!r}}}")
+
+
 class FakeGpuArray(numpy.ndarray):
     """A NumPy array that plays a CuPy array in tests: same results, CuPy's strictness.
 
     Mixing it with a plain ``numpy.ndarray`` in an operation raises CuPy's ``TypeError``; reading
-    values to the host (``item``, ``float``, ``bool``, ``tolist``, ``get``) counts as a transfer;
+    values to the host (``item``, ``float``, ``bool``, ``tolist``, ``get``, printing) counts as a transfer;
     an integer array index out of range wraps around, as on CuPy, where NumPy would raise.
     """
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         _refuse_host_arrays(inputs)
-        _refuse_host_arrays(kwargs.get("out", ()))
+        _refuse_host_arrays(kwargs.values())  # out=, and where=/initial= of a reduction
+        _refuse_a_where_mask(kwargs)
         inputs = _to_base(inputs)
         if method == "at":  # ufunc.at(target, index, ...)
             inputs = (inputs[0], _wrap_like_cupy(inputs[1], inputs[0].shape), *inputs[2:])
@@ -224,8 +231,15 @@ class FakeGpuArray(numpy.ndarray):
     def __index__(self):
         return self._host_read().__index__()
 
+    # CuPy prints from a host copy: one transfer, however many elements are shown.
     def __repr__(self):
-        return "FakeGpuArray(" + repr(self.view(numpy.ndarray))[6:]
+        return "FakeGpuArray(" + repr(self._host_read())[6:]
+
+    def __str__(self):
+        return str(self._host_read())
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self._host_read(), format_spec)
 
 
 class _HostRandomState:
@@ -261,7 +275,8 @@ class _FakeUfunc:
 
     def __call__(self, *args, **kwargs):
         _refuse_host_arrays(args)
-        _refuse_host_arrays((kwargs.get("out"),))
+        _refuse_host_arrays(kwargs.values())
+        _refuse_a_where_mask(kwargs)
         return _to_fake(getattr(self._ufunc, self._method)(*args, **kwargs))
 
     def __getattr__(self, name: str):

@@ -315,6 +315,15 @@ def test_a_seed_cupy_would_refuse_is_refused_on_every_device(seed):
         minigrad.manual_seed(seed)
 
 
+@pytest.mark.parametrize("seed", [2**32, 2**63, 2**64 - 1])
+def test_seeds_up_to_2_64_minus_1_are_taken_on_every_device(seed, device):
+    """cupy.random.RandomState.seed takes any integer in [0, 2**64), as NumPy's generators do."""
+    minigrad.manual_seed(seed)
+    first = backend.asnumpy(backend.random_uniform((3,), np.float64, device))
+    minigrad.manual_seed(seed)
+    np.testing.assert_array_equal(backend.asnumpy(backend.random_uniform((3,), np.float64, device)), first)
+
+
 def test_uniform_samples_lie_in_the_unit_interval(device):
     samples = backend.asnumpy(backend.random_uniform((10_000,), np.float32, device))
     assert samples.min() >= 0.0 and samples.max() < 1.0
@@ -410,6 +419,29 @@ def test_stand_in_refuses_a_host_array_as_out(write, fake_gpu):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("reduce", [lambda g, h: g.max(initial=h), lambda g, h: np.maximum.reduce(g, initial=h),
+                                    lambda g, h: backend.get_array_module(g).maximum.reduce(g, initial=h)])
+def test_stand_in_refuses_a_host_array_as_a_keyword(reduce, fake_gpu):
+    """A 0-d host array as a reduction's initial= mixes host and device as an operand would."""
+    with pytest.raises(TypeError, match=UNSUPPORTED):
+        reduce(on_fake_gpu(np.arange(3.0)), np.array(10.0))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("call", [lambda xp, g, m: np.add(g, g, where=m), lambda xp, g, m: xp.add(g, g, where=m),
+                                  lambda xp, g, m: g.sum(where=m), lambda xp, g, m: xp.add.reduce(g, where=m)])
+@pytest.mark.parametrize("on_device", [False, True])
+def test_stand_in_refuses_a_where_mask_as_cupy_does(call, on_device, fake_gpu):
+    """CuPy's ufunc call takes out=, dtype= and casting= only ('Wrong arguments' otherwise) and its
+    reductions take no where=: code masking that way passes on NumPy and fails on the GPU."""
+    array = on_fake_gpu(np.arange(3.0))
+    mask = np.array([True, False, True])
+    with pytest.raises(TypeError):
+        call(backend.get_array_module(array), array, on_fake_gpu(mask) if on_device else mask)
+    assert backend.asnumpy(array.sum()) == 3.0  # NumPy's own where=True, passed on by sum(), is fine
+
+
+@pytest.mark.gpu
 def test_stand_in_refuses_host_index_arrays(fake_gpu):
     array = on_fake_gpu(np.arange(5.0))
     with pytest.raises(TypeError, match=UNSUPPORTED):
@@ -464,12 +496,26 @@ def test_stand_in_reductions_return_0d_device_arrays(reduce, fake_gpu):
 @pytest.mark.gpu
 @pytest.mark.parametrize("read", [lambda a: a.item(), float, bool, int, lambda a: a.get(), backend.asnumpy,
                                   lambda a: a.tolist(), lambda a: minigrad.tensor(a).item(),
-                                  lambda a: minigrad.tensor(a).numpy()])
+                                  lambda a: minigrad.tensor(a).numpy(), repr, str, lambda a: f"{a:.3f}",
+                                  lambda a: repr(minigrad.tensor(a))])
 def test_stand_in_counts_each_read_to_the_host(read, fake_gpu):
     array = on_fake_gpu(np.array(2.5))
     before = backend.transfer_count.count
     read(array)
     assert backend.transfer_count.count == before + 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("show", [repr, str, lambda a: f"{a}"])
+def test_stand_in_counts_printing_an_array_as_one_transfer(show, fake_gpu):
+    """CuPy prints an array from one host copy (its __repr__, __str__ and __format__ copy first),
+    not one read per element shown."""
+    values = np.arange(6.0).reshape(2, 3)
+    array = on_fake_gpu(values)
+    before = backend.transfer_count.count
+    shown = show(array)
+    assert backend.transfer_count.count == before + 1
+    assert shown == show(values).replace("array(", "FakeGpuArray(")
 
 
 @pytest.mark.gpu
@@ -500,6 +546,8 @@ def test_stand_in_module_functions_refuse_host_arrays(fake_gpu):
         xp.concatenate([np.ones(2), np.ones(2)])
     with pytest.raises(TypeError, match=UNSUPPORTED):
         xp.stack([on_fake_gpu(np.ones(2)), np.ones(2)])
+    with pytest.raises(TypeError, match=UNSUPPORTED):  # given by keyword
+        xp.stack(arrays=[on_fake_gpu(np.ones(2)), np.ones(2)])
     assert type(xp.concatenate([on_fake_gpu(np.ones(2)), xp.zeros(2)])) is FakeGpuArray
 
 

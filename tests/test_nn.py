@@ -75,18 +75,32 @@ def test_named_parameters_use_dotted_names():
 
 
 def test_shared_parameters_and_modules_are_listed_once():
-    class Tied(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Linear(4, 4)
-            self.decoder = self.encoder
-            self.extra = nn.Linear(4, 4, bias=False)
-            self.extra.weight = self.encoder.weight
-
     tied = Tied()
     assert [name for name, _ in tied.named_parameters()] == ["encoder.weight", "encoder.bias"]
     assert tied.num_parameters() == 4 * 4 + 4
     assert len(list(tied.modules())) == 3
+
+
+class Tied(nn.Module):
+    """A decoder that is the encoder, and a third layer sharing its weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(4, 4)
+        self.decoder = self.encoder
+        self.extra = nn.Linear(4, 4, bias=False)
+        self.extra.weight = self.encoder.weight
+
+
+def test_a_shared_module_is_keyed_under_each_name_in_the_state_dict():
+    """torch's state_dict walks every name (Tied's keys in torch 2.x are these five), while
+    named_parameters and named_modules list each object once."""
+    tied = Tied()
+    state = tied.state_dict()
+    assert list(state) == ["encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias", "extra.weight"]
+    np.testing.assert_array_equal(state["decoder.weight"], state["extra.weight"])
+    assert [name for name, _ in tied.named_modules(remove_duplicate=False)] == ["", "encoder", "decoder", "extra"]
+    assert tied.load_state_dict(Tied().state_dict()) == ([], [])  # strict: torch's checkpoint of it loads
 
 
 def test_num_parameters():
@@ -101,6 +115,33 @@ def test_reassigning_an_attribute_unregisters_what_it_held():
     block.proj = nn.Parameter(np.zeros(2, dtype=np.float32))
     assert "proj" not in block._modules and isinstance(block.proj, nn.Parameter)
     assert sorted(block.state_dict()) == ["index", "norm.bias", "norm.weight", "proj", "scale", "table"]
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_assigning_a_parameter_or_module_to_a_buffers_name_replaces_the_buffer(persistent):
+    """As torch's __setattr__, which removes the name from _buffers: the stale buffer must not shadow
+    the parameter in state_dict, nor linger in named_buffers."""
+    block = Block()
+    block.register_buffer("table", np.full(2, 0.5, dtype=np.float32), persistent=persistent)
+    block.table = nn.Parameter(np.array([3.0, 4.0], dtype=np.float32))
+    assert dict(block.named_parameters())["table"] is block.table
+    assert "table" not in dict(block.named_buffers())
+    np.testing.assert_array_equal(block.state_dict()["table"], [3.0, 4.0])
+    block.cache = nn.Identity()
+    assert "cache" not in dict(block.named_buffers()) and block.cache is block._modules["cache"]
+    block.register_buffer("cache", np.zeros(1), persistent=False)  # a buffer again, by its own call
+    assert "cache" in dict(block.named_buffers()) and "cache" not in block.state_dict()
+
+
+def test_a_buffer_registered_as_none_is_in_no_state_dict():
+    """torch keeps a None buffer's name but leaves it out of state_dict and named_buffers."""
+    block = Block()
+    block.register_buffer("mask", None)
+    assert block.mask is None and "mask" not in dict(block.named_buffers())
+    assert sorted(block.state_dict()) == ["index", "norm.bias", "norm.weight", "proj.bias", "proj.weight", "scale",
+                                          "table"]
+    block.load_state_dict(Block().state_dict())  # strict: nothing is missing
+    assert block.to(dtype="float64").mask is None
 
 
 def test_re_registering_a_buffer_can_make_it_persistent():
@@ -134,6 +175,30 @@ def test_parameter_requires_grad():
     parameter = nn.Parameter(minigrad.tensor(np.ones(2)))
     assert parameter.requires_grad and isinstance(parameter, minigrad.Tensor)
     assert parameter.dtype == np.float64
+    assert not nn.Parameter(np.ones(2), requires_grad=False).requires_grad  # a frozen weight, as torch's
+
+
+def test_children_are_the_direct_children_only():
+    """As torch's children()/named_children(): one level down, modules only (no parameters)."""
+    net = Net()
+    assert [name for name, _ in net.named_children()] == ["a", "layers", "head"]
+    assert list(net.children()) == [net.a, net.layers, net.head]
+
+
+def test_repr_nests_children_as_torch_prints_them():
+    """torch's layout: "(name): " per child, each level indented two spaces; extra_repr inside the
+    parentheses (torch adds elementwise_affine, bias and inplace, which have no counterpart here)."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.LayerNorm(3, eps=1e-6), nn.Linear(3, 1, bias=False)),
+                          nn.Dropout(0.1))
+    assert repr(model) == (
+        "Sequential(\n"
+        "  (0): Linear(in_features=2, out_features=3, bias=True)\n"
+        "  (1): Sequential(\n"
+        "    (0): LayerNorm(3, eps=1e-06)\n"
+        "    (1): Linear(in_features=3, out_features=1, bias=False)\n"
+        "  )\n"
+        "  (2): Dropout(p=0.1)\n"
+        ")")
 
 
 # ---- state dicts
@@ -219,6 +284,24 @@ def test_non_strict_load_returns_the_differences_and_loads_the_rest():
     assert not np.array_equal(target.head.weight.data, source.head.weight.data)
 
 
+@pytest.mark.parametrize("damage", ["a key missing", "an unexpected key", "a shape"])
+def test_a_refused_checkpoint_leaves_the_model_as_it_was(damage):
+    """The keys and shapes are checked before anything is copied (the docstring's promise)."""
+    model = Net()
+    before = model.state_dict()
+    state = {key: value + 1 if value.dtype.kind == "f" else value for key, value in Net().state_dict().items()}
+    if damage == "a key missing":
+        del state["head.weight"]
+    elif damage == "an unexpected key":
+        state["head.bias"] = np.zeros(1, dtype=np.float32)
+    else:
+        state["head.weight"] = np.zeros((2, 2), dtype=np.float32)
+    with pytest.raises((RuntimeError, ValueError)):
+        model.load_state_dict(state)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_shape_mismatch_names_the_key_and_both_shapes(strict):
     state = Net().state_dict()
@@ -267,6 +350,16 @@ def test_to_device_moves_parameters_grads_and_buffers(device):
     assert all(p.device == "cpu" for p in net.parameters())
 
 
+def test_to_keeps_the_parameter_objects(device):
+    """An optimizer made before model.to(device) holds the Parameter objects: torch's Module.to moves
+    their data in place, so moving and casting must not replace them."""
+    net = Net()
+    parameters = dict(net.named_parameters())
+    net.to(device, dtype="float64")
+    for name, parameter in net.named_parameters():
+        assert parameter is parameters[name] and parameter.device == device and parameter.dtype == np.float64, name
+
+
 def test_zero_grad():
     net = Net()
     net(minigrad.tensor(np.ones((1, 3)))).sum().backward()
@@ -299,6 +392,14 @@ def test_linear_shapes_init_bounds_and_forward(device):
     np.testing.assert_allclose(host(layer(minigrad.tensor(x, device=device)).data), x @ weight.T + bias,
                                rtol=1e-5, atol=1e-6)
     assert nn.Linear(3, 2, bias=False).bias is None
+
+
+def test_linear_bias_is_uniform_within_one_over_sqrt_in_features(device):
+    """torch's Linear.reset_parameters: bias ~ U(-1/sqrt(in), 1/sqrt(in)), mean 0, std bound/sqrt(3)."""
+    bias = host(nn.Linear(16, 20_000).to(device).bias.data).astype(np.float64)
+    bound = 1 / math.sqrt(16)
+    assert np.abs(bias).max() <= bound and np.abs(bias).max() > 0.999 * bound
+    assert_moments(bias, 0.0, bound / math.sqrt(3))
 
 
 def test_layer_norm_default_eps_is_1e_5_and_the_size_is_checked(device):

@@ -46,6 +46,8 @@ class Module:
         self._modules.pop(name, None)
         if isinstance(value, (Parameter, Module)):
             self.__dict__.pop(name, None)
+            self._buffers.pop(name, None)  # as torch: a buffer's name given to a parameter is no buffer
+            self._non_persistent.discard(name)
             registry = self._parameters if isinstance(value, Parameter) else self._modules
             registry[name] = value
         elif name in self._buffers:
@@ -72,13 +74,14 @@ class Module:
 
     # ---- walking the tree
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
-        """This module and every descendant, depth first, each once."""
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
+        """This module and every descendant, depth first, each once (or, without
+        ``remove_duplicate``, once under every name it is reachable by)."""
         seen: set[int] = set()
         stack = [(prefix, self)]
         while stack:
             name, module = stack.pop()
-            if id(module) in seen:
+            if remove_duplicate and id(module) in seen:
                 continue
             seen.add(id(module))
             yield name, module
@@ -157,9 +160,11 @@ class Module:
     # ---- state
 
     def _state_slots(self) -> dict[str, tuple[dict, str]]:
-        """Where each state-dict entry lives: dotted key -> (registry dict, name in it)."""
+        """Where each state-dict entry lives: dotted key -> (registry dict, name in it).
+
+        A module reachable by two names is keyed under both, as torch keys it (a tied decoder)."""
         slots = {}
-        for prefix, module in self.named_modules():
+        for prefix, module in self.named_modules(remove_duplicate=False):
             for registry in (module._parameters, module._buffers):
                 for name, value in registry.items():
                     if value is not None and not (registry is module._buffers and name in module._non_persistent):
@@ -176,6 +181,7 @@ class Module:
 
         Every shape must match (the error lists each key with both shapes). With ``strict``, the
         keys must match exactly too; otherwise the missing and unexpected keys are returned.
+        Both are checked before anything is copied: a refused checkpoint leaves the model as it was.
         """
         slots = self._state_slots()
         missing = [key for key in slots if key not in state_dict]
