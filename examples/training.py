@@ -43,6 +43,7 @@ from minigrad import backend
 from minigrad import functional as F
 from reporting import accuracy, confusion_matrix, macro_f1, per_class_f1, plot_confusion, plot_curves
 from swin import VARIANTS, SwinTransformer, build, load_pretrained
+from swin.model import unusable_size_reason, usable_sizes
 
 OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
 # --resume takes every setting not given from the run's config.json, except those of this session
@@ -105,8 +106,12 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
             restore_settings(args, parser, given_options(parser, argv), name)
         args.device = backend.normalize_device(args.device)
         args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
-        args.img_size = args.img_size or VARIANTS[args.model].get("img_size", 224)
+        if args.img_size is None:  # not `or`: --img-size 0 is refused, not read as "the default"
+            args.img_size = VARIANTS[args.model].get("img_size", 224)
         check_settings(args)
+        check_image_size(args)  # these before the data: scanning a large set takes minutes
+        if not args.resume:
+            check_new_folder(args, name)
         data = load_data(args)
         for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
             if getattr(data, split) is not None and len(getattr(data, split)) == 0:
@@ -116,6 +121,8 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     except (OSError, ValueError, RuntimeError) as error:
         # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except KeyboardInterrupt:  # Ctrl-C while the data are scanned, which takes minutes on a large set
+        parser.exit(130, f"\n{parser.prog}: interrupted before training began; no epoch was run\n")
     try:
         run(args, data, folder, initial_weights)
     except KeyboardInterrupt:
@@ -163,6 +170,12 @@ def restore_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
 
 
 def check_settings(args: argparse.Namespace) -> None:
+    # argparse's float() takes "nan" and "inf", which pass every comparison below (or fail it
+    # with a misleading message); a NaN rate would train NaN weights for a whole epoch.
+    for option in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "clip_grad", "drop_path"):
+        value = getattr(args, option)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{option.replace('_', '-')} must be a finite number, got {value}")
     for option in ("epochs", "batch_size", "log_every"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
@@ -183,6 +196,22 @@ def check_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"--optimizers names one twice: {' '.join(args.optimizers)}")
 
 
+def check_image_size(args: argparse.Namespace) -> None:
+    """Refuse an --img-size the variant cannot take, naming sizes it can, without building the model
+    (Swin-L takes seconds to build)."""
+    if args.img_size < 1:
+        raise ValueError(f"--img-size must be at least 1, got {args.img_size}")
+    settings = VARIANTS[args.model]
+    # The window swin.build gives the variant: its own, else 12 at 384 px and 7 at other sizes.
+    window = settings.get("window_size", 12 if args.img_size == 384 else 7)
+    patch, stages = settings.get("patch_size", 4), len(settings["depths"])
+    reason = unusable_size_reason(args.img_size, patch, window, stages)
+    if reason is not None:
+        raise ValueError(f"img_size={args.img_size} does not fit {args.model} (patch_size={patch}, "
+                         f"window_size={window}, {stages} stages): {reason}. Sizes that fit: "
+                         f"{usable_sizes(args.img_size, patch, window, stages)}")
+
+
 def build_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTransformer:
     """The Swin variant the arguments ask for, freshly (seeded) initialised."""
     minigrad.manual_seed(args.seed)
@@ -200,6 +229,8 @@ def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTrans
             raise FileNotFoundError(f"--pretrained {args.pretrained}: no such file")
         try:
             load_pretrained(model, args.pretrained)
+        except ImportError as error:  # a .pth of PyTorch before 1.6: the message says how to convert it
+            raise ValueError(f"--pretrained {error}") from error
         except (RuntimeError, ValueError) as error:
             raise ValueError(f"--pretrained {args.pretrained} does not fit {args.model} with {len(classes)} classes "
                              f"at {args.img_size} px: {error}") from error
@@ -219,6 +250,22 @@ def split_digest(data: Splits) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_new_folder(args: argparse.Namespace, name: str) -> None:
+    """Refuse an --out that would overwrite files or mix the run into its own data."""
+    data_folder = getattr(args, "data", None)
+    if data_folder is not None and (Path(args.out or "runs").resolve() / "_").is_relative_to(data_folder.resolve()):
+        # A scan of the class folders would take the run's plots for photos of a class "runs" next
+        # time, and --resume would find the data changed.
+        raise ValueError(f"the run's folder {args.out or Path('runs') / name} lies inside the data folder "
+                         f"{data_folder}; pass an --out outside it")
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise FileExistsError(f"--out {args.out} is a file; name a folder for the run")
+        if args.out.exists() and any(args.out.iterdir()):
+            raise FileExistsError(f"--out {args.out} already holds files; choose another folder, or pass "
+                                  f"--resume to continue the run in it")
+
+
 def output_folder(args: argparse.Namespace, name: str, data: Splits) -> Path:
     """The run's folder: a fresh one, or with --resume the one given, checked to hold this run."""
     config = {"script": name, "model": args.model, "img_size": args.img_size, "classes": list(data.train.classes),
@@ -234,12 +281,8 @@ def output_folder(args: argparse.Namespace, name: str, data: Splits) -> Path:
             raise ValueError(f"--resume: {args.out} holds a run with other {', '.join(changed)} "
                              f"({', '.join(f'{key}={saved.get(key)!r}' for key in changed)}); start a new run instead")
         return args.out
+    check_new_folder(args, name)  # again: the data took a while, and another run may have begun
     if args.out is not None:
-        if args.out.exists() and not args.out.is_dir():
-            raise FileExistsError(f"--out {args.out} is a file; name a folder for the run")
-        if args.out.exists() and any(args.out.iterdir()):
-            raise FileExistsError(f"--out {args.out} already holds files; choose another folder, or pass "
-                                  f"--resume to continue the run in it")
         folder = args.out
     else:
         folder = Path("runs") / name

@@ -4,6 +4,7 @@ the user's overwritten, and the host-device traffic of a training epoch on the s
 import argparse
 import csv
 import json
+import pickle
 import re
 import sys
 import warnings
@@ -582,6 +583,36 @@ def test_an_image_size_the_model_cannot_take_names_sizes_it_can(capsys):
     assert "img_size=50" in message and "Sizes that fit" in message
 
 
+@pytest.mark.parametrize("model, size", [("swin_mini", "8"), ("swin_mini", "50"), ("swin_t", "32")])
+def test_an_image_size_the_model_cannot_take_is_refused_before_the_data_are_read(tmp_path, capsys, model, size):
+    parser = training.make_parser("test")
+    train_folder.add_data_arguments(parser)
+    read = []
+    message = usage_error(capsys, lambda argv: training.main(parser, read.append, "folder", argv),
+                          ["--data", str(tmp_path), "--model", model, "--img-size", size])
+    assert f"img_size={size} does not fit {model}" in message and "Sizes that fit" in message
+    assert read == []  # a scan of a large folder takes minutes
+
+
+def test_ctrl_c_while_the_data_are_read_ends_with_a_message_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_dvm, "load_data", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        run_dvm(TINY + ["--out", str(tmp_path / "run")])
+    assert stop.value.code == 130
+    assert "interrupted before training began" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_pth_of_pytorch_before_1_6_says_how_to_convert_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    (tmp_path / "old.pth").write_bytes(pickle.dumps({"not": "a zip"}))  # the old format: a bare pickle
+    message = usage_error(capsys, run_dvm, TINY + ["--pretrained", str(tmp_path / "old.pth")])
+    assert "format of PyTorch before 1.6" in message and "torch.save(torch.load('old.pth'" in message
+
+
 def test_every_optimizer_starts_from_the_pretrained_weights(tmp_path):
     minigrad.manual_seed(7)  # weights unlike the run's own seeded initialisation
     pretrained = swin_mini(img_size=32, num_classes=11).state_dict()
@@ -678,7 +709,9 @@ def test_gpu_without_cupy_says_what_to_install(capsys, monkeypatch):
     ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--max-steps", "0"), ("--optimizers", "adam adam"),
     ("--label-smoothing", "1.5"), ("--warmup-epochs", "-1"), ("--drop-path", "1"), ("--workers", "-1"),
     ("--weight-decay", "-0.1"), ("--clip-grad", "-1"), ("--lr", "0"), ("--log-every", "0"),
-    ("--label-smoothing", "-0.1"), ("--drop-path", "-0.1")])
+    ("--label-smoothing", "-0.1"), ("--drop-path", "-0.1"), ("--lr", "nan"), ("--lr", "inf"),
+    ("--weight-decay", "nan"), ("--warmup-epochs", "inf"), ("--clip-grad", "nan"), ("--img-size", "0"),
+    ("--img-size", "-32")])
 def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, option, value):
     message = usage_error(capsys, run_dvm, TINY + [option, *value.split(), "--out", str(tmp_path / "run")])
     assert option in message
@@ -1160,6 +1193,21 @@ def test_a_run_on_class_folders_holds_out_validation_and_test(tmp_path):
     train, val, test = ({split.dataset.paths[i] for i in split.indices} for split in splits)
     assert (len(train), len(val), len(test)) == (16, 2, 2)
     assert len(train | val | test) == 20  # no photo in two splits
+
+
+def test_a_run_folder_inside_the_data_folder_is_refused_before_the_scan(tmp_path, capsys, monkeypatch):
+    # Else the next scan takes the run's plots for photos of a class "run", and --resume finds the data changed.
+    write_class_folders(tmp_path / "photos", {"Red": 10, "Black": 10})
+    argv = ["--model", "swin_mini", "--img-size", "32", "--epochs", "1", "--optimizers", "sgd", "--workers", "0"]
+    scans = []
+    monkeypatch.setattr(train_folder, "image_folder", lambda *args: scans.append(args))
+    message = usage_error(capsys, run_folder, argv + ["--data", str(tmp_path / "photos"),
+                                                      "--out", str(tmp_path / "photos" / "run")])
+    assert "lies inside the data folder" in message and "--out" in message
+    monkeypatch.chdir(tmp_path / "photos" / "Red")
+    message = usage_error(capsys, run_folder, argv + ["--data", ".."])  # the default runs/ of the working folder
+    assert "runs/folder lies inside the data folder .." in message
+    assert scans == [] and sorted(path.name for path in (tmp_path / "photos").iterdir()) == ["Black", "Red"]
 
 
 def test_the_folder_script_checks_its_fractions_and_holds_out_unaugmented_photos_by_seed(tmp_path):
