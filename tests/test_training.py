@@ -132,6 +132,32 @@ def test_the_confusion_plot_of_more_than_30_classes_draws_only_the_colours(tmp_p
     assert len(drawn_axes[1].texts) == 0 and drawn_axes[1].images[0].get_array().shape == (31, 31)
 
 
+def test_the_confusion_image_of_stanford_cars_196_classes_stays_a_readable_size(tmp_path):
+    # At 0.45 inch a class it was a 10,764 x 10,584 image that took 4.5 GB and 16 s to draw.
+    reporting.plot_confusion(np.eye(196, dtype=np.int64), [f"class {i}" for i in range(196)],
+                             tmp_path / "confusion.png", "title")
+    with Image.open(tmp_path / "confusion.png") as image:
+        assert max(image.size) <= 2000
+
+
+def test_long_class_names_widen_the_confusion_plot_instead_of_squeezing_the_matrix(tmp_path):
+    for name, label in (("short", "Red"), ("long", "Bentley Continental Flying Spur Speed")):
+        reporting.plot_confusion(np.eye(3, dtype=np.int64), [f"{label} {i}" for i in range(3)],
+                                 tmp_path / f"{name}.png", "title")
+    with Image.open(tmp_path / "short.png") as short, Image.open(tmp_path / "long.png") as long:
+        assert long.width > short.width + 200 and long.height > short.height + 200
+
+
+def test_the_curves_of_a_single_epoch_mark_its_points_at_a_whole_epoch(tmp_path, drawn_axes):
+    # A line through one point draws nothing: a run of one epoch gave empty panels.
+    row = {"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "train_acc": 0.1, "val_acc": 0.2, "val_f1": 0.15}
+    reporting.plot_curves({"adam": [row]}, tmp_path / "curves.png")
+    for axis in drawn_axes:
+        assert all(line.get_marker() not in ("None", "", None) for line in axis.get_lines())
+        ticks = [tick for tick in axis.get_xticks() if axis.get_xlim()[0] <= tick <= axis.get_xlim()[1]]
+        assert ticks == [1]
+
+
 def test_the_curves_draw_each_optimizers_columns_in_a_colour_of_its_own(tmp_path, drawn_axes):
     histories = {
         "adam": [{"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "train_acc": 0.1, "val_acc": 0.2, "val_f1": 0.15},
