@@ -524,5 +524,9 @@ def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_n
               "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     per_class = {name: per_class_f1(result["confusion"]) for name, result in results.items()}
     for index, label in enumerate(classes):
-        lines.append(f"| {label} | " + " | ".join(f"{per_class[name][index]:.3f}" for name in results) + " |")
+        cells = ("-" if numpy.isnan(per_class[name][index]) else f"{per_class[name][index]:.3f}" for name in results)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(numpy.isnan(scores).any() for scores in per_class.values()):
+        # F1 is 0/0 there: "nan" in a table of scores reads as a bug. Macro-F1 leaves these classes out.
+        lines += ["", f"-: a class neither in the {test_name} split nor predicted, left out of macro-F1."]
     return "\n".join(lines) + "\n"

@@ -201,6 +201,17 @@ def test_summary_gives_each_optimizer_its_column_and_the_first_epoch_of_a_tie():
     assert "| Red | 0.857 | 0.000 |" in summary and "| Black | 0.800 | 0.500 |" in summary
 
 
+def test_summary_marks_a_class_absent_from_the_test_split_and_never_predicted():
+    history = [{"epoch": 1, "val_acc": 0.5, "images_per_s": 10.0}]
+    confusion = np.array([[2, 0, 1], [0, 0, 0], [0, 0, 3]])  # no Black, and none predicted
+    summary = training.summarize({"adam": {"confusion": confusion, "history": history}}, ["Red", "Black", "Blue"],
+                                 "test")
+    assert "| Black | - |" in summary and "nan" not in summary
+    assert "-: a class neither in the test split nor predicted, left out of macro-F1." in summary
+    assert "left out" not in training.summarize({"adam": {"confusion": np.eye(2, dtype=int), "history": history}},
+                                                ["Red", "Black"], "test")
+
+
 class Named(Dataset):
     def __init__(self, names, labels, classes=("a", "b")):
         self.names, self.labels, self.classes = names, np.asarray(labels, dtype=np.int64), list(classes)
