@@ -1076,6 +1076,23 @@ def save_classifier(path: Path) -> Path:
     return path
 
 
+def test_predict_tells_imagenet_weights_and_a_run_folder_from_a_checkpoint(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "car.jpg")
+    for name in ("swin_tiny_patch4_window7_224.safetensors", "swin_tiny_patch4_window7_224.pth"):
+        (tmp_path / name).write_bytes(b"weights")  # were called a damaged .npz archive
+        message = usage_error(capsys, predict.main, [str(tmp_path / name), str(tmp_path / "car.jpg")])
+        assert "not a checkpoint of examples/train_*.py" in message and "--pretrained" in message
+        assert "damaged" not in message
+    run = tmp_path / "run"
+    for optimizer in ("adam", "radam"):
+        (run / optimizer).mkdir(parents=True)
+    save_classifier(run / "adam" / "best.npz").parent.joinpath("last.npz").write_bytes(b"")
+    save_classifier(run / "radam" / "best.npz")
+    message = usage_error(capsys, predict.main, [str(run), str(tmp_path / "car.jpg")])
+    assert f"{run} is a folder; pass a checkpoint, one of {run / 'adam' / 'best.npz'}, {run / 'radam' / 'best.npz'}" \
+        in message
+
+
 def test_predict_classifies_a_folders_photos_and_names_the_files_it_cannot_open(tmp_path, capsys):
     checkpoint = save_classifier(tmp_path / "best.npz")
     photos = tmp_path / "photos"
