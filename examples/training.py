@@ -14,13 +14,15 @@ A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... i
     summary.md                  the scores and the speed
 
 ``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too),
-with the settings it started with; nothing already there is overwritten by a new run. On the GPU
+with the settings it started with; nothing already there is overwritten by a new run, and while a
+process trains a run, a second one (a --resume in another terminal) stops at once. On the GPU
 a training step reads nothing back from the device: the running loss and accuracy stay there and
 reach the progress bar once per ``--log-every`` steps.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import hashlib
@@ -29,12 +31,17 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs there go unlocked
+    fcntl = None
 
 import minigrad
 import optim
@@ -101,39 +108,43 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     """Parse the arguments, check everything that can be checked before training (device, data,
     model, output folder), then run. A problem found here ends with a message, not a traceback."""
     args = parser.parse_args(argv)
-    try:
-        if args.resume:
-            restore_settings(args, parser, given_options(parser, argv), name)
-        args.device = backend.normalize_device(args.device)
-        args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
-        if args.img_size is None:  # not `or`: --img-size 0 is refused, not read as "the default"
-            args.img_size = VARIANTS[args.model].get("img_size", 224)
-        check_settings(args)
-        check_image_size(args)  # these before the data: scanning a large set takes minutes
-        if not args.resume:
-            check_new_folder(args, name)
-        data = load_data(args)
-        for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
-            if getattr(data, split) is not None and len(getattr(data, split)) == 0:
-                raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
-        initial_weights = initial_model(args, data.train.classes).state_dict()
-        folder = output_folder(args, name, data)
-    except (OSError, ValueError, RuntimeError) as error:
-        # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except KeyboardInterrupt:  # Ctrl-C while the data are scanned, which takes minutes on a large set
-        parser.exit(130, f"\n{parser.prog}: interrupted before training began; no epoch was run\n")
-    try:
-        run(args, data, folder, initial_weights)
-    except KeyboardInterrupt:
-        parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
-                         f"to go on, run the same command with --resume --out {folder}\n")
-    except FloatingPointError as error:
-        parser.exit(1, f"{parser.prog}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
-                       f"with other settings starts over from the same initial weights.\n")
-    except (OSError, ValueError) as error:  # an image that cannot be read, a full disk, a damaged checkpoint
-        parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
-                       f"fixed, --resume --out {folder} goes on (and refuses if the data now splits otherwise)\n")
+    with contextlib.ExitStack() as held:  # the run's lock, let go however main ends
+        try:
+            if args.resume:
+                restore_settings(args, parser, given_options(parser, argv), name)
+                held.enter_context(run_lock(args.out))  # before the data: another process may train it now
+            args.device = backend.normalize_device(args.device)
+            args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
+            if args.img_size is None:  # not `or`: --img-size 0 is refused, not read as "the default"
+                args.img_size = VARIANTS[args.model].get("img_size", 224)
+            check_settings(args)
+            check_image_size(args)  # these before the data: scanning a large set takes minutes
+            if not args.resume:
+                check_new_folder(args, name)
+            data = load_data(args)
+            for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
+                if getattr(data, split) is not None and len(getattr(data, split)) == 0:
+                    raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
+            initial_weights = initial_model(args, data.train.classes).state_dict()
+            folder = output_folder(args, name, data)
+            if not args.resume:
+                held.enter_context(run_lock(folder))
+        except (OSError, ValueError, RuntimeError) as error:
+            # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
+        except KeyboardInterrupt:  # Ctrl-C while the data are scanned, which takes minutes on a large set
+            parser.exit(130, f"\n{parser.prog}: interrupted before training began; no epoch was run\n")
+        try:
+            run(args, data, folder, initial_weights)
+        except KeyboardInterrupt:
+            parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
+                             f"to go on, run the same command with --resume --out {folder}\n")
+        except FloatingPointError as error:
+            parser.exit(1, f"{parser.prog}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
+                           f"with other settings starts over from the same initial weights.\n")
+        except (OSError, ValueError) as error:  # an image that cannot be read, a full disk, a damaged checkpoint
+            parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
+                           f"fixed, --resume --out {folder} goes on (and refuses if the data now splits otherwise)\n")
     return folder
 
 
@@ -284,17 +295,42 @@ def output_folder(args: argparse.Namespace, name: str, data: Splits) -> Path:
     check_new_folder(args, name)  # again: the data took a while, and another run may have begun
     if args.out is not None:
         folder = args.out
+        folder.mkdir(parents=True, exist_ok=True)
     else:
-        folder = Path("runs") / name
-        number = 1
-        while folder.exists():
-            number += 1
-            folder = Path("runs") / f"{name}-{number}"
-    folder.mkdir(parents=True, exist_ok=True)
+        folder, number = Path("runs") / name, 1
+        while True:  # mkdir, not exists(): of two runs started together, each gets a folder of its own
+            try:
+                folder.mkdir(parents=True)
+                break
+            except FileExistsError:
+                number += 1
+                folder = Path("runs") / f"{name}-{number}"
     # Absolute paths, so that --resume finds the files from any working directory.
     settings = {key: str(value.absolute()) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    (folder / "config.json").write_text(json.dumps({**settings, **config}, indent=2) + "\n")
+    try:
+        with open(folder / "config.json", "x") as file:  # "x": never over the config of a run begun meanwhile
+            file.write(json.dumps({**settings, **config}, indent=2) + "\n")
+    except FileExistsError:
+        raise FileExistsError(f"another run has just begun in {folder}; choose another --out") from None
     return folder
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the run's config.json locked while this process trains the run, so that a second one
+    (a --resume typed while the run goes on in another terminal) stops at once instead of writing
+    the same checkpoints and history. The system lets go of the lock when the process ends, also
+    when it is killed."""
+    with open(folder / "config.json", "rb") as file:
+        if fcntl is not None:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FileExistsError(f"another process is training the run in {folder} now; let it finish (or "
+                                      f"stop it), then --resume --out {folder} goes on from its last epoch") from None
+            except OSError:  # a file system without locks (some network ones): go on unlocked
+                pass
+        yield
 
 
 def make_optimizer(name: str, model: SwinTransformer, lr: float, weight_decay: float) -> optim.Optimizer:

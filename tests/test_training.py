@@ -544,6 +544,37 @@ def test_an_out_folder_with_files_is_never_overwritten(tmp_path, capsys):
     assert (folder / "notes.txt").read_text() == "precious"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="runs go unlocked where there is no fcntl (Windows)")
+def test_a_run_that_is_training_cannot_be_resumed_by_a_second_process(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1",
+                             "--optimizers", "sgd"])
+    before = (folder / "sgd" / "last.npz").read_bytes()
+    import fcntl
+    with open(folder / "config.json", "rb") as held:  # as the process still training it holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        message = usage_error(capsys, run_dvm, ["--resume", "--out", str(folder), "--epochs", "2", "--workers", "0"])
+        assert f"another process is training the run in {folder} now" in message
+        assert (folder / "sgd" / "last.npz").read_bytes() == before and len(read_history(folder)) == 1
+    run_dvm(["--resume", "--out", str(folder), "--epochs", "2", "--workers", "0"])  # once it has ended
+    assert len(read_history(folder)) == 2
+
+
+def test_a_new_run_never_writes_over_the_config_of_a_run_begun_meanwhile(tmp_path, capsys, monkeypatch):
+    check_new_folder, checks = training.check_new_folder, []
+
+    def another_run_begins_after_the_last_check(args, name):
+        check_new_folder(args, name)
+        checks.append(1)
+        if len(checks) == 2:  # the check as the folder is made, after the data were read
+            (args.out / "config.json").write_text("the other run's")
+
+    monkeypatch.setattr(training, "check_new_folder", another_run_begins_after_the_last_check)
+    (tmp_path / "run").mkdir()
+    message = usage_error(capsys, run_dvm, TINY + ["--out", str(tmp_path / "run")])
+    assert "another run has just begun in" in message
+    assert (tmp_path / "run" / "config.json").read_text() == "the other run's"
+
+
 def test_resume_refuses_a_run_of_another_model(tmp_path, capsys):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1"])
     message = usage_error(capsys, run_dvm, TINY[:2] + ["--img-size", "64"] + TINY[4:] + ["--out", str(folder),
