@@ -1427,6 +1427,21 @@ def test_a_timing_warms_up_then_takes_the_median_of_the_clock():
     assert len(steps) == 2 + 3
 
 
+def test_python_m_swin_answers_help_and_a_typo_without_building_a_model(monkeypatch, capsys):
+    import swin.__main__ as table
+
+    def build(*args, **kwargs):
+        raise AssertionError("built a model")
+
+    monkeypatch.setattr(table, "build", build)
+    with pytest.raises(SystemExit) as stop:
+        table.main(["--help"])
+    assert stop.value.code == 0 and "python -m swin" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        table.main(["--variant", "swin_t"])
+    assert stop.value.code == 2 and "unrecognized arguments: --variant swin_t" in capsys.readouterr().err
+
+
 def test_python_m_swin_lists_each_variant_at_its_image_sizes(monkeypatch, capsys):
     import swin.__main__ as table
 
