@@ -75,9 +75,12 @@ def _check_architecture(state: Mapping[str, Any], model: SwinTransformer) -> Non
                          f"its keys begin {_some(sorted(state), 5)}")
     expected = (model.patch_embed.embed_dim, model.depths)
     if found != expected:
+        key = "patch_embed.proj.weight"  # where a width shows first
+        shapes = (f" ({key}: the checkpoint has shape {tuple(state[key].shape)}, the model "
+                  f"{tuple(model.patch_embed.proj.weight.shape)})" if found[0] != expected[0] else "")
         raise ValueError(f"the checkpoint holds {_architecture_name(*found)}, the model is "
-                         f"{_architecture_name(*expected)}: build the checkpoint's variant (--model in the training "
-                         f"scripts) to load it")
+                         f"{_architecture_name(*expected)}{shapes}: build the checkpoint's variant (--model in the "
+                         f"training scripts) to load it")
 
 
 def _some(keys: list[str], count: int = 8) -> str:
