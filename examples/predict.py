@@ -26,11 +26,19 @@ from swin import SwinTransformer, build
 
 def load_classifier(checkpoint: Path, device: str) -> tuple[SwinTransformer, list[str]]:
     """The model saved in ``checkpoint`` (``last.npz`` or ``best.npz`` of a run), in eval mode."""
+    if checkpoint.is_dir():  # the run's folder, or an optimizer's: name the checkpoints in it
+        found = sorted(checkpoint.glob("best.npz")) + sorted(checkpoint.glob("*/best.npz"))
+        raise IsADirectoryError(f"{checkpoint} is a folder; pass a checkpoint"
+                                + (f", one of {', '.join(map(str, found))}" if found else ": a run's "
+                                   "<optimizer>/best.npz or last.npz"))
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}: pass a run's <optimizer>/best.npz or last.npz")
     if is_image_name(checkpoint.name):
         raise ValueError(f"{checkpoint} is a photo, not a checkpoint: the checkpoint comes first, "
                          f"as in predict.py runs/dvm/radam/best.npz {checkpoint.name}")
+    if checkpoint.suffix.lower() in (".safetensors", ".pth", ".pt", ".bin"):  # else called a damaged .npz
+        raise ValueError(f"{checkpoint} is not a checkpoint of examples/train_*.py (an .npz file): ImageNet "
+                         f"weights know nothing of your classes; train from them first, with --pretrained")
     state = minigrad.load(checkpoint)
     if not isinstance(state, dict) or not {"architecture", "classes", "model"} <= set(state):
         raise ValueError(f"{checkpoint} is not a checkpoint of examples/train_*.py (it lacks the architecture "

@@ -14,13 +14,15 @@ A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... i
     summary.md                  the scores and the speed
 
 ``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too),
-with the settings it started with; nothing already there is overwritten by a new run. On the GPU
+with the settings it started with; nothing already there is overwritten by a new run, and while a
+process trains a run, a second one (a --resume in another terminal) stops at once. On the GPU
 a training step reads nothing back from the device: the running loss and accuracy stay there and
 reach the progress bar once per ``--log-every`` steps.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import hashlib
@@ -29,12 +31,17 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs there go unlocked
+    fcntl = None
 
 import minigrad
 import optim
@@ -43,6 +50,7 @@ from minigrad import backend
 from minigrad import functional as F
 from reporting import accuracy, confusion_matrix, macro_f1, per_class_f1, plot_confusion, plot_curves
 from swin import VARIANTS, SwinTransformer, build, load_pretrained
+from swin.model import unusable_size_reason, usable_sizes
 
 OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
 # --resume takes every setting not given from the run's config.json, except those of this session
@@ -100,33 +108,43 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     """Parse the arguments, check everything that can be checked before training (device, data,
     model, output folder), then run. A problem found here ends with a message, not a traceback."""
     args = parser.parse_args(argv)
-    try:
-        if args.resume:
-            restore_settings(args, parser, given_options(parser, argv), name)
-        args.device = backend.normalize_device(args.device)
-        args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
-        args.img_size = args.img_size or VARIANTS[args.model].get("img_size", 224)
-        check_settings(args)
-        data = load_data(args)
-        for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
-            if getattr(data, split) is not None and len(getattr(data, split)) == 0:
-                raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
-        initial_weights = initial_model(args, data.train.classes).state_dict()
-        folder = output_folder(args, name, data)
-    except (OSError, ValueError, RuntimeError) as error:
-        # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    try:
-        run(args, data, folder, initial_weights)
-    except KeyboardInterrupt:
-        parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
-                         f"to go on, run the same command with --resume --out {folder}\n")
-    except FloatingPointError as error:
-        parser.exit(1, f"{parser.prog}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
-                       f"with other settings starts over from the same initial weights.\n")
-    except (OSError, ValueError) as error:  # an image that cannot be read, a full disk, a damaged checkpoint
-        parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
-                       f"fixed, --resume --out {folder} goes on (and refuses if the data now splits otherwise)\n")
+    with contextlib.ExitStack() as held:  # the run's lock, let go however main ends
+        try:
+            if args.resume:
+                restore_settings(args, parser, given_options(parser, argv), name)
+                held.enter_context(run_lock(args.out))  # before the data: another process may train it now
+            args.device = backend.normalize_device(args.device)
+            args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
+            if args.img_size is None:  # not `or`: --img-size 0 is refused, not read as "the default"
+                args.img_size = VARIANTS[args.model].get("img_size", 224)
+            check_settings(args)
+            check_image_size(args)  # these before the data: scanning a large set takes minutes
+            if not args.resume:
+                check_new_folder(args, name)
+            data = load_data(args)
+            for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
+                if getattr(data, split) is not None and len(getattr(data, split)) == 0:
+                    raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
+            initial_weights = initial_model(args, data.train.classes).state_dict()
+            folder = output_folder(args, name, data)
+            if not args.resume:
+                held.enter_context(run_lock(folder))
+        except (OSError, ValueError, RuntimeError) as error:
+            # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
+        except KeyboardInterrupt:  # Ctrl-C while the data are scanned, which takes minutes on a large set
+            parser.exit(130, f"\n{parser.prog}: interrupted before training began; no epoch was run\n")
+        try:
+            run(args, data, folder, initial_weights)
+        except KeyboardInterrupt:
+            parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
+                             f"to go on, run the same command with --resume --out {folder}\n")
+        except FloatingPointError as error:
+            parser.exit(1, f"{parser.prog}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
+                           f"with other settings starts over from the same initial weights.\n")
+        except (OSError, ValueError) as error:  # an image that cannot be read, a full disk, a damaged checkpoint
+            parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
+                           f"fixed, --resume --out {folder} goes on (and refuses if the data now splits otherwise)\n")
     return folder
 
 
@@ -163,6 +181,12 @@ def restore_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
 
 
 def check_settings(args: argparse.Namespace) -> None:
+    # argparse's float() takes "nan" and "inf", which pass every comparison below (or fail it
+    # with a misleading message); a NaN rate would train NaN weights for a whole epoch.
+    for option in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "clip_grad", "drop_path"):
+        value = getattr(args, option)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{option.replace('_', '-')} must be a finite number, got {value}")
     for option in ("epochs", "batch_size", "log_every"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
@@ -183,6 +207,22 @@ def check_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"--optimizers names one twice: {' '.join(args.optimizers)}")
 
 
+def check_image_size(args: argparse.Namespace) -> None:
+    """Refuse an --img-size the variant cannot take, naming sizes it can, without building the model
+    (Swin-L takes seconds to build)."""
+    if args.img_size < 1:
+        raise ValueError(f"--img-size must be at least 1, got {args.img_size}")
+    settings = VARIANTS[args.model]
+    # The window swin.build gives the variant: its own, else 12 at 384 px and 7 at other sizes.
+    window = settings.get("window_size", 12 if args.img_size == 384 else 7)
+    patch, stages = settings.get("patch_size", 4), len(settings["depths"])
+    reason = unusable_size_reason(args.img_size, patch, window, stages)
+    if reason is not None:
+        raise ValueError(f"img_size={args.img_size} does not fit {args.model} (patch_size={patch}, "
+                         f"window_size={window}, {stages} stages): {reason}. Sizes that fit: "
+                         f"{usable_sizes(args.img_size, patch, window, stages)}")
+
+
 def build_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTransformer:
     """The Swin variant the arguments ask for, freshly (seeded) initialised."""
     minigrad.manual_seed(args.seed)
@@ -200,6 +240,8 @@ def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTrans
             raise FileNotFoundError(f"--pretrained {args.pretrained}: no such file")
         try:
             load_pretrained(model, args.pretrained)
+        except ImportError as error:  # a .pth of PyTorch before 1.6: the message says how to convert it
+            raise ValueError(f"--pretrained {error}") from error
         except (RuntimeError, ValueError) as error:
             raise ValueError(f"--pretrained {args.pretrained} does not fit {args.model} with {len(classes)} classes "
                              f"at {args.img_size} px: {error}") from error
@@ -219,6 +261,22 @@ def split_digest(data: Splits) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_new_folder(args: argparse.Namespace, name: str) -> None:
+    """Refuse an --out that would overwrite files or mix the run into its own data."""
+    data_folder = getattr(args, "data", None)
+    if data_folder is not None and (Path(args.out or "runs").resolve() / "_").is_relative_to(data_folder.resolve()):
+        # A scan of the class folders would take the run's plots for photos of a class "runs" next
+        # time, and --resume would find the data changed.
+        raise ValueError(f"the run's folder {args.out or Path('runs') / name} lies inside the data folder "
+                         f"{data_folder}; pass an --out outside it")
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise FileExistsError(f"--out {args.out} is a file; name a folder for the run")
+        if args.out.exists() and any(args.out.iterdir()):
+            raise FileExistsError(f"--out {args.out} already holds files; choose another folder, or pass "
+                                  f"--resume to continue the run in it")
+
+
 def output_folder(args: argparse.Namespace, name: str, data: Splits) -> Path:
     """The run's folder: a fresh one, or with --resume the one given, checked to hold this run."""
     config = {"script": name, "model": args.model, "img_size": args.img_size, "classes": list(data.train.classes),
@@ -234,24 +292,45 @@ def output_folder(args: argparse.Namespace, name: str, data: Splits) -> Path:
             raise ValueError(f"--resume: {args.out} holds a run with other {', '.join(changed)} "
                              f"({', '.join(f'{key}={saved.get(key)!r}' for key in changed)}); start a new run instead")
         return args.out
+    check_new_folder(args, name)  # again: the data took a while, and another run may have begun
     if args.out is not None:
-        if args.out.exists() and not args.out.is_dir():
-            raise FileExistsError(f"--out {args.out} is a file; name a folder for the run")
-        if args.out.exists() and any(args.out.iterdir()):
-            raise FileExistsError(f"--out {args.out} already holds files; choose another folder, or pass "
-                                  f"--resume to continue the run in it")
         folder = args.out
+        folder.mkdir(parents=True, exist_ok=True)
     else:
-        folder = Path("runs") / name
-        number = 1
-        while folder.exists():
-            number += 1
-            folder = Path("runs") / f"{name}-{number}"
-    folder.mkdir(parents=True, exist_ok=True)
+        folder, number = Path("runs") / name, 1
+        while True:  # mkdir, not exists(): of two runs started together, each gets a folder of its own
+            try:
+                folder.mkdir(parents=True)
+                break
+            except FileExistsError:
+                number += 1
+                folder = Path("runs") / f"{name}-{number}"
     # Absolute paths, so that --resume finds the files from any working directory.
     settings = {key: str(value.absolute()) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    (folder / "config.json").write_text(json.dumps({**settings, **config}, indent=2) + "\n")
+    try:
+        with open(folder / "config.json", "x") as file:  # "x": never over the config of a run begun meanwhile
+            file.write(json.dumps({**settings, **config}, indent=2) + "\n")
+    except FileExistsError:
+        raise FileExistsError(f"another run has just begun in {folder}; choose another --out") from None
     return folder
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the run's config.json locked while this process trains the run, so that a second one
+    (a --resume typed while the run goes on in another terminal) stops at once instead of writing
+    the same checkpoints and history. The system lets go of the lock when the process ends, also
+    when it is killed."""
+    with open(folder / "config.json", "rb") as file:
+        if fcntl is not None:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FileExistsError(f"another process is training the run in {folder} now; let it finish (or "
+                                      f"stop it), then --resume --out {folder} goes on from its last epoch") from None
+            except OSError:  # a file system without locks (some network ones): go on unlocked
+                pass
+        yield
 
 
 def make_optimizer(name: str, model: SwinTransformer, lr: float, weight_decay: float) -> optim.Optimizer:
@@ -481,5 +560,9 @@ def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_n
               "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     per_class = {name: per_class_f1(result["confusion"]) for name, result in results.items()}
     for index, label in enumerate(classes):
-        lines.append(f"| {label} | " + " | ".join(f"{per_class[name][index]:.3f}" for name in results) + " |")
+        cells = ("-" if numpy.isnan(per_class[name][index]) else f"{per_class[name][index]:.3f}" for name in results)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(numpy.isnan(scores).any() for scores in per_class.values()):
+        # F1 is 0/0 there: "nan" in a table of scores reads as a bug. Macro-F1 leaves these classes out.
+        lines += ["", f"-: a class neither in the {test_name} split nor predicted, left out of macro-F1."]
     return "\n".join(lines) + "\n"

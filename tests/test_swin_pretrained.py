@@ -137,6 +137,38 @@ def test_strict_names_an_unexpected_key(source):
         load_pretrained(fresh(), checkpoint)
 
 
+def test_a_checkpoint_of_another_variant_is_named_not_listed_key_by_key(source):
+    checkpoint = swin_mini(img_size=32, depths=(2, 2, 4, 2)).state_dict()
+    with pytest.raises(ValueError) as error:
+        load_pretrained(swin_mini(img_size=32), checkpoint)
+    message = str(error.value)
+    assert ("the checkpoint holds a Swin with embed_dim 32, depths (2, 2, 4, 2), the model is swin_mini "
+            "(embed_dim 32, depths (2, 2, 2, 2))") in message
+    assert "layers.2.blocks.3" not in message
+    with pytest.raises(ValueError, match=r"holds swin_mini \(embed_dim 32.*the model is a Swin with embed_dim 8"):
+        load_pretrained(fresh(), swin_mini(img_size=32).state_dict())
+    # Without strict, what fits is loaded: the first two blocks of stage 3.
+    result = load_pretrained(swin_mini(img_size=32), checkpoint, strict=False)
+    assert "layers.2.blocks.3.norm1.weight" in result.unexpected_keys and result.missing_keys == []
+
+
+def test_swin_v2_and_other_models_are_named(source):
+    checkpoint = {**source.state_dict(), "layers.0.blocks.0.attn.logit_scale": np.zeros((1, 1, 1), np.float32)}
+    with pytest.raises(ValueError, match="Swin Transformer V2"):
+        load_pretrained(fresh(), checkpoint)
+    vit = {"cls_token": np.zeros((1, 1, 8), np.float32), "blocks.0.attn.qkv.weight": np.zeros((24, 8), np.float32)}
+    with pytest.raises(ValueError, match=r"holds no Swin weights .* its keys begin blocks\.0\.attn\.qkv\.weight, "
+                                         r"cls_token$"):
+        load_pretrained(fresh(), vit)
+
+
+def test_a_long_list_of_keys_is_cut_short(source):
+    checkpoint = {**source.state_dict(), **{f"extra.{i:02}": np.zeros(1, np.float32) for i in range(20)}}
+    with pytest.raises(RuntimeError) as error:
+        load_pretrained(fresh(), checkpoint)
+    assert "extra.07, ... and 12 more" in str(error.value) and "extra.08" not in str(error.value)
+
+
 def test_a_shape_mismatch_names_the_key_and_both_shapes(source):
     checkpoint = source.state_dict()
     checkpoint["layers.0.blocks.0.mlp.fc1.weight"] = np.zeros((16, 8), dtype=np.float32)

@@ -4,6 +4,7 @@ the user's overwritten, and the host-device traffic of a training epoch on the s
 import argparse
 import csv
 import json
+import pickle
 import re
 import sys
 import warnings
@@ -131,6 +132,32 @@ def test_the_confusion_plot_of_more_than_30_classes_draws_only_the_colours(tmp_p
     assert len(drawn_axes[1].texts) == 0 and drawn_axes[1].images[0].get_array().shape == (31, 31)
 
 
+def test_the_confusion_image_of_stanford_cars_196_classes_stays_a_readable_size(tmp_path):
+    # At 0.45 inch a class it was a 10,764 x 10,584 image that took 4.5 GB and 16 s to draw.
+    reporting.plot_confusion(np.eye(196, dtype=np.int64), [f"class {i}" for i in range(196)],
+                             tmp_path / "confusion.png", "title")
+    with Image.open(tmp_path / "confusion.png") as image:
+        assert max(image.size) <= 2000
+
+
+def test_long_class_names_widen_the_confusion_plot_instead_of_squeezing_the_matrix(tmp_path):
+    for name, label in (("short", "Red"), ("long", "Bentley Continental Flying Spur Speed")):
+        reporting.plot_confusion(np.eye(3, dtype=np.int64), [f"{label} {i}" for i in range(3)],
+                                 tmp_path / f"{name}.png", "title")
+    with Image.open(tmp_path / "short.png") as short, Image.open(tmp_path / "long.png") as long:
+        assert long.width > short.width + 200 and long.height > short.height + 200
+
+
+def test_the_curves_of_a_single_epoch_mark_its_points_at_a_whole_epoch(tmp_path, drawn_axes):
+    # A line through one point draws nothing: a run of one epoch gave empty panels.
+    row = {"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "train_acc": 0.1, "val_acc": 0.2, "val_f1": 0.15}
+    reporting.plot_curves({"adam": [row]}, tmp_path / "curves.png")
+    for axis in drawn_axes:
+        assert all(line.get_marker() not in ("None", "", None) for line in axis.get_lines())
+        ticks = [tick for tick in axis.get_xticks() if axis.get_xlim()[0] <= tick <= axis.get_xlim()[1]]
+        assert ticks == [1]
+
+
 def test_the_curves_draw_each_optimizers_columns_in_a_colour_of_its_own(tmp_path, drawn_axes):
     histories = {
         "adam": [{"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "train_acc": 0.1, "val_acc": 0.2, "val_f1": 0.15},
@@ -172,6 +199,17 @@ def test_summary_gives_each_optimizer_its_column_and_the_first_epoch_of_a_tie():
     assert "| sgd | 1 | 0.5000 | 0.3333 | 0.2500 | 10.0 |" in summary
     assert "| class | adam | sgd |" in summary and "validation accuracy" in summary
     assert "| Red | 0.857 | 0.000 |" in summary and "| Black | 0.800 | 0.500 |" in summary
+
+
+def test_summary_marks_a_class_absent_from_the_test_split_and_never_predicted():
+    history = [{"epoch": 1, "val_acc": 0.5, "images_per_s": 10.0}]
+    confusion = np.array([[2, 0, 1], [0, 0, 0], [0, 0, 3]])  # no Black, and none predicted
+    summary = training.summarize({"adam": {"confusion": confusion, "history": history}}, ["Red", "Black", "Blue"],
+                                 "test")
+    assert "| Black | - |" in summary and "nan" not in summary
+    assert "-: a class neither in the test split nor predicted, left out of macro-F1." in summary
+    assert "left out" not in training.summarize({"adam": {"confusion": np.eye(2, dtype=int), "history": history}},
+                                                ["Red", "Black"], "test")
 
 
 class Named(Dataset):
@@ -506,6 +544,37 @@ def test_an_out_folder_with_files_is_never_overwritten(tmp_path, capsys):
     assert (folder / "notes.txt").read_text() == "precious"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="runs go unlocked where there is no fcntl (Windows)")
+def test_a_run_that_is_training_cannot_be_resumed_by_a_second_process(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1",
+                             "--optimizers", "sgd"])
+    before = (folder / "sgd" / "last.npz").read_bytes()
+    import fcntl
+    with open(folder / "config.json", "rb") as held:  # as the process still training it holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        message = usage_error(capsys, run_dvm, ["--resume", "--out", str(folder), "--epochs", "2", "--workers", "0"])
+        assert f"another process is training the run in {folder} now" in message
+        assert (folder / "sgd" / "last.npz").read_bytes() == before and len(read_history(folder)) == 1
+    run_dvm(["--resume", "--out", str(folder), "--epochs", "2", "--workers", "0"])  # once it has ended
+    assert len(read_history(folder)) == 2
+
+
+def test_a_new_run_never_writes_over_the_config_of_a_run_begun_meanwhile(tmp_path, capsys, monkeypatch):
+    check_new_folder, checks = training.check_new_folder, []
+
+    def another_run_begins_after_the_last_check(args, name):
+        check_new_folder(args, name)
+        checks.append(1)
+        if len(checks) == 2:  # the check as the folder is made, after the data were read
+            (args.out / "config.json").write_text("the other run's")
+
+    monkeypatch.setattr(training, "check_new_folder", another_run_begins_after_the_last_check)
+    (tmp_path / "run").mkdir()
+    message = usage_error(capsys, run_dvm, TINY + ["--out", str(tmp_path / "run")])
+    assert "another run has just begun in" in message
+    assert (tmp_path / "run" / "config.json").read_text() == "the other run's"
+
+
 def test_resume_refuses_a_run_of_another_model(tmp_path, capsys):
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--max-steps", "1"])
     message = usage_error(capsys, run_dvm, TINY[:2] + ["--img-size", "64"] + TINY[4:] + ["--out", str(folder),
@@ -580,6 +649,36 @@ def test_resume_needs_an_earlier_run(tmp_path, capsys):
 def test_an_image_size_the_model_cannot_take_names_sizes_it_can(capsys):
     message = usage_error(capsys, run_dvm, ["--img-size", "50", "--out", "unused"])
     assert "img_size=50" in message and "Sizes that fit" in message
+
+
+@pytest.mark.parametrize("model, size", [("swin_mini", "8"), ("swin_mini", "50"), ("swin_t", "32")])
+def test_an_image_size_the_model_cannot_take_is_refused_before_the_data_are_read(tmp_path, capsys, model, size):
+    parser = training.make_parser("test")
+    train_folder.add_data_arguments(parser)
+    read = []
+    message = usage_error(capsys, lambda argv: training.main(parser, read.append, "folder", argv),
+                          ["--data", str(tmp_path), "--model", model, "--img-size", size])
+    assert f"img_size={size} does not fit {model}" in message and "Sizes that fit" in message
+    assert read == []  # a scan of a large folder takes minutes
+
+
+def test_ctrl_c_while_the_data_are_read_ends_with_a_message_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_dvm, "load_data", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        run_dvm(TINY + ["--out", str(tmp_path / "run")])
+    assert stop.value.code == 130
+    assert "interrupted before training began" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_pth_of_pytorch_before_1_6_says_how_to_convert_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    (tmp_path / "old.pth").write_bytes(pickle.dumps({"not": "a zip"}))  # the old format: a bare pickle
+    message = usage_error(capsys, run_dvm, TINY + ["--pretrained", str(tmp_path / "old.pth")])
+    assert "format of PyTorch before 1.6" in message and "torch.save(torch.load('old.pth'" in message
 
 
 def test_every_optimizer_starts_from_the_pretrained_weights(tmp_path):
@@ -678,7 +777,9 @@ def test_gpu_without_cupy_says_what_to_install(capsys, monkeypatch):
     ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--max-steps", "0"), ("--optimizers", "adam adam"),
     ("--label-smoothing", "1.5"), ("--warmup-epochs", "-1"), ("--drop-path", "1"), ("--workers", "-1"),
     ("--weight-decay", "-0.1"), ("--clip-grad", "-1"), ("--lr", "0"), ("--log-every", "0"),
-    ("--label-smoothing", "-0.1"), ("--drop-path", "-0.1")])
+    ("--label-smoothing", "-0.1"), ("--drop-path", "-0.1"), ("--lr", "nan"), ("--lr", "inf"),
+    ("--weight-decay", "nan"), ("--warmup-epochs", "inf"), ("--clip-grad", "nan"), ("--img-size", "0"),
+    ("--img-size", "-32")])
 def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, option, value):
     message = usage_error(capsys, run_dvm, TINY + [option, *value.split(), "--out", str(tmp_path / "run")])
     assert option in message
@@ -1006,6 +1107,23 @@ def save_classifier(path: Path) -> Path:
     return path
 
 
+def test_predict_tells_imagenet_weights_and_a_run_folder_from_a_checkpoint(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "car.jpg")
+    for name in ("swin_tiny_patch4_window7_224.safetensors", "swin_tiny_patch4_window7_224.pth"):
+        (tmp_path / name).write_bytes(b"weights")  # were called a damaged .npz archive
+        message = usage_error(capsys, predict.main, [str(tmp_path / name), str(tmp_path / "car.jpg")])
+        assert "not a checkpoint of examples/train_*.py" in message and "--pretrained" in message
+        assert "damaged" not in message
+    run = tmp_path / "run"
+    for optimizer in ("adam", "radam"):
+        (run / optimizer).mkdir(parents=True)
+    save_classifier(run / "adam" / "best.npz").parent.joinpath("last.npz").write_bytes(b"")
+    save_classifier(run / "radam" / "best.npz")
+    message = usage_error(capsys, predict.main, [str(run), str(tmp_path / "car.jpg")])
+    assert f"{run} is a folder; pass a checkpoint, one of {run / 'adam' / 'best.npz'}, {run / 'radam' / 'best.npz'}" \
+        in message
+
+
 def test_predict_classifies_a_folders_photos_and_names_the_files_it_cannot_open(tmp_path, capsys):
     checkpoint = save_classifier(tmp_path / "best.npz")
     photos = tmp_path / "photos"
@@ -1162,6 +1280,21 @@ def test_a_run_on_class_folders_holds_out_validation_and_test(tmp_path):
     assert len(train | val | test) == 20  # no photo in two splits
 
 
+def test_a_run_folder_inside_the_data_folder_is_refused_before_the_scan(tmp_path, capsys, monkeypatch):
+    # Else the next scan takes the run's plots for photos of a class "run", and --resume finds the data changed.
+    write_class_folders(tmp_path / "photos", {"Red": 10, "Black": 10})
+    argv = ["--model", "swin_mini", "--img-size", "32", "--epochs", "1", "--optimizers", "sgd", "--workers", "0"]
+    scans = []
+    monkeypatch.setattr(train_folder, "image_folder", lambda *args: scans.append(args))
+    message = usage_error(capsys, run_folder, argv + ["--data", str(tmp_path / "photos"),
+                                                      "--out", str(tmp_path / "photos" / "run")])
+    assert "lies inside the data folder" in message and "--out" in message
+    monkeypatch.chdir(tmp_path / "photos" / "Red")
+    message = usage_error(capsys, run_folder, argv + ["--data", ".."])  # the default runs/ of the working folder
+    assert "runs/folder lies inside the data folder .." in message
+    assert scans == [] and sorted(path.name for path in (tmp_path / "photos").iterdir()) == ["Black", "Red"]
+
+
 def test_the_folder_script_checks_its_fractions_and_holds_out_unaugmented_photos_by_seed(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("Red", "Black"):
@@ -1292,6 +1425,21 @@ def test_a_timing_warms_up_then_takes_the_median_of_the_clock():
 
     assert benchmark.median_seconds(lambda: steps.append(1), 3, 2, clock) == 3.0
     assert len(steps) == 2 + 3
+
+
+def test_python_m_swin_answers_help_and_a_typo_without_building_a_model(monkeypatch, capsys):
+    import swin.__main__ as table
+
+    def build(*args, **kwargs):
+        raise AssertionError("built a model")
+
+    monkeypatch.setattr(table, "build", build)
+    with pytest.raises(SystemExit) as stop:
+        table.main(["--help"])
+    assert stop.value.code == 0 and "python -m swin" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        table.main(["--variant", "swin_t"])
+    assert stop.value.code == 2 and "unrecognized arguments: --variant swin_t" in capsys.readouterr().err
 
 
 def test_python_m_swin_lists_each_variant_at_its_image_sizes(monkeypatch, capsys):
