@@ -562,6 +562,16 @@ def test_random_resized_crop_output_size_is_height_then_width():
     assert out.size == (24, 10)
 
 
+def test_random_resized_crop_cuts_the_region_out_then_resizes_it_as_torchvision():
+    # torchvision crops, then resizes the crop alone: Pillow's resize(box=...) would let the bicubic filter
+    # read the pixels around the region (15 levels off at the edges here).
+    image = Image.fromarray(numpy.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=numpy.uint8))
+    crop = RandomResizedCrop(16, scale=(0.2, 0.5))  # never the whole image: pixels lie around each region
+    for seed in range(5):
+        expected = image.crop(crop.region(80, 60, rng(seed))).resize((16, 16), Image.Resampling.BICUBIC)
+        assert numpy.asarray(crop(image, rng(seed))).tobytes() == numpy.asarray(expected).tobytes()
+
+
 @pytest.mark.parametrize("scale, ratio", [
     ((0.0, 1.0), (1, 1)), ((0.5, 0.4), (1, 1)), ((0.5, 1.1), (1, 1)), ((-0.1, 0.5), (1, 1)),
     ((0.5, 1.0), (0.0, 1.0)), ((0.5, 1.0), (2.0, 1.0)), ((0.5, 1.0), (-1.0, 1.0))])
@@ -770,3 +780,15 @@ def test_eval_transform_matches_torchvision(width, height):
     reference = tv.Compose([tv.Resize(73, interpolation=tv.InterpolationMode.BICUBIC), tv.CenterCrop(64),
                             tv.ToTensor(), tv.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image).numpy()
     numpy.testing.assert_allclose(eval_transform(64)(image, rng()), reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.torch
+def test_random_resized_crop_matches_torchvision_for_the_same_region():
+    functional = pytest.importorskip("torchvision.transforms.functional")
+    image = Image.fromarray(numpy.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=numpy.uint8))
+    crop = RandomResizedCrop((16, 24), scale=(0.2, 0.5))
+    for seed in range(5):
+        left, top, right, bottom = crop.region(80, 60, rng(seed))
+        reference = functional.resized_crop(image, top, left, bottom - top, right - left, [16, 24],
+                                            functional.InterpolationMode.BICUBIC)
+        assert numpy.asarray(crop(image, rng(seed))).tobytes() == numpy.asarray(reference).tobytes()
