@@ -509,7 +509,8 @@ def test_random_resized_crop_of_all_the_area_at_ratio_one_is_the_whole_image_res
 @pytest.mark.parametrize("width, height, scale, ratio", [
     (200, 150, (0.08, 1.0), (3 / 4, 4 / 3)), (64, 64, (0.35, 1.0), (3 / 4, 4 / 3)),
     (50, 300, (0.2, 0.5), (0.5, 2.0)),  # its fallback, 50 x 100, also has a third of the area and aspect 1/2
-    (31, 17, (0.5, 1.0), (0.5, 2.0))])
+    (31, 17, (0.5, 1.0), (0.5, 2.0)),
+    (200, 150, (0.1, 0.5), (2.0, 3.0))])  # only wide crops: width is the side that grows with the aspect
 def test_random_resized_crop_regions_lie_inside_and_respect_scale_and_ratio(width, height, scale, ratio):
     crop = RandomResizedCrop(8, scale=scale, ratio=ratio)
     regions = set()
@@ -527,6 +528,26 @@ def test_random_resized_crop_regions_lie_inside_and_respect_scale_and_ratio(widt
         assert (crop_width - 0.5) / (crop_height + 0.5) <= ratio[1]
         assert (crop_width + 0.5) / (crop_height - 0.5) >= ratio[0]
     assert len(regions) > 30  # the draws vary
+
+
+@pytest.mark.parametrize("ratio", [(1 / 2, 2.0), (1.0, 4.0)])
+def test_random_resized_crop_draws_the_aspect_log_uniformly(ratio):
+    # log(aspect) uniform on [log r0, log r1]: half the crops are wider than the geometric mean sqrt(r0 * r1)
+    # (a plain uniform aspect puts only a third of them below it). Every draw here fits in the image.
+    crop = RandomResizedCrop(8, scale=(0.1, 0.2), ratio=ratio)
+    aspects = [(right - left) / (bottom - top) for left, top, right, bottom in
+               (crop.region(1000, 1000, rng(seed)) for seed in range(400))]
+    wider = sum(aspect > (ratio[0] * ratio[1]) ** 0.5 for aspect in aspects)
+    assert 160 < wider < 240  # Binomial(400, 1/2): mean 200, standard deviation 10
+
+
+def test_random_resized_crop_falls_back_only_after_ten_rejected_draws():
+    # A 100 x 50 image, square crops of a quarter to all of its area: a draw fits when its side rounds to at
+    # most 50, i.e. its area is below 50.5 ** 2, with probability (2550.25 - 1250) / 3750 = 0.3467. All 10
+    # draws fail with probability 0.6533 ** 10 = 1.42%, and then comes the central square (25, 0, 75, 50).
+    crop = RandomResizedCrop(8, scale=(0.25, 1.0), ratio=(1, 1))
+    fallbacks = sum(crop.region(100, 50, rng(seed)) == (25, 0, 75, 50) for seed in range(2000))
+    assert 10 < fallbacks < 50  # about Poisson(28.3); 1 draw would give 1307, 100 draws none
 
 
 @pytest.mark.parametrize("width, height, ratio, region", [
@@ -607,7 +628,8 @@ def test_to_array_shape_dtype_and_range():
 
 
 def test_normalize_is_x_minus_mean_over_std_per_channel():
-    mean, std = numpy.array(IMAGENET_MEAN), numpy.array(IMAGENET_STD)
+    # ImageNet's statistics in RGB order, red first (torchvision's documentation, timm's IMAGENET_DEFAULT_*).
+    mean, std = numpy.array([0.485, 0.456, 0.406]), numpy.array([0.229, 0.224, 0.225])
     array = numpy.stack([mean, mean + std, mean - 2 * std, numpy.zeros(3)], axis=1).reshape(3, 2, 2)
     out = Normalize()(array.astype(numpy.float32), rng())
     assert out.dtype == numpy.float32 and out.shape == (3, 2, 2)
@@ -633,6 +655,15 @@ def test_eval_transform_resizes_then_crops_the_centre():
     numpy.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_eval_transform_resizes_bicubically_as_timm_for_swin():
+    # timm's Swin configs interpolate bicubically: 300 x 200 to 109 x 73 (int(73 * 1.5)), then the centre
+    # 64 x 64 from left = round(45 / 2) = 22, top = round(9 / 2) = 4.
+    image = Image.fromarray(numpy.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=numpy.uint8))
+    resized = numpy.asarray(image.resize((109, 73), Image.Resampling.BICUBIC))
+    expected = Normalize()(as_array(resized[4:68, 22:86]), rng())
+    numpy.testing.assert_allclose(eval_transform(64)(image, rng()), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_eval_transform_rounds_the_resize_down_as_timm():
     # 32 / 0.875 = 36.57: timm resizes to floor = 36 (not 37), so a 36 x 36 image is only cropped: (36 - 32) / 2 = 2.
     pixels = coordinates(36, 36)
@@ -654,6 +685,17 @@ def test_train_transform_is_reproducible_for_the_same_rng_seed():
     assert transform(image, rng(9)).tobytes() == first.tobytes()
     assert train_transform(32)(image, rng(9)).tobytes() == first.tobytes()
     assert transform(image, rng(10)).tobytes() != first.tobytes()
+
+
+def test_train_transform_is_the_documented_recipe():
+    # A bicubic random resized crop of 35% to all of the area at aspects 3/4 to 4/3, a flip half the time,
+    # ImageNet's normalisation: the draws and the arithmetic of the pipeline spelled out.
+    recipe = Compose([RandomResizedCrop(24, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3),
+                                        interpolation=Image.Resampling.BICUBIC),
+                      RandomHorizontalFlip(p=0.5), ToArray(), Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    image = Image.fromarray(numpy.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=numpy.uint8))
+    for seed in range(8):  # flips and not
+        assert train_transform(24)(image, rng(seed)).tobytes() == recipe(image, rng(seed)).tobytes()
 
 
 def test_train_transform_crops_keep_at_least_35_percent_of_the_image():
