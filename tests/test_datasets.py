@@ -8,7 +8,7 @@ import numpy
 import pytest
 from PIL import Image
 
-from datasets.core import DataLoader, Dataset, ImageFiles, Subset
+from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
 from datasets.synthetic import COLOURS, SyntheticCarColours
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Compose, Normalize, RandomHorizontalFlip,
                                  RandomResizedCrop, Resize, ToArray, eval_transform, train_transform)
@@ -168,6 +168,17 @@ def test_shuffle_changes_with_the_epoch_and_repeats_for_the_same_seed_and_epoch(
     assert batch_order(other_seed) != second
 
 
+def test_each_seed_and_epoch_has_its_own_order():
+    # Seeded by the pair, not by a sum: run 1's second epoch must not replay run 2's first.
+    orders = set()
+    for seed in range(4):
+        for epoch in range(4):
+            loader = DataLoader(Indexed(30), 30, shuffle=True, seed=seed)
+            loader.set_epoch(epoch)
+            orders.add(tuple(loader.batch_indices()[0].tolist()))
+    assert len(orders) == 16
+
+
 def test_each_example_draws_from_seed_epoch_and_index_not_from_its_position():
     plain, shuffled = DataLoader(Indexed(12), 5, seed=3), DataLoader(Indexed(12), 5, shuffle=True, seed=3)
     plain.set_epoch(2)
@@ -303,6 +314,25 @@ def test_a_worker_error_reaches_the_consumer(tmp_path):
     loader = DataLoader(ImageFiles(paths, [0] * 6, ["a"], ToArray()), 2, num_workers=2)
     with pytest.raises(OSError, match="broken.png"):
         list(loader)
+
+
+def test_stratified_split_returns_both_parts_in_the_datas_order():
+    labels = numpy.repeat([2, 0, 1], [9, 6, 5])[numpy.random.default_rng(0).permutation(20)]
+    kept, held_out = stratified_split(labels, 0.3, seed=1)
+    assert kept.tolist() == sorted(kept.tolist()) and held_out.tolist() == sorted(held_out.tolist())
+    assert sorted(kept.tolist() + held_out.tolist()) == list(range(20))
+    assert numpy.bincount(labels[held_out]).tolist() == [2, 2, 3]  # round(0.3 * 6, 0.3 * 5, 0.3 * 9)
+
+
+def test_stratified_split_draws_each_class_independently():
+    # Two interleaved classes of 10, 2 of each held out: the same positions in both classes by chance
+    # with probability 1 / C(10, 2) = 1/45 per seed, not for every seed (one draw per class from a fresh generator).
+    labels = numpy.tile([0, 1], 10)
+    same = 0
+    for seed in range(20):
+        _, held_out = stratified_split(labels, 0.2, seed)
+        same += (held_out[labels[held_out] == 0] // 2).tolist() == (held_out[labels[held_out] == 1] // 2).tolist()
+    assert same <= 3
 
 
 # ---------------------------------------------------------------- ImageFiles
