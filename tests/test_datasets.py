@@ -1,8 +1,12 @@
 """The data pipeline's core: Dataset, ImageFiles, Subset, DataLoader, the transforms, and the
 built-in synthetic car colours. Images are small PNGs (lossless) written to a temporary folder, or
 drawn in memory, with pixels that encode their own coordinates so a crop shows where it came from."""
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy
 import pytest
@@ -757,6 +761,28 @@ def test_synthetic_example_is_a_pure_function_of_seed_split_and_index():
         assert first.load(index, rng(1))[0].tobytes() == second.load(index, rng(2))[0].tobytes()
 
 
+def test_synthetic_example_is_the_same_in_every_python_process():
+    # Another process hashes strings with another key (PYTHONHASHSEED): the split must not be seeded by hash().
+    script = ("from datasets.synthetic import SyntheticCarColours; d = SyntheticCarColours(size=20, split='val'); "
+              "print(d.labels.tolist(), d.image(3).tobytes().hex())")
+    dataset = SyntheticCarColours(size=20, split="val")
+    here = f"{dataset.labels.tolist()} {dataset.image(3).tobytes().hex()}"
+    for hash_seed in ("1", "2"):
+        other = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], capture_output=True,
+                               text=True, check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert other.stdout.strip() == here
+
+
+def test_synthetic_augmentation_draws_from_the_loaders_generator():
+    # The picture is fixed by (seed, split, index); a random transform on top draws from the rng it is given.
+    transform = train_transform(24)
+    dataset = SyntheticCarColours(size=5, image_size=32, transform=transform)
+    for seed in range(3):
+        image, _ = dataset.load(2, rng(seed))
+        assert image.tobytes() == transform(dataset.image(2), rng(seed)).tobytes()
+    assert dataset.load(2, rng(0))[0].tobytes() != dataset.load(2, rng(1))[0].tobytes()
+
+
 def test_synthetic_seeds_and_splits_differ():
     base = SyntheticCarColours(size=30, seed=0, split="train")
     others = [SyntheticCarColours(size=30, seed=1, split="train"), SyntheticCarColours(size=30, seed=0, split="val"),
@@ -864,3 +890,14 @@ def test_random_resized_crop_matches_torchvision_for_the_same_region():
         reference = functional.resized_crop(image, top, left, bottom - top, right - left, [16, 24],
                                             functional.InterpolationMode.BICUBIC)
         assert numpy.asarray(crop(image, rng(seed))).tobytes() == numpy.asarray(reference).tobytes()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("size, width, height", [(64, 300, 200), (224, 320, 480), (32, 40, 40)])
+def test_eval_transform_matches_timms_default_eval_transform(size, width, height):
+    # timm's own defaults, none of ours: crop_pct 0.875 (resize to floor(size / 0.875)), ImageNet's mean and std.
+    timm_data = pytest.importorskip("timm.data")
+    reference_transform = timm_data.create_transform(size, is_training=False, interpolation="bicubic")
+    image = Image.fromarray(numpy.random.default_rng(size).integers(0, 256, (height, width, 3), dtype=numpy.uint8))
+    reference = reference_transform(image).numpy()
+    numpy.testing.assert_allclose(eval_transform(size)(image, rng()), reference, rtol=1e-6, atol=1e-6)
