@@ -129,8 +129,9 @@ def test_subset_names_its_examples_in_its_own_order():
 @pytest.mark.parametrize("count, batch_size, drop_last, length", [
     (10, 4, False, 3), (10, 4, True, 2), (8, 4, False, 2), (8, 4, True, 2), (3, 4, False, 1), (3, 4, True, 0),
     (0, 4, False, 0), (10, 1, True, 10)])
-def test_loader_length(count, batch_size, drop_last, length):
-    loader = DataLoader(Indexed(count), batch_size, drop_last=drop_last)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_loader_length(count, batch_size, drop_last, length, shuffle):
+    loader = DataLoader(Indexed(count), batch_size, shuffle=shuffle, drop_last=drop_last)
     assert len(loader) == length
     assert len(list(loader)) == length
 
@@ -473,7 +474,8 @@ def test_image_files_reject_mismatched_lengths(tmp_path):
 
 @pytest.mark.parametrize("width, height, size, expected", [
     (40, 20, 10, (20, 10)), (20, 40, 10, (10, 20)), (30, 50, 12, (12, 20)), (1000, 10, 1, (100, 1)),
-    (16, 16, 48, (48, 48))])
+    (16, 16, 48, (48, 48)),
+    (49, 49, 16, (16, 16)), (98, 49, 16, (32, 16))])  # 16 * 49 / 49, as torchvision: 16 / 49 * 49 is 15.999...
 def test_resize_int_sets_the_shorter_side_and_keeps_the_aspect_ratio(width, height, size, expected):
     image = Image.fromarray(coordinates(width, height))
     assert Resize(size)(image, rng()).size == expected
