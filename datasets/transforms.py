@@ -120,7 +120,8 @@ class RandomResizedCrop:
 
     def __call__(self, image: Image.Image, rng: numpy.random.Generator) -> Image.Image:
         height, width = self.size
-        return image.resize((width, height), self.interpolation, box=self.region(image.width, image.height, rng))
+        # Cut first, as torchvision does: resize(box=...) would let the filter read pixels outside the region.
+        return image.crop(self.region(image.width, image.height, rng)).resize((width, height), self.interpolation)
 
     def __repr__(self) -> str:
         return f"RandomResizedCrop({self.size}, scale={self.scale}, ratio={self.ratio})"

@@ -1,14 +1,18 @@
 """The data pipeline's core: Dataset, ImageFiles, Subset, DataLoader, the transforms, and the
 built-in synthetic car colours. Images are small PNGs (lossless) written to a temporary folder, or
 drawn in memory, with pixels that encode their own coordinates so a crop shows where it came from."""
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy
 import pytest
 from PIL import Image
 
-from datasets.core import DataLoader, Dataset, ImageFiles, Subset
+from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
 from datasets.synthetic import COLOURS, SyntheticCarColours
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Compose, Normalize, RandomHorizontalFlip,
                                  RandomResizedCrop, Resize, ToArray, eval_transform, train_transform)
@@ -125,8 +129,9 @@ def test_subset_names_its_examples_in_its_own_order():
 @pytest.mark.parametrize("count, batch_size, drop_last, length", [
     (10, 4, False, 3), (10, 4, True, 2), (8, 4, False, 2), (8, 4, True, 2), (3, 4, False, 1), (3, 4, True, 0),
     (0, 4, False, 0), (10, 1, True, 10)])
-def test_loader_length(count, batch_size, drop_last, length):
-    loader = DataLoader(Indexed(count), batch_size, drop_last=drop_last)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_loader_length(count, batch_size, drop_last, length, shuffle):
+    loader = DataLoader(Indexed(count), batch_size, shuffle=shuffle, drop_last=drop_last)
     assert len(loader) == length
     assert len(list(loader)) == length
 
@@ -166,6 +171,17 @@ def test_shuffle_changes_with_the_epoch_and_repeats_for_the_same_seed_and_epoch(
     other_seed = DataLoader(Indexed(50), 10, shuffle=True, seed=2)
     other_seed.set_epoch(1)
     assert batch_order(other_seed) != second
+
+
+def test_each_seed_and_epoch_has_its_own_order():
+    # Seeded by the pair, not by a sum: run 1's second epoch must not replay run 2's first.
+    orders = set()
+    for seed in range(4):
+        for epoch in range(4):
+            loader = DataLoader(Indexed(30), 30, shuffle=True, seed=seed)
+            loader.set_epoch(epoch)
+            orders.add(tuple(loader.batch_indices()[0].tolist()))
+    assert len(orders) == 16
 
 
 def test_each_example_draws_from_seed_epoch_and_index_not_from_its_position():
@@ -305,6 +321,25 @@ def test_a_worker_error_reaches_the_consumer(tmp_path):
         list(loader)
 
 
+def test_stratified_split_returns_both_parts_in_the_datas_order():
+    labels = numpy.repeat([2, 0, 1], [9, 6, 5])[numpy.random.default_rng(0).permutation(20)]
+    kept, held_out = stratified_split(labels, 0.3, seed=1)
+    assert kept.tolist() == sorted(kept.tolist()) and held_out.tolist() == sorted(held_out.tolist())
+    assert sorted(kept.tolist() + held_out.tolist()) == list(range(20))
+    assert numpy.bincount(labels[held_out]).tolist() == [2, 2, 3]  # round(0.3 * 6, 0.3 * 5, 0.3 * 9)
+
+
+def test_stratified_split_draws_each_class_independently():
+    # Two interleaved classes of 10, 2 of each held out: the same positions in both classes by chance
+    # with probability 1 / C(10, 2) = 1/45 per seed, not for every seed (one draw per class from a fresh generator).
+    labels = numpy.tile([0, 1], 10)
+    same = 0
+    for seed in range(20):
+        _, held_out = stratified_split(labels, 0.2, seed)
+        same += (held_out[labels[held_out] == 0] // 2).tolist() == (held_out[labels[held_out] == 1] // 2).tolist()
+    assert same <= 3
+
+
 # ---------------------------------------------------------------- ImageFiles
 
 
@@ -439,7 +474,8 @@ def test_image_files_reject_mismatched_lengths(tmp_path):
 
 @pytest.mark.parametrize("width, height, size, expected", [
     (40, 20, 10, (20, 10)), (20, 40, 10, (10, 20)), (30, 50, 12, (12, 20)), (1000, 10, 1, (100, 1)),
-    (16, 16, 48, (48, 48))])
+    (16, 16, 48, (48, 48)),
+    (49, 49, 16, (16, 16)), (98, 49, 16, (32, 16))])  # 16 * 49 / 49, as torchvision: 16 / 49 * 49 is 15.999...
 def test_resize_int_sets_the_shorter_side_and_keeps_the_aspect_ratio(width, height, size, expected):
     image = Image.fromarray(coordinates(width, height))
     assert Resize(size)(image, rng()).size == expected
@@ -509,7 +545,8 @@ def test_random_resized_crop_of_all_the_area_at_ratio_one_is_the_whole_image_res
 @pytest.mark.parametrize("width, height, scale, ratio", [
     (200, 150, (0.08, 1.0), (3 / 4, 4 / 3)), (64, 64, (0.35, 1.0), (3 / 4, 4 / 3)),
     (50, 300, (0.2, 0.5), (0.5, 2.0)),  # its fallback, 50 x 100, also has a third of the area and aspect 1/2
-    (31, 17, (0.5, 1.0), (0.5, 2.0))])
+    (31, 17, (0.5, 1.0), (0.5, 2.0)),
+    (200, 150, (0.1, 0.5), (2.0, 3.0))])  # only wide crops: width is the side that grows with the aspect
 def test_random_resized_crop_regions_lie_inside_and_respect_scale_and_ratio(width, height, scale, ratio):
     crop = RandomResizedCrop(8, scale=scale, ratio=ratio)
     regions = set()
@@ -527,6 +564,26 @@ def test_random_resized_crop_regions_lie_inside_and_respect_scale_and_ratio(widt
         assert (crop_width - 0.5) / (crop_height + 0.5) <= ratio[1]
         assert (crop_width + 0.5) / (crop_height - 0.5) >= ratio[0]
     assert len(regions) > 30  # the draws vary
+
+
+@pytest.mark.parametrize("ratio", [(1 / 2, 2.0), (1.0, 4.0)])
+def test_random_resized_crop_draws_the_aspect_log_uniformly(ratio):
+    # log(aspect) uniform on [log r0, log r1]: half the crops are wider than the geometric mean sqrt(r0 * r1)
+    # (a plain uniform aspect puts only a third of them below it). Every draw here fits in the image.
+    crop = RandomResizedCrop(8, scale=(0.1, 0.2), ratio=ratio)
+    aspects = [(right - left) / (bottom - top) for left, top, right, bottom in
+               (crop.region(1000, 1000, rng(seed)) for seed in range(400))]
+    wider = sum(aspect > (ratio[0] * ratio[1]) ** 0.5 for aspect in aspects)
+    assert 160 < wider < 240  # Binomial(400, 1/2): mean 200, standard deviation 10
+
+
+def test_random_resized_crop_falls_back_only_after_ten_rejected_draws():
+    # A 100 x 50 image, square crops of a quarter to all of its area: a draw fits when its side rounds to at
+    # most 50, i.e. its area is below 50.5 ** 2, with probability (2550.25 - 1250) / 3750 = 0.3467. All 10
+    # draws fail with probability 0.6533 ** 10 = 1.42%, and then comes the central square (25, 0, 75, 50).
+    crop = RandomResizedCrop(8, scale=(0.25, 1.0), ratio=(1, 1))
+    fallbacks = sum(crop.region(100, 50, rng(seed)) == (25, 0, 75, 50) for seed in range(2000))
+    assert 10 < fallbacks < 50  # about Poisson(28.3); 1 draw would give 1307, 100 draws none
 
 
 @pytest.mark.parametrize("width, height, ratio, region", [
@@ -560,6 +617,16 @@ def test_random_resized_crop_places_a_drawn_region_anywhere_up_to_the_edges(widt
 def test_random_resized_crop_output_size_is_height_then_width():
     out = RandomResizedCrop((10, 24))(Image.fromarray(coordinates(60, 40)), rng())
     assert out.size == (24, 10)
+
+
+def test_random_resized_crop_cuts_the_region_out_then_resizes_it_as_torchvision():
+    # torchvision crops, then resizes the crop alone: Pillow's resize(box=...) would let the bicubic filter
+    # read the pixels around the region (15 levels off at the edges here).
+    image = Image.fromarray(numpy.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=numpy.uint8))
+    crop = RandomResizedCrop(16, scale=(0.2, 0.5))  # never the whole image: pixels lie around each region
+    for seed in range(5):
+        expected = image.crop(crop.region(80, 60, rng(seed))).resize((16, 16), Image.Resampling.BICUBIC)
+        assert numpy.asarray(crop(image, rng(seed))).tobytes() == numpy.asarray(expected).tobytes()
 
 
 @pytest.mark.parametrize("scale, ratio", [
@@ -597,7 +664,8 @@ def test_to_array_shape_dtype_and_range():
 
 
 def test_normalize_is_x_minus_mean_over_std_per_channel():
-    mean, std = numpy.array(IMAGENET_MEAN), numpy.array(IMAGENET_STD)
+    # ImageNet's statistics in RGB order, red first (torchvision's documentation, timm's IMAGENET_DEFAULT_*).
+    mean, std = numpy.array([0.485, 0.456, 0.406]), numpy.array([0.229, 0.224, 0.225])
     array = numpy.stack([mean, mean + std, mean - 2 * std, numpy.zeros(3)], axis=1).reshape(3, 2, 2)
     out = Normalize()(array.astype(numpy.float32), rng())
     assert out.dtype == numpy.float32 and out.shape == (3, 2, 2)
@@ -623,6 +691,15 @@ def test_eval_transform_resizes_then_crops_the_centre():
     numpy.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_eval_transform_resizes_bicubically_as_timm_for_swin():
+    # timm's Swin configs interpolate bicubically: 300 x 200 to 109 x 73 (int(73 * 1.5)), then the centre
+    # 64 x 64 from left = round(45 / 2) = 22, top = round(9 / 2) = 4.
+    image = Image.fromarray(numpy.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=numpy.uint8))
+    resized = numpy.asarray(image.resize((109, 73), Image.Resampling.BICUBIC))
+    expected = Normalize()(as_array(resized[4:68, 22:86]), rng())
+    numpy.testing.assert_allclose(eval_transform(64)(image, rng()), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_eval_transform_rounds_the_resize_down_as_timm():
     # 32 / 0.875 = 36.57: timm resizes to floor = 36 (not 37), so a 36 x 36 image is only cropped: (36 - 32) / 2 = 2.
     pixels = coordinates(36, 36)
@@ -644,6 +721,17 @@ def test_train_transform_is_reproducible_for_the_same_rng_seed():
     assert transform(image, rng(9)).tobytes() == first.tobytes()
     assert train_transform(32)(image, rng(9)).tobytes() == first.tobytes()
     assert transform(image, rng(10)).tobytes() != first.tobytes()
+
+
+def test_train_transform_is_the_documented_recipe():
+    # A bicubic random resized crop of 35% to all of the area at aspects 3/4 to 4/3, a flip half the time,
+    # ImageNet's normalisation: the draws and the arithmetic of the pipeline spelled out.
+    recipe = Compose([RandomResizedCrop(24, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3),
+                                        interpolation=Image.Resampling.BICUBIC),
+                      RandomHorizontalFlip(p=0.5), ToArray(), Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    image = Image.fromarray(numpy.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=numpy.uint8))
+    for seed in range(8):  # flips and not
+        assert train_transform(24)(image, rng(seed)).tobytes() == recipe(image, rng(seed)).tobytes()
 
 
 def test_train_transform_crops_keep_at_least_35_percent_of_the_image():
@@ -673,6 +761,28 @@ def test_synthetic_example_is_a_pure_function_of_seed_split_and_index():
         assert image.tobytes() == numpy.asarray(first.image(index)).tobytes()
         assert image.tobytes() == numpy.asarray(second.image(index)).tobytes()
         assert first.load(index, rng(1))[0].tobytes() == second.load(index, rng(2))[0].tobytes()
+
+
+def test_synthetic_example_is_the_same_in_every_python_process():
+    # Another process hashes strings with another key (PYTHONHASHSEED): the split must not be seeded by hash().
+    script = ("from datasets.synthetic import SyntheticCarColours; d = SyntheticCarColours(size=20, split='val'); "
+              "print(d.labels.tolist(), d.image(3).tobytes().hex())")
+    dataset = SyntheticCarColours(size=20, split="val")
+    here = f"{dataset.labels.tolist()} {dataset.image(3).tobytes().hex()}"
+    for hash_seed in ("1", "2"):
+        other = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], capture_output=True,
+                               text=True, check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert other.stdout.strip() == here
+
+
+def test_synthetic_augmentation_draws_from_the_loaders_generator():
+    # The picture is fixed by (seed, split, index); a random transform on top draws from the rng it is given.
+    transform = train_transform(24)
+    dataset = SyntheticCarColours(size=5, image_size=32, transform=transform)
+    for seed in range(3):
+        image, _ = dataset.load(2, rng(seed))
+        assert image.tobytes() == transform(dataset.image(2), rng(seed)).tobytes()
+    assert dataset.load(2, rng(0))[0].tobytes() != dataset.load(2, rng(1))[0].tobytes()
 
 
 def test_synthetic_seeds_and_splits_differ():
@@ -770,3 +880,26 @@ def test_eval_transform_matches_torchvision(width, height):
     reference = tv.Compose([tv.Resize(73, interpolation=tv.InterpolationMode.BICUBIC), tv.CenterCrop(64),
                             tv.ToTensor(), tv.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image).numpy()
     numpy.testing.assert_allclose(eval_transform(64)(image, rng()), reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.torch
+def test_random_resized_crop_matches_torchvision_for_the_same_region():
+    functional = pytest.importorskip("torchvision.transforms.functional")
+    image = Image.fromarray(numpy.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=numpy.uint8))
+    crop = RandomResizedCrop((16, 24), scale=(0.2, 0.5))
+    for seed in range(5):
+        left, top, right, bottom = crop.region(80, 60, rng(seed))
+        reference = functional.resized_crop(image, top, left, bottom - top, right - left, [16, 24],
+                                            functional.InterpolationMode.BICUBIC)
+        assert numpy.asarray(crop(image, rng(seed))).tobytes() == numpy.asarray(reference).tobytes()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("size, width, height", [(64, 300, 200), (224, 320, 480), (32, 40, 40)])
+def test_eval_transform_matches_timms_default_eval_transform(size, width, height):
+    # timm's own defaults, none of ours: crop_pct 0.875 (resize to floor(size / 0.875)), ImageNet's mean and std.
+    timm_data = pytest.importorskip("timm.data")
+    reference_transform = timm_data.create_transform(size, is_training=False, interpolation="bicubic")
+    image = Image.fromarray(numpy.random.default_rng(size).integers(0, 256, (height, width, 3), dtype=numpy.uint8))
+    reference = reference_transform(image).numpy()
+    numpy.testing.assert_allclose(eval_transform(size)(image, rng()), reference, rtol=1e-6, atol=1e-6)

@@ -300,6 +300,14 @@ def test_names_in_viewpoints_skips_rows_without_a_viewpoint(tmp_path):
     assert names_in_viewpoints(table, [0]) == {"A$$b$$2000$$Red$$1_1$$1$$image_1.jpg"}
 
 
+def test_names_in_viewpoints_reads_rows_spaced_as_the_header(tmp_path):
+    # Fields after ", " as in DVM-Car's header: the names come with a leading space, which is not part of the file's.
+    table = tmp_path / "Image_table.csv"
+    table.write_text(" Image_name, Predicted_viewpoint\n Land Rover$$Defender$$2000$$Red$$1_1$$1$$image_0.jpg, 0\n"
+                     " Land Rover$$Defender$$2000$$Red$$1_1$$1$$image_1.jpg, 90\n", encoding="utf-8")
+    assert names_in_viewpoints(table, [0]) == {"Land Rover$$Defender$$2000$$Red$$1_1$$1$$image_0.jpg"}
+
+
 def test_a_table_without_the_columns_says_which_are_missing(tmp_path):
     table = tmp_path / "Image_table.csv"
     table.write_text("Image_ID,Viewpoint\n", encoding="utf-8")

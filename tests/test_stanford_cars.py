@@ -35,7 +35,7 @@ def write_annotations(path, rows, with_class: bool = True) -> None:
     savemat(path, {"annotations": annotations})
 
 
-def make_cars(root, train=TRAIN, test=TEST, kaggle: bool = False, test_labels: str | None = "root"):
+def make_cars(root, train=TRAIN, test=TEST, kaggle: bool = False, test_labels: str | None = "root", names=NAMES):
     """A copy of Stanford Cars under ``root``; ``test_labels`` is where the labels go: "root", "devkit" or None."""
     train_dir, test_dir = (root / "cars_train", root / "cars_test")
     devkit = root / "car_devkit" / "devkit" if kaggle else root / "devkit"
@@ -46,9 +46,9 @@ def make_cars(root, train=TRAIN, test=TEST, kaggle: bool = False, test_labels: s
         for row in rows:
             Image.fromarray(gradient()).save(folder / row[5], quality=100, subsampling=0)
     devkit.mkdir(parents=True)
-    names = numpy.empty((1, len(NAMES)), dtype=object)  # a 1xK cell array of strings
-    names[0, :] = NAMES
-    savemat(devkit / "cars_meta.mat", {"class_names": names})
+    cell = numpy.empty((1, len(names)), dtype=object)  # a 1xK cell array of strings
+    cell[0, :] = names
+    savemat(devkit / "cars_meta.mat", {"class_names": cell})
     write_annotations(devkit / "cars_train_annos.mat", train)
     write_annotations(devkit / "cars_test_annos.mat", test, with_class=False)
     if test_labels is not None:
@@ -79,6 +79,13 @@ def test_train_split_labels_names_and_boxes(tmp_path, kaggle):
     assert dataset.num_classes == 3
     assert dataset.labels.tolist() == [row[4] - 1 for row in TRAIN]
     assert_matches_boxes(dataset, TRAIN)
+
+
+def test_class_k_is_the_kth_name_in_cars_meta_in_its_order(tmp_path):
+    names = ["Audi TTS Coupe 2012", "AM General Hummer SUV 2000", "Acura RL Sedan 2012"]  # not sorted
+    dataset = stanford_cars(make_cars(tmp_path, names=names), transform=pixels)
+    assert dataset.classes == names
+    assert [dataset.classes[label] for label in dataset.labels] == [names[row[4] - 1] for row in TRAIN]
 
 
 def test_find_layout_resolves_both_layouts(tmp_path):
