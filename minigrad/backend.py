@@ -86,6 +86,10 @@ def normalize_device(device: str | None) -> str:
     if device is None:
         return _default_device
     name = _ALIASES.get(str(device).lower())
+    kind, _, number = str(device).lower().partition(":")
+    if name is None and kind in ("gpu", "cuda") and number.isdigit():
+        raise ValueError(f"unknown device {device!r}: there is one device 'gpu' (alias 'cuda'), the first GPU the "
+                         f"process sees; to use GPU {number}, set CUDA_VISIBLE_DEVICES={number} and ask for 'gpu'")
     if name is None:
         raise ValueError(f"unknown device {device!r}: use 'cpu' or 'gpu' (alias 'cuda')")
     if name == "gpu" and not fake_gpu_enabled():

@@ -37,6 +37,13 @@ def test_unknown_device_raises_naming_it(name):
         minigrad.tensor([1.0], device=name)
 
 
+@pytest.mark.parametrize("name", ["cuda:1", "GPU:0"])
+def test_a_numbered_gpu_is_refused_with_the_way_to_choose_one(name):
+    number = name.partition(":")[2]
+    with pytest.raises(ValueError, match=f"set CUDA_VISIBLE_DEVICES={number} and ask for 'gpu'"):
+        backend.normalize_device(name)
+
+
 def test_gpu_without_cupy_says_what_to_install(no_gpu):
     assert not backend.is_gpu_available()
     for name in ("gpu", "cuda"):
