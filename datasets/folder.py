@@ -92,6 +92,7 @@ def image_folder(root: str | os.PathLike, transform: Transform) -> ImageFiles:
                       + ("; ..." if len(unreadable) > 3 else ""), stacklevel=2)
     empty = sorted(set(classes) - {classes[label] for label in labels})
     if len(classes) < 2 or empty:
+        found = f"found {len(classes)}: {', '.join(classes)}" if classes else "found none"
         raise ValueError(f"{root} needs at least two class folders, each with images ({', '.join(IMAGE_SUFFIXES)}); "
-                         f"found {len(classes)} folders" + (f", without images: {', '.join(empty)}" if empty else ""))
+                         + found + (f", without images: {', '.join(empty)}" if empty else ""))
     return ImageFiles(paths, labels, classes, transform)
