@@ -70,15 +70,20 @@ def test_swin_t_flops_match_the_official_count():
 # ---- parameter layout and init
 
 
-def official_shapes(img_size, patch_size, in_chans, embed_dim, depths, num_heads, window_size, num_classes):
+def official_shapes(img_size, patch_size, in_chans, embed_dim, depths, num_heads, window_size, num_classes,
+                    mlp_ratio=4.0, qkv_bias=True, patch_norm=True, ape=False):
     """Every parameter of microsoft/Swin-Transformer's SwinTransformer, with its shape."""
     c = embed_dim
-    shapes = {"patch_embed.proj.weight": (c, in_chans, patch_size, patch_size), "patch_embed.proj.bias": (c,),
-              "patch_embed.norm.weight": (c,), "patch_embed.norm.bias": (c,)}
     resolution = img_size // patch_size
+    shapes = {"patch_embed.proj.weight": (c, in_chans, patch_size, patch_size), "patch_embed.proj.bias": (c,)}
+    if patch_norm:
+        shapes.update({"patch_embed.norm.weight": (c,), "patch_embed.norm.bias": (c,)})
+    if ape:
+        shapes["absolute_pos_embed"] = (1, resolution**2, c)
     for i, (depth, heads) in enumerate(zip(depths, num_heads)):
         dim, res = c * 2**i, resolution // 2**i
         window = min(window_size, res)
+        hidden = int(dim * mlp_ratio)
         for j in range(depth):
             p = f"layers.{i}.blocks.{j}."
             shapes.update({p + "norm1.weight": (dim,), p + "norm1.bias": (dim,),
@@ -86,15 +91,18 @@ def official_shapes(img_size, patch_size, in_chans, embed_dim, depths, num_heads
                            p + "attn.qkv.weight": (3 * dim, dim), p + "attn.qkv.bias": (3 * dim,),
                            p + "attn.proj.weight": (dim, dim), p + "attn.proj.bias": (dim,),
                            p + "norm2.weight": (dim,), p + "norm2.bias": (dim,),
-                           p + "mlp.fc1.weight": (4 * dim, dim), p + "mlp.fc1.bias": (4 * dim,),
-                           p + "mlp.fc2.weight": (dim, 4 * dim), p + "mlp.fc2.bias": (dim,)})
+                           p + "mlp.fc1.weight": (hidden, dim), p + "mlp.fc1.bias": (hidden,),
+                           p + "mlp.fc2.weight": (dim, hidden), p + "mlp.fc2.bias": (dim,)})
+            if not qkv_bias:
+                del shapes[p + "attn.qkv.bias"]
         if i < len(depths) - 1:
             p = f"layers.{i}.downsample."
             shapes.update({p + "norm.weight": (4 * dim,), p + "norm.bias": (4 * dim,),
                            p + "reduction.weight": (2 * dim, 4 * dim)})
     features = c * 2 ** (len(depths) - 1)
-    shapes.update({"norm.weight": (features,), "norm.bias": (features,), "head.weight": (num_classes, features),
-                   "head.bias": (num_classes,)})
+    shapes.update({"norm.weight": (features,), "norm.bias": (features,)})
+    if num_classes > 0:  # num_classes=0: no head, as the official nn.Identity
+        shapes.update({"head.weight": (num_classes, features), "head.bias": (num_classes,)})
     return shapes
 
 
@@ -323,7 +331,9 @@ def window_attention_reference(attention, x, mask):
     windows, n, c = x.shape
     heads, m = attention.num_heads, attention.window_size
     d = c // heads
-    qkv = x @ attention.qkv.weight.numpy().T + attention.qkv.bias.numpy()
+    qkv = x @ attention.qkv.weight.numpy().T
+    if attention.qkv.bias is not None:
+        qkv = qkv + attention.qkv.bias.numpy()
     q, k, v = (qkv[..., s * c:(s + 1) * c].reshape(windows, n, heads, d).transpose(0, 2, 1, 3) for s in range(3))
     table = attention.relative_position_bias_table.numpy()
     bias = np.zeros((heads, n, n))
@@ -406,15 +416,39 @@ def swin_reference(model, images):
         if layer.downsample is not None:
             x = patch_merging_reference(layer.downsample, x)
     x = layer_norm_reference(x, model.norm.weight.numpy(), model.norm.bias.numpy()).mean(axis=1)
+    if model.num_classes == 0:  # no head: the pooled features
+        return x
     return x @ model.head.weight.numpy().T + model.head.bias.numpy()
 
 
-def test_a_whole_small_swin_matches_numpy():
-    model = SwinTransformer(**GRADCHECK_SWIN, ape=True).to(dtype="float64").eval()
-    assert model.absolute_pos_embed.shape == (1, 8 * 8, 8)
+# Settings off the defaults, each applied to GRADCHECK_SWIN (and the batch to run them on).
+OTHER_SETTINGS = {
+    "ape": dict(ape=True),
+    "grey, no patch norm, no head, batch 1": dict(in_chans=1, patch_norm=False, num_classes=0, batch=1),
+    "no qkv bias, mlp_ratio 1.5, window 2": dict(qkv_bias=False, mlp_ratio=1.5, window_size=2),
+    "window 8, last stage one window": dict(img_size=32, window_size=8),
+    "drop rates, in eval": dict(ape=True, drop_rate=0.3, attn_drop_rate=0.3, drop_path_rate=0.3),
+}
+
+
+def small_swin_config(settings):
+    """GRADCHECK_SWIN with ``settings`` applied and every other setting at SwinTransformer's default."""
+    defaults = dict(in_chans=3, mlp_ratio=4.0, qkv_bias=True, patch_norm=True, ape=False)
+    config = {**defaults, **GRADCHECK_SWIN, **settings}
+    config.pop("batch", None)
+    return config
+
+
+@pytest.mark.parametrize("settings", OTHER_SETTINGS.values(), ids=OTHER_SETTINGS)
+def test_a_whole_small_swin_matches_numpy(settings):
+    config = small_swin_config(settings)
+    model = SwinTransformer(**config).to(dtype="float64").eval()
     randomise(model, seed=12, scale=0.2)
-    x = rng(13).standard_normal((2, 3, 16, 16))
-    np.testing.assert_allclose(model(x).numpy(), swin_reference(model, x), rtol=1e-10, atol=1e-12)
+    side = config["img_size"]
+    x = rng(13).standard_normal((settings.get("batch", 2), config["in_chans"], side, side))
+    out = model(x).numpy()
+    assert out.shape == (len(x), config["num_classes"] or model.num_features)
+    np.testing.assert_allclose(out, swin_reference(model, x), rtol=1e-10, atol=1e-12)
 
 
 class DropEverything(nn.Module):
@@ -461,11 +495,47 @@ def test_dropout_rates_reach_the_modules_the_official_code_gives_them():
         assert block.attn.attn_drop.p == 0.2 and block.attn.proj_drop.p == 0.1 and block.mlp.drop.p == 0.1
 
 
-def test_qkv_bias_false_leaves_the_qkv_bias_out():
-    model = SwinTransformer(**GRADCHECK_SWIN, qkv_bias=False)
-    expected = official_shapes(16, 2, 3, 8, (2, 2), (2, 4), 4, 5)
-    expected = {key: shape for key, shape in expected.items() if not key.endswith("attn.qkv.bias")}
+@pytest.mark.parametrize("settings", OTHER_SETTINGS.values(), ids=OTHER_SETTINGS)
+def test_other_settings_give_the_official_layout(settings):
+    """No patch_embed.norm without patch_norm, no qkv bias without qkv_bias, no head for num_classes=0, ..."""
+    config = small_swin_config(settings)
+    expected = official_shapes(**{key: config[key] for key in ("img_size", "patch_size", "in_chans", "embed_dim",
+                                                                "depths", "num_heads", "window_size", "num_classes",
+                                                                "mlp_ratio", "qkv_bias", "patch_norm", "ape")})
+    model = SwinTransformer(**config)
     assert {key: value.shape for key, value in model.state_dict().items()} == expected
+    assert (model.patch_embed.norm is None) == (not config["patch_norm"])
+
+
+def official_flops(img_size, patch_size, in_chans, embed_dim, depths, num_heads, window_size, num_classes,
+                   mlp_ratio, patch_norm, **_):
+    """microsoft/Swin-Transformer's flops(), module by module, from the configuration alone: the window
+    of a stage no larger than it is its resolution; nW and the MLP term are floats there, as here."""
+    resolution = img_size // patch_size
+    flops = resolution**2 * embed_dim * in_chans * patch_size**2 + (resolution**2 * embed_dim if patch_norm else 0)
+    for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+        dim, r = embed_dim * 2**i, resolution // 2**i
+        m = min(window_size, r)
+        n = m * m
+        attention = n * dim * 3 * dim + heads * n * (dim // heads) * n * 2 + n * dim * dim
+        flops += depth * (dim * r * r + r * r / m / m * attention + 2 * r * r * dim * dim * mlp_ratio + dim * r * r)
+        if i < len(depths) - 1:
+            flops += r * r * dim + (r // 2) * (r // 2) * 4 * dim * 2 * dim
+    features = embed_dim * 2 ** (len(depths) - 1)
+    return flops + features * resolution**2 // 2 ** len(depths) + features * num_classes
+
+
+@pytest.mark.parametrize("settings", OTHER_SETTINGS.values(), ids=OTHER_SETTINGS)
+def test_flops_of_other_settings_are_the_official_count(settings):
+    """in_chans, patch_norm, mlp_ratio, num_classes=0 and the window each enter the count."""
+    config = small_swin_config(settings)
+    assert SwinTransformer(**config).flops() == official_flops(**config)
+
+
+def test_official_flops_transcription_gives_swin_t_its_published_count():
+    swin_t_config = dict(img_size=224, patch_size=4, in_chans=3, embed_dim=96, depths=(2, 2, 6, 2),
+                         num_heads=(3, 6, 12, 24), window_size=7, num_classes=1000, mlp_ratio=4.0, patch_norm=True)
+    assert official_flops(**swin_t_config) == 4_494_405_120
 
 
 def test_num_classes_0_gives_the_pooled_features():
