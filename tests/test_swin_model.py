@@ -156,6 +156,16 @@ def test_init_is_the_official_one():
     assert 0.5 * bound < np.abs(proj.bias.numpy()).max() <= bound  # all 96 below half: probability 2^-96
 
 
+@pytest.mark.parametrize("in_chans", [1, 3], ids=["grey", "RGB"])
+def test_patch_embedding_init_bound_counts_the_input_channels(in_chans):
+    """PyTorch's Conv2d default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_chans * k * k: over
+    96 * in_chans * 16 weights and 96 biases the largest comes close to the bound."""
+    proj = PatchEmbed(img_size=8, patch_size=4, in_chans=in_chans, embed_dim=96).proj
+    bound = 1 / np.sqrt(in_chans * 4 * 4)
+    assert 0.99 * bound < np.abs(proj.weight.numpy()).max() <= bound  # all below: probability 0.99^1536 < 1e-6
+    assert 0.75 * bound < np.abs(proj.bias.numpy()).max() <= bound  # all 96 below: probability 0.75^96 < 1e-11
+
+
 def test_absolute_position_embedding_init_is_the_official_one():
     """trunc_normal_(std=.02), as the official code initialises absolute_pos_embed (ape=True)."""
     model = SwinTransformer(img_size=64, patch_size=2, embed_dim=16, depths=(2,), num_heads=(1,), window_size=4,
@@ -222,6 +232,13 @@ def test_swin_b_at_384_uses_window_12():
     assert (last.input_resolution, last.window_size, last.shift_size) == (12, 12, 0)
 
 
+@pytest.mark.parametrize("img_size, window_size", [(224, 7), (384, 12), (448, 7)])
+def test_the_default_window_is_12_at_384_px_only(img_size, window_size):
+    """As the module promises: 7 at 224 px, 12 at 384 px; other sizes keep 7 (448 px fits 7, not 12)."""
+    model = build("swin_t", img_size=img_size, embed_dim=8, num_heads=(1, 1, 1, 1), depths=(1, 1, 1, 1))
+    assert model.window_size == window_size == model.layers[0].blocks[0].window_size
+
+
 def test_unknown_variant():
     with pytest.raises(ValueError, match="unknown Swin variant 'swin_x'"):
         build("swin_x")
@@ -276,11 +293,15 @@ def test_forward_with_a_wrong_layout_says_what_to_change(shape, hint):
         swin_mini()(np.zeros(shape, dtype=np.float32))
 
 
-@pytest.mark.parametrize("dtype, hint", [(np.float64, r"\.astype\('float32'\)"), (np.uint8, "pixels / 255")])
-def test_forward_with_images_of_another_dtype_says_what_to_change(dtype, hint):
-    """float64 images would silently turn the whole step into float64 (and uint8 ones are unscaled)."""
-    with pytest.raises(TypeError, match=f"weights are float32, got {np.dtype(dtype)} images: .*{hint}"):
-        swin_mini()(np.zeros((1, 3, 64, 64), dtype=dtype))
+@pytest.mark.parametrize("weights, dtype, hint", [
+    ("float32", np.float64, r"\.astype\('float32'\)"), ("float32", np.uint8, "pixels / 255"),
+    ("float64", np.float32, r"\.astype\('float64'\), or the model with model\.to\(dtype='float32'\)"),
+], ids=["float64 images", "uint8 images", "float64 model"])
+def test_forward_with_images_of_another_dtype_says_what_to_change(weights, dtype, hint):
+    """float64 images would silently turn the whole step into float64 (and uint8 ones are unscaled); a float64
+    model given float32 images is told the same, the other way round."""
+    with pytest.raises(TypeError, match=f"weights are {weights}, got {np.dtype(dtype)} images: .*{hint}"):
+        swin_mini().to(dtype=weights)(np.zeros((1, 3, 64, 64), dtype=dtype))
 
 
 # ---- each module against NumPy
@@ -468,20 +489,39 @@ def test_drop_path_covers_both_residual_branches():
     np.testing.assert_array_equal(block(Tensor(x)).numpy(), x)
 
 
-def test_attention_dropout_acts_on_the_attention_weights():
-    """After the softmax: with every weight dropped, no value gets through and only the projection's bias is left."""
+class DropOnCall(nn.Module):
+    """A dropout stand-in used in several places: its ``call``-th use drops everything, the others nothing."""
+
+    def __init__(self, call):
+        super().__init__()
+        self.call, self.calls = call, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * 0.0 if self.calls == self.call else x
+
+
+@pytest.mark.parametrize("dropout", ["attn_drop", "proj_drop"])
+def test_attention_dropout_acts_on_the_attention_weights_and_after_the_projection(dropout):
+    """attn_drop after the softmax: with every weight dropped, no value gets through and only the projection's
+    bias is left; proj_drop after the projection: nothing is left."""
     attention = randomise(WindowAttention(dim=4, window_size=2, num_heads=2))
-    attention.attn_drop = DropEverything()
+    setattr(attention, dropout, DropEverything())
     out = attention(Tensor(rng(16).standard_normal((3, 4, 4)).astype(np.float32)))
-    np.testing.assert_array_equal(out.numpy(), np.broadcast_to(attention.proj.bias.numpy(), (3, 4, 4)))
+    expected = np.broadcast_to(attention.proj.bias.numpy(), (3, 4, 4)) if dropout == "attn_drop" else 0.0
+    np.testing.assert_array_equal(out.numpy(), expected)
 
 
-def test_mlp_dropout_follows_each_linear_layer():
-    """fc1 -> GELU -> dropout -> fc2 -> dropout: with everything dropped the output is zero."""
+@pytest.mark.parametrize("call", [1, 2], ids=["after GELU", "after fc2"])
+def test_mlp_dropout_follows_each_linear_layer(call):
+    """fc1 -> GELU -> dropout -> fc2 -> dropout: everything dropped after the GELU leaves fc2's bias;
+    after fc2, zero."""
     mlp = randomise(Mlp(4, 6, drop=0.1))
     assert mlp.drop.p == 0.1
-    mlp.drop = DropEverything()
-    np.testing.assert_array_equal(mlp(Tensor(rng(17).standard_normal((2, 3, 4)).astype(np.float32))).numpy(), 0.0)
+    mlp.drop = DropOnCall(call)
+    out = mlp(Tensor(rng(17).standard_normal((2, 3, 4)).astype(np.float32))).numpy()
+    assert mlp.drop.calls == 2
+    np.testing.assert_array_equal(out, np.broadcast_to(mlp.fc2.bias.numpy(), (2, 3, 4)) if call == 1 else 0.0)
 
 
 def test_dropout_rates_reach_the_modules_the_official_code_gives_them():
@@ -697,16 +737,18 @@ def test_a_single_block_gets_no_drop_path():
     assert block_drop_rates(model) == list(np.linspace(0, 0.3, 1)) == [0.0]
 
 
-def test_dropout_after_the_position_embedding():
-    """pos_drop acts on patch embedding + absolute position embedding: with everything dropped, neither the
-    image nor the position embedding reaches the stages."""
-    model = randomise(SwinTransformer(**GRADCHECK_SWIN, ape=True, drop_rate=0.1), seed=22).eval()
+@pytest.mark.parametrize("ape", [False, True])
+def test_dropout_after_the_position_embedding(ape):
+    """pos_drop acts on patch embedding (+ absolute position embedding), with or without one, as the official
+    code: with everything dropped, neither the image nor the position embedding reaches the stages."""
+    model = randomise(SwinTransformer(**GRADCHECK_SWIN, ape=ape, drop_rate=0.1), seed=22).eval()
     model.pos_drop = DropEverything()
     x, y = rng(23).standard_normal((2, 2, 3, 16, 16)).astype(np.float32)
     out = model(x).numpy()
     np.testing.assert_array_equal(model(y).numpy(), out)
-    model.absolute_pos_embed.data = model.absolute_pos_embed.data + 1.0
-    np.testing.assert_array_equal(model(x).numpy(), out)
+    if ape:
+        model.absolute_pos_embed.data = model.absolute_pos_embed.data + 1.0
+        np.testing.assert_array_equal(model(x).numpy(), out)
 
 
 @pytest.mark.parametrize("patch_norm", [False, True])
