@@ -260,8 +260,12 @@ class SwinTransformer(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"{expected}, got shape {shape}")
         if shape[1] != channels:
-            hint = (f"; convert them to {channels} channels (e.g. Pillow's .convert('RGB'))" if shape[3] != channels
-                    else "; they look channels-last (B, H, W, C): transpose them with x.transpose(0, 3, 1, 2)")
+            if shape[3] == channels:
+                hint = "; they look channels-last (B, H, W, C): transpose them with x.transpose(0, 3, 1, 2)"
+            else:
+                mode = {1: "L", 3: "RGB"}.get(channels)  # Pillow's image mode with that many channels
+                hint = (f"; convert them to {channels} channel{'s' if channels > 1 else ''}"
+                        + (f" (e.g. Pillow's .convert('{mode}'))" if mode else ""))
             raise ValueError(f"{expected}, got {shape}, with {shape[1]} on the channel axis{hint}")
         if shape[2:] != (size, size):
             hint = ""

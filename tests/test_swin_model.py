@@ -239,6 +239,16 @@ def test_the_default_window_is_12_at_384_px_only(img_size, window_size):
     assert model.window_size == window_size == model.layers[0].blocks[0].window_size
 
 
+def test_swin_mini_is_the_documented_configuration():
+    """64 px, C = 32, depths (2, 2, 2, 2), heads (1, 2, 4, 8), window 4, as its docstring and comment say,
+    with the parameters of the official layout of that configuration."""
+    model = swin_mini()
+    assert (model.img_size, model.patch_embed.embed_dim, model.depths, model.window_size) == (64, 32, (2, 2, 2, 2), 4)
+    assert [layer.blocks[0].num_heads for layer in model.layers] == [1, 2, 4, 8]
+    shapes = official_shapes(64, 4, 3, 32, (2, 2, 2, 2), (1, 2, 4, 8), 4, 1000)
+    assert model.num_parameters() == sum(math.prod(shape) for shape in shapes.values())
+
+
 def test_unknown_variant():
     with pytest.raises(ValueError, match="unknown Swin variant 'swin_x'"):
         build("swin_x")
@@ -291,6 +301,18 @@ def test_forward_with_a_wrong_image_size_says_what_the_model_takes():
 def test_forward_with_a_wrong_layout_says_what_to_change(shape, hint):
     with pytest.raises(ValueError, match=r"takes images of shape \(B, 3, 64, 64\).*" + hint):
         swin_mini()(np.zeros(shape, dtype=np.float32))
+
+
+@pytest.mark.parametrize("in_chans, hint", [
+    (1, r"convert them to 1 channel \(e\.g\. Pillow's \.convert\('L'\)\)$"),
+    (2, r"convert them to 2 channels$"),  # no Pillow mode has two channels: no example
+], ids=["grey model", "two-channel model"])
+def test_a_model_of_other_channels_says_how_to_convert_to_them(in_chans, hint):
+    """A grey model given RGB images is told Pillow's 'L' (one channel), not 'RGB'."""
+    model = SwinTransformer(**{**GRADCHECK_SWIN, "in_chans": in_chans})
+    with pytest.raises(ValueError,
+                       match=rf"takes images of shape \(B, {in_chans}, 16, 16\).*with 3 on the channel axis; " + hint):
+        model(np.zeros((2, 3, 16, 16), dtype=np.float32))
 
 
 @pytest.mark.parametrize("weights, dtype, hint", [

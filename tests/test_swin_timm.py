@@ -1,4 +1,5 @@
-"""Parity with timm's Swin-T: the same weights give the same logits and the same gradients.
+"""Parity with timm's Swin-T: the same weights give the same logits and the same gradients; and with
+timm's SwinTransformer for small configurations off Swin-T's defaults, in float64.
 
 Needs torch and timm (never in CI: the module skips cleanly without them). timm's model is built
 with random init (no download), its state dict is loaded into ours with load_pretrained (timm
