@@ -20,6 +20,8 @@ import os
 
 import numpy
 
+from minigrad.torch_checkpoint import bfloat16_as_float32
+
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
            "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
 _LARGEST_HEADER = 100_000_000  # the format's own limit (MAX_HEADER_SIZE in the reference reader)
@@ -102,6 +104,6 @@ def _check_layout(entries: dict, data_size: int) -> None:
 
 def _as_array(raw: bytearray, code: str, shape: tuple[int, ...]) -> numpy.ndarray:
     values = numpy.frombuffer(raw, dtype=_DTYPES[code])
-    if code == "BF16":  # bfloat16 is the high half of a float32
-        values = (values.astype(numpy.uint32) << 16).view(numpy.float32)
+    if code == "BF16":
+        values = bfloat16_as_float32(values)
     return values.astype(values.dtype.newbyteorder("="), copy=False).reshape(shape)

@@ -73,10 +73,15 @@ def _rebuild_tensor(storage: numpy.ndarray, offset: int, size, stride, *unused) 
     return numpy.lib.stride_tricks.as_strided(storage[offset:], size, strides).copy()
 
 
+def bfloat16_as_float32(halves: numpy.ndarray) -> numpy.ndarray:
+    """bfloat16 values, given as their uint16 bit patterns, widened exactly: a bfloat16 is the high
+    half of a float32 (NumPy has no bfloat16)."""
+    return (halves.astype(numpy.uint32) << 16).view(numpy.float32)
+
+
 def _as_type(raw: bytes, code: str, byteorder: str) -> numpy.ndarray:
-    if code == "bf16":  # bfloat16 is the high half of a float32
-        halves = numpy.frombuffer(raw, dtype=byteorder + "u2")
-        return (halves.astype(numpy.uint32) << 16).view(numpy.float32)
+    if code == "bf16":
+        return bfloat16_as_float32(numpy.frombuffer(raw, dtype=byteorder + "u2"))
     return numpy.frombuffer(raw, dtype=numpy.dtype(code).newbyteorder(byteorder)).astype(numpy.dtype(code))
 
 
