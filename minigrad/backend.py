@@ -8,15 +8,14 @@ The few places where NumPy and CuPy differ live here, one function each: ``scatt
 host transfer (``asnumpy``, ``to_device``) and random numbers (``manual_seed``, ``random_uniform``,
 ``random_normal``).
 
-For tests on machines without a GPU, ``MINIGRAD_FAKE_GPU=1`` serves device ``"gpu"`` on the CPU with
-a strict stand-in (``FakeGpuArray``) that, like CuPy, refuses to mix with plain NumPy arrays and
-counts every host-device transfer (``transfer_count``). It is a test tool, never used otherwise.
+For tests on machines without a GPU, ``MINIGRAD_FAKE_GPU=1`` serves device ``"gpu"`` with the
+stand-in of ``minigrad/testing/fake_gpu.py``, which plays CuPy on the CPU as strictly as CuPy. It is a
+test tool: this module only loads it when asked, and otherwise knows nothing of it.
 """
 from __future__ import annotations
 
 import functools
 import os
-import types
 from typing import Any
 
 import numpy
@@ -55,9 +54,10 @@ def gpu_problem() -> str | None:
 def _gpu_problem(cupy_module) -> str | None:
     """Asked once per process (every op checks its device), keyed by the module for tests.
 
-    Finding a GPU is not enough: CuPy compiles its kernels with NVRTC and multiplies with cuBLAS,
-    libraries a wheel without the ``[ctk]`` extra expects from a local CUDA Toolkit. A tiny matmul
-    and kernel here turn their absence into this message, not an error deep inside the first step.
+    Finding a GPU is not enough: CuPy compiles its kernels with NVRTC, multiplies with cuBLAS and
+    draws random numbers with cuRAND, libraries a wheel without the ``[ctk]`` extra expects from a
+    local CUDA Toolkit. A tiny matmul, kernel and random draw here turn their absence into this
+    message, not an error deep inside the first step (cuRAND's at the first drop-path).
     """
     if cupy_module is None:
         return "CuPy is not installed."
@@ -73,6 +73,11 @@ def _gpu_problem(cupy_module) -> str | None:
     except Exception as error:
         return (f"CuPy found a GPU but cannot compute on it ({type(error).__name__}: {error}); "
                 "its CUDA libraries (NVRTC, cuBLAS) are probably missing.")
+    try:
+        float(cupy_module.random.RandomState(0).random_sample((2,), dtype=cupy_module.float32).sum())
+    except Exception as error:
+        return (f"CuPy found a GPU but cannot draw random numbers on it ({type(error).__name__}: {error}); "
+                "its cuRAND library is probably missing.")
     return None
 
 
@@ -113,230 +118,41 @@ def get_default_device() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The strict stand-in for CuPy.
-
-
-class _TransferCounter:
-    """Counts host<->device transfers of the stand-in GPU (tests assert on it)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-transfer_count = _TransferCounter()
-
-
-def _refuse_host_arrays(values) -> None:
-    for value in values:
-        if type(value) is numpy.ndarray:
-            raise TypeError(f"Unsupported type {type(value)}")
-        if isinstance(value, (list, tuple)):
-            _refuse_host_arrays(value)
-
-
-def _to_base(value):
-    if isinstance(value, FakeGpuArray):
-        return value.view(numpy.ndarray)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_base(item) for item in value)
-    if isinstance(value, dict):
-        return {key: _to_base(item) for key, item in value.items()}
-    return value
-
-
-def _to_fake(value):
-    if isinstance(value, numpy.ndarray):
-        return value.view(FakeGpuArray)
-    if isinstance(value, numpy.generic):  # CuPy returns 0-d arrays where NumPy returns scalars
-        return numpy.asarray(value).view(FakeGpuArray)
-    if isinstance(value, tuple):
-        return tuple(_to_fake(item) for item in value)
-    if isinstance(value, list):
-        return [_to_fake(item) for item in value]
-    return value
-
-
-def _wrap_like_cupy(index, shape: tuple[int, ...]):
-    """``index`` with its integer arrays taken modulo their axis's length, as CuPy takes them: an
-    index out of range wraps around there instead of raising. (Index tuples with one axis per part;
-    others pass unchanged.)"""
-    parts = index if isinstance(index, tuple) else (index,)
-    masks = any(isinstance(part, numpy.ndarray) and part.dtype == bool for part in parts)  # may span axes
-    if masks or any(part is None or part is Ellipsis for part in parts) or len(parts) > len(shape):
-        return index
-    wrapped = []
-    for axis, part in enumerate(parts):
-        if isinstance(part, (list, numpy.ndarray)) and numpy.asarray(part).dtype.kind in "iu" and shape[axis]:
-            part = numpy.asarray(part) % shape[axis]
-        wrapped.append(part)
-    return tuple(wrapped) if isinstance(index, tuple) else wrapped[0]
-
-
-def _refuse_a_where_mask(kwargs) -> None:
-    """CuPy's ufuncs and reductions take no ``where=`` (NumPy's own reductions pass ``where=True``)."""
-    if kwargs.get("where", True) is not True:
-        raise TypeError(f"Wrong arguments {{'where': {kwargs['where']!r}}}")
-
-
-class FakeGpuArray(numpy.ndarray):
-    """A NumPy array that plays a CuPy array in tests: same results, CuPy's strictness.
-
-    Mixing it with a plain ``numpy.ndarray`` in an operation raises CuPy's ``TypeError``; reading
-    values to the host (``item``, ``float``, ``bool``, ``tolist``, ``get``, printing) counts as a transfer;
-    an integer array index out of range wraps around, as on CuPy, where NumPy would raise.
-    """
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        _refuse_host_arrays(inputs)
-        _refuse_host_arrays(kwargs.values())  # out=, and where=/initial= of a reduction
-        _refuse_a_where_mask(kwargs)
-        inputs = _to_base(inputs)
-        if method == "at":  # ufunc.at(target, index, ...)
-            inputs = (inputs[0], _wrap_like_cupy(inputs[1], inputs[0].shape), *inputs[2:])
-        result = getattr(ufunc, method)(*inputs, **_to_base(kwargs))
-        return None if method == "at" else _to_fake(result)
-
-    def __array_function__(self, func, types, args, kwargs):
-        _refuse_host_arrays(args)
-        _refuse_host_arrays(kwargs.values())
-        return _to_fake(func(*_to_base(args), **_to_base(kwargs)))
-
-    def __getitem__(self, index):
-        _refuse_host_arrays(index if isinstance(index, tuple) else (index,))
-        return _to_fake(super().__getitem__(_wrap_like_cupy(_to_base(index), self.shape)))
-
-    def __setitem__(self, index, value):
-        _refuse_host_arrays(index if isinstance(index, tuple) else (index,))
-        _refuse_host_arrays((value,))
-        super().__setitem__(_wrap_like_cupy(_to_base(index), self.shape), _to_base(value))
-
-    def _host_read(self):
-        transfer_count.count += 1
-        return self.view(numpy.ndarray)
-
-    def item(self, *args):
-        return self._host_read().item(*args)
-
-    def tolist(self):
-        return self._host_read().tolist()
-
-    def get(self) -> numpy.ndarray:
-        return self._host_read().copy()
-
-    def __float__(self):
-        return float(self._host_read())
-
-    def __int__(self):
-        return int(self._host_read())
-
-    def __bool__(self):
-        return bool(self._host_read())
-
-    def __index__(self):
-        return self._host_read().__index__()
-
-    # CuPy prints from a host copy: one transfer, however many elements are shown.
-    def __repr__(self):
-        return "FakeGpuArray(" + repr(self._host_read())[6:]
-
-    def __str__(self):
-        return str(self._host_read())
-
-    def __format__(self, format_spec: str) -> str:
-        return format(self._host_read(), format_spec)
-
-
-class _HostRandomState:
-    """NumPy's seeded Generator behind the two methods of ``cupy.random.RandomState`` we use."""
-
-    def __init__(self, seed: int | None = None) -> None:
-        self._generator = numpy.random.default_rng(seed)
-
-    def random_sample(self, size=None, dtype=float):
-        return self._generator.random(size, dtype=dtype)
-
-    def standard_normal(self, size=None, dtype=float):
-        return self._generator.standard_normal(size, dtype=dtype)
-
-
-class _FakeCupyRandomState(_HostRandomState):
-    """Plays ``cupy.random.RandomState``: host samples handed out as stand-in GPU arrays."""
-
-    def random_sample(self, size=None, dtype=float):
-        return _to_fake(super().random_sample(size, dtype))
-
-    def standard_normal(self, size=None, dtype=float):
-        return _to_fake(super().standard_normal(size, dtype))
-
-
-class _FakeUfunc:
-    """Plays a CuPy ufunc reached through the module (``xp.exp``, ``xp.add.at``): NumPy arrays are
-    refused and results live on the device, also when no stand-in array is among the arguments
-    (with one, NumPy hands the call to ``FakeGpuArray.__array_ufunc__`` anyway)."""
-
-    def __init__(self, ufunc: numpy.ufunc, method: str = "__call__") -> None:
-        self._ufunc, self._method = ufunc, method
-
-    def __call__(self, *args, **kwargs):
-        _refuse_host_arrays(args)
-        _refuse_host_arrays(kwargs.values())
-        _refuse_a_where_mask(kwargs)
-        return _to_fake(getattr(self._ufunc, self._method)(*args, **kwargs))
-
-    def __getattr__(self, name: str):
-        attribute = getattr(self._ufunc, name)
-        return _FakeUfunc(self._ufunc, name) if name in ("reduce", "accumulate", "outer", "at") else attribute
-
-
-class _FakeCupyModule(types.ModuleType):
-    """Plays the ``cupy`` module: NumPy's functions, returning stand-in GPU arrays.
-
-    ``asarray``/``array`` of host data is a host-to-device transfer and is counted as one.
-    """
-
-    _UPLOADS = ("asarray", "array", "ascontiguousarray")
-
-    def __init__(self) -> None:
-        super().__init__("fake_cupy")
-
-    def __getattr__(self, name: str):
-        attribute = getattr(numpy, name)
-        if isinstance(attribute, numpy.ufunc):
-            return _FakeUfunc(attribute)
-        if isinstance(attribute, (type, types.ModuleType)) or not callable(attribute):
-            return attribute  # dtypes, constants
-        upload = name in self._UPLOADS
-
-        def on_fake_gpu(*args, **kwargs):
-            if upload and args and not isinstance(args[0], FakeGpuArray):
-                transfer_count.count += 1
-                args = (numpy.asarray(args[0]),) + args[1:]
-            elif not upload:
-                _refuse_host_arrays(args)
-                _refuse_host_arrays(kwargs.values())
-            return _to_fake(attribute(*_to_base(args), **_to_base(kwargs)))
-
-        on_fake_gpu.__name__ = name
-        return on_fake_gpu
-
-
-_fake_cupy = _FakeCupyModule()
-
-
-# --------------------------------------------------------------------------------------------
 # Which module, which device.
 
 
+_stand_in = None  # minigrad.testing.fake_gpu, once MINIGRAD_FAKE_GPU=1 has asked for it
+
+
+def _load_stand_in():
+    global _stand_in
+    if _stand_in is None:
+        from minigrad.testing import fake_gpu as _stand_in
+    return _stand_in
+
+
 def _gpu_module():
-    return _fake_cupy if fake_gpu_enabled() else cupy
+    """``cupy``, or the stand-in that plays it when ``MINIGRAD_FAKE_GPU=1``."""
+    return _load_stand_in().cupy if fake_gpu_enabled() else cupy
+
+
+def _gpu_special_functions():
+    """``cupyx.scipy.special``, or the stand-in's."""
+    if fake_gpu_enabled():
+        return _load_stand_in().cupyx.scipy.special
+    import cupyx.scipy.special
+
+    return cupyx.scipy.special
 
 
 def get_array_module(array: Any):
     """Return ``numpy`` or ``cupy`` (or the stand-in) for the device ``array`` lives on."""
-    if isinstance(array, FakeGpuArray):
-        return _fake_cupy
+    if isinstance(array, numpy.ndarray):
+        return numpy
     if cupy is not None and isinstance(array, cupy.ndarray):
         return cupy
+    if _stand_in is not None and isinstance(array, _stand_in.FakeGpuArray):
+        return _stand_in.cupy
     return numpy
 
 
@@ -352,11 +168,8 @@ def array_module_for(device: str):
 
 def asnumpy(array: Any) -> numpy.ndarray:
     """Copy ``array`` to the host as a plain NumPy array (a no-op view for host arrays)."""
-    if isinstance(array, FakeGpuArray):
-        return array.get()
-    if cupy is not None and isinstance(array, cupy.ndarray):
-        return cupy.asnumpy(array)
-    return numpy.asarray(array)
+    xp = get_array_module(array)
+    return numpy.asarray(array) if xp is numpy else xp.asnumpy(array)
 
 
 def host_copy(array: Any) -> numpy.ndarray:
@@ -397,17 +210,26 @@ def scatter_add(target, index, values) -> None:
 def erf(x):
     """The error function, elementwise, on the device of ``x``: SciPy's on the host (Cephes, within
     a few ulps), CuPy's on the GPU. NumPy has none."""
-    if isinstance(x, FakeGpuArray):
-        return _to_fake(numpy.asarray(scipy.special.erf(x.view(numpy.ndarray))))
     if get_array_module(x) is numpy:
         return numpy.asarray(scipy.special.erf(x))  # a 0-d array stays an array, as elsewhere
-    import cupyx.scipy.special
-
-    return cupyx.scipy.special.erf(x)
+    return _gpu_special_functions().erf(x)
 
 
 # --------------------------------------------------------------------------------------------
 # Random numbers: one seeded generator per device.
+
+class _HostRandomState:
+    """NumPy's seeded Generator behind the two methods of ``cupy.random.RandomState`` we use."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._generator = numpy.random.default_rng(seed)
+
+    def random_sample(self, size=None, dtype=float):
+        return self._generator.random(size, dtype=dtype)
+
+    def standard_normal(self, size=None, dtype=float):
+        return self._generator.standard_normal(size, dtype=dtype)
+
 
 _generators: dict[str, Any] = {}
 _seed: int | None = None
@@ -416,7 +238,7 @@ _seed: int | None = None
 def _new_generator(device: str, seed: int | None):
     if device == "cpu":
         return _HostRandomState(seed)
-    return _FakeCupyRandomState(seed) if fake_gpu_enabled() else cupy.random.RandomState(seed)
+    return _gpu_module().random.RandomState(seed)
 
 
 def manual_seed(seed: int) -> None:

@@ -1,4 +1,7 @@
-"""Shared fixtures: the device parameter and a fixed seed for every test."""
+"""Shared fixtures (the device parameter, a fixed seed for every test) and the report's header
+(which GPU the tests run on) and summary (what was skipped, grouped by reason)."""
+import collections
+
 import pytest
 
 import minigrad
@@ -38,3 +41,29 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def _seed():
     minigrad.manual_seed(0)
+
+
+def pytest_report_header(config) -> str:
+    if backend.fake_gpu_enabled():
+        from minigrad.testing import fake_gpu
+
+        return f"device 'gpu': the stand-in (MINIGRAD_FAKE_GPU=1), playing {fake_gpu.truth_source()}"
+    problem = backend.gpu_problem()
+    return f"device 'gpu': {'CuPy on a real GPU' if problem is None else 'none (' + problem + ')'}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line per reason for skipping, with how many tests it skipped, instead of a line per
+    test (-rs): a run without a GPU skips hundreds for the same reason."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    reasons = collections.Counter(_skip_reason(report) for report in skipped)
+    if reasons:
+        terminalreporter.section(f"{len(skipped)} skipped, by reason")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count:5d}  {reason}")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")

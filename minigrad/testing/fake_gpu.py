@@ -1,0 +1,686 @@
+"""The stand-in GPU: CuPy played on the CPU, as strict as CuPy, for tests on machines without a GPU.
+
+With ``MINIGRAD_FAKE_GPU=1`` the backend serves device ``"gpu"`` from this module: ``cupy`` plays
+the ``cupy`` module and its arrays are ``FakeGpuArray``. They hold NumPy arrays and compute with
+NumPy, but behave as CuPy's arrays do wherever the two differ, so a GPU bug shows on any machine:
+
+- A stand-in array is not a NumPy array. Every implicit conversion to the host
+  (``numpy.asarray(a)``, ``memoryview(a)``, a NumPy array among its operands) raises CuPy's
+  ``TypeError``; only the explicit ones move data (``get``, ``item``, ``float``, ``cupy.asnumpy``,
+  printing).
+- What CuPy has is read from the real ``cupy`` package, which installs and imports without a GPU
+  (only launching a kernel fails): a name CuPy lacks raises ``AttributeError``; arguments are bound
+  against CuPy's signatures; ``ufunc.at`` and ``ufunc.reduce`` exist where CuPy implements them, for
+  the dtypes it takes; ufunc operands must be what CuPy's kernels take (device arrays and scalars,
+  not lists) and match one of CuPy's type loops. Without ``cupy`` installed the same facts come from
+  ``cupy_api.json``, a snapshot that ``python -m minigrad.testing.fake_gpu`` writes from it.
+- Random numbers come from a stream of its own (Philox), not the CPU's, as CuPy's cuRAND stream is
+  not NumPy's: no test can rely on both devices drawing the same masks.
+- ``transfer_count`` counts what crosses between host and device as CuPy incurs it: uploads (host
+  data given to ``asarray``, and index lists and NumPy index arrays, on every call), downloads
+  (every read to the host) and synchronisations (boolean masks, ``nonzero`` and one-argument
+  ``where``, whose result size the host must read first).
+"""
+from __future__ import annotations
+
+import ast
+import collections
+import functools
+import inspect
+import json
+import numbers
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy
+import scipy.special
+
+SNAPSHOT = Path(__file__).with_name("cupy_api.json")
+
+# The dtypes CuPy's ufunc.at takes, by the ufunc's scatter operation, as _scatter_op_single checks
+# them in cupy/_core/_routines_indexing.pyx (compiled in the package, so not readable from it).
+_WORDS = ["int32", "int64", "uint32", "uint64"]
+SCATTER_DTYPES = {
+    "add": _WORDS + ["float16", "float32", "float64"],
+    "sub": ["int32", "uint32"],
+    "max": _WORDS + ["float32", "float64"],
+    "min": _WORDS + ["float32", "float64"],
+    "and": _WORDS,
+    "or": _WORDS,
+    "xor": _WORDS,
+}
+# The only ufuncs whose reduce, accumulate and reduceat CuPy implements (ufunc in _kernel.pyx).
+_REDUCING = {"reduce": ("add", "multiply"), "accumulate": ("add", "multiply"), "reduceat": ("add",)}
+_UPLOADS = ("array", "asarray", "asanyarray", "ascontiguousarray")  # take host data to the device
+_SYNCHRONISING = ("nonzero", "argwhere", "flatnonzero", "unique")  # sized by the data: read first
+_NOT_ON_THE_HOST = ("Implicit conversion to a NumPy array is not allowed. "
+                    "Please use `.get()` to construct a NumPy array explicitly.")
+
+
+class TransferCounter:
+    """Host-device traffic of the stand-in: ``count`` in all, ``kinds`` by kind
+    (``"upload"``, ``"download"``, ``"sync"``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.kinds: collections.Counter[str] = collections.Counter()
+
+    def add(self, kind: str) -> None:
+        self.count += 1
+        self.kinds[kind] += 1
+
+
+transfer_count = TransferCounter()
+
+
+# --------------------------------------------------------------------------------------------
+# The truth: what CuPy has, read from the package or from the snapshot of it.
+
+
+def _signature_from_text(text: str) -> inspect.Signature:
+    """A signature from its text, ``"(a, axis=None, *, dtype=None)"``: names and kinds are what
+    binding needs, so every default becomes ``...``."""
+    arguments = ast.parse(f"def f{text}: pass").body[0].args
+    kind = inspect.Parameter
+    parameters = [kind(a.arg, kind.POSITIONAL_ONLY) for a in arguments.posonlyargs]
+    parameters += [kind(a.arg, kind.POSITIONAL_OR_KEYWORD) for a in arguments.args]
+    first_default = len(parameters) - len(arguments.defaults)
+    parameters = [p.replace(default=...) if i >= first_default else p for i, p in enumerate(parameters)]
+    if arguments.vararg:
+        parameters.append(kind(arguments.vararg.arg, kind.VAR_POSITIONAL))
+    parameters += [kind(a.arg, kind.KEYWORD_ONLY, default=kind.empty if d is None else ...)
+                   for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults)]
+    if arguments.kwarg:
+        parameters.append(kind(arguments.kwarg.arg, kind.VAR_KEYWORD))
+    return inspect.Signature(parameters)
+
+
+def _signature_from_docstring(function) -> inspect.Signature | None:
+    """The signature a compiled (Cython) function's docstring opens with, as CuPy's do:
+    ``_ndarray_base.max(self, axis=None, out=None, keepdims=False) -> _ndarray_base``."""
+    first_line = (getattr(function, "__doc__", None) or "").lstrip().split("\n")[0]
+    match = re.match(r"[\w.]+(\(.*\))(\s*->.*)?$", first_line)
+    if match is None:
+        return None
+    # Cython writes C types before names ("int axis=-1", "_ndarray_base b"): keep the names.
+    text = re.sub(r"(?<![\w=.'\"])[A-Za-z_]\w*\s+(?=\**[A-Za-z_])", "", match.group(1))
+    try:
+        return _signature_from_text(text)
+    except SyntaxError:
+        return None
+
+
+def _signature_text(function) -> str | None:
+    """``function``'s parameters as text, without ``self``, annotations or default values;
+    None where neither ``inspect`` nor the docstring tells them."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        signature = _signature_from_docstring(function)
+        if signature is None:
+            return None
+    parameters = [p.replace(annotation=p.empty, default=p.empty if p.default is p.empty else ...)
+                  for p in signature.parameters.values()]
+    if parameters and parameters[0].name == "self":
+        parameters = parameters[1:]
+    return str(inspect.Signature(parameters)).replace("=Ellipsis", "=...")
+
+
+def _describe(value) -> dict:
+    if type(value).__name__ == "ufunc" and hasattr(value, "types"):  # cupy._core._kernel.ufunc
+        return {"kind": "ufunc", "nin": value.nin, "nout": value.nout, "types": list(value.types),
+                "scatter": getattr(value, "_scatter_op", None)}
+    if callable(value) and not isinstance(value, type):
+        return {"kind": "function", "signature": _signature_text(value)}
+    return {"kind": "value"}
+
+
+def _public_names(namespace) -> list[str]:
+    return sorted(name for name in dir(namespace) if not name.startswith("_"))
+
+
+def describe_cupy(cupy_module, special_module) -> dict:
+    """What the stand-in needs to know of CuPy, read from the installed ``cupy`` and
+    ``cupyx.scipy.special``: every public name, each function's signature, each ufunc's type
+    loops and scatter operation, and every ndarray method's signature."""
+    ndarray = {}
+    for name in _public_names(cupy_module.ndarray):
+        member = getattr(cupy_module.ndarray, name)
+        ndarray[name] = ({"kind": "method", "signature": _signature_text(member)} if callable(member)
+                         else {"kind": "value"})
+    return {
+        "version": cupy_module.__version__,
+        "module": {name: _describe(getattr(cupy_module, name)) for name in _public_names(cupy_module)},
+        "special": {name: _describe(getattr(special_module, name)) for name in _public_names(special_module)},
+        "ndarray": ndarray,
+    }
+
+
+def _installed_cupy():
+    """``cupy`` and ``cupyx.scipy.special`` when they import (no GPU needed), else None."""
+    try:
+        import cupy
+        import cupyx.scipy.special
+    except Exception:  # not installed, or installed but missing a library it loads at import
+        return None
+    return cupy, cupyx.scipy.special
+
+
+@functools.cache
+def cupy_api() -> dict:
+    """The truth the stand-in plays: the installed CuPy's, or the snapshot's without one."""
+    installed = _installed_cupy()
+    if installed is not None:
+        return describe_cupy(*installed) | {"source": "installed"}
+    return json.loads(SNAPSHOT.read_text()) | {"source": "snapshot"}
+
+
+def truth_source() -> str:
+    """Where the stand-in's knowledge of CuPy comes from, for the test report's header."""
+    api = cupy_api()
+    return f"CuPy {api['version']}, " + ("the installed package" if api["source"] == "installed"
+                                          else f"the snapshot {SNAPSHOT.name} (cupy is not installed)")
+
+
+@functools.cache
+def _signature(text: str) -> inspect.Signature:
+    return _signature_from_text(text)
+
+
+def _bind(text: str | None, name: str, args, kwargs) -> None:
+    """Raise CuPy's TypeError where ``name`` would not take these arguments."""
+    if text is None:
+        return
+    signature = _signature(text)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    unknown = [key for key in kwargs if key not in signature.parameters and not takes_any]
+    if unknown:  # what Python says first, before any missing argument
+        raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}")
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"{name}() {error}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Moving between the stand-in's arrays and the NumPy arrays inside them.
+
+
+def _to_host(value):
+    """The NumPy arrays inside ``value`` (stand-in arrays, also in lists, tuples and dicts)."""
+    if isinstance(value, FakeGpuArray):
+        return value._host
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_host(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _to_host(item) for key, item in value.items()}
+    return value
+
+
+def _to_device(value):
+    """NumPy results as stand-in arrays; scalars become 0-d arrays, as CuPy returns them."""
+    if isinstance(value, numpy.ndarray):
+        return FakeGpuArray(value)
+    if isinstance(value, numpy.generic):
+        return FakeGpuArray(numpy.asarray(value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(item) for item in value)
+    return value
+
+
+def _refuse_host_arrays(values) -> None:
+    """CuPy's TypeError for a NumPy array among ``values`` (also inside lists and tuples)."""
+    for value in values:
+        if isinstance(value, numpy.ndarray):
+            raise TypeError(f"Unsupported type {type(value)}")
+        if isinstance(value, (list, tuple)):
+            _refuse_host_arrays(value)
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, (numbers.Number, numpy.generic))
+
+
+def _device_index(index, shape: tuple[int, ...]):
+    """``index`` made ready for NumPy as CuPy would take it: each list or NumPy array in it is
+    uploaded (counted, on every call), each boolean mask synchronises (CuPy reads how many
+    elements it selects), and integer arrays wrap around out of range instead of raising."""
+    parts = index if isinstance(index, tuple) else (index,)
+    host_parts = []
+    for part in parts:
+        if isinstance(part, FakeGpuArray):
+            part = part._host
+        elif not (part is None or part is Ellipsis or isinstance(part, slice)
+                  or (_is_scalar(part) and not isinstance(part, (bool, numpy.bool_)))):
+            transfer_count.add("upload")
+            part = numpy.asarray(part)
+            if part.size == 0:
+                part = part.astype(numpy.int32)  # an empty list selects nothing: it is no mask
+        if isinstance(part, numpy.ndarray) and part.dtype == bool:
+            transfer_count.add("sync")
+        host_parts.append(part)
+    return _wrap_like_cupy(tuple(host_parts), shape) if isinstance(index, tuple) else \
+        _wrap_like_cupy(host_parts[0], shape)
+
+
+def _wrap_like_cupy(index, shape: tuple[int, ...]):
+    """``index`` with its integer arrays taken modulo their axis's length, as CuPy takes them.
+    (Index tuples with one axis per part; others pass unchanged.)"""
+    parts = index if isinstance(index, tuple) else (index,)
+    masks = any(isinstance(part, numpy.ndarray) and part.dtype == bool for part in parts)  # may span axes
+    if masks or any(part is None or part is Ellipsis for part in parts) or len(parts) > len(shape):
+        return index
+    wrapped = tuple(part % shape[axis] if isinstance(part, numpy.ndarray) and part.dtype.kind in "iu"
+                    and shape[axis] else part for axis, part in enumerate(parts))
+    return wrapped if isinstance(index, tuple) else wrapped[0]
+
+
+def _has_array_part(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(part, numpy.ndarray) for part in parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Functions and ufuncs.
+
+
+def _function(name: str, numpy_function, signature: str | None):
+    """``cupy.<name>``: NumPy's function behind CuPy's signature and CuPy's refusal of host arrays."""
+    qualified = f"cupy.{name}" if name not in _UPLOADS else name
+
+    def call(*args, **kwargs):
+        _bind(signature, qualified, args, kwargs)
+        if name in _UPLOADS and args and not isinstance(args[0], FakeGpuArray):
+            transfer_count.add("upload")
+            args = (numpy.asarray(_to_host(args[0])),) + args[1:]
+        else:
+            _refuse_host_arrays(args)
+            _refuse_host_arrays(kwargs.values())
+        if name == "where":
+            return _where(*args, **kwargs)
+        if name in _SYNCHRONISING:
+            transfer_count.add("sync")
+        return _to_device(numpy_function(*_to_host(args), **_to_host(kwargs)))
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+def _where(condition, x=None, y=None):
+    if x is None and y is None:  # as nonzero: the host reads how many there are
+        transfer_count.add("sync")
+        return _to_device(numpy.nonzero(_to_host(condition)))
+    if not isinstance(condition, FakeGpuArray):  # CuPy calls condition.astype(bool)
+        raise AttributeError(f"'{type(condition).__name__}' object has no attribute 'astype'")
+    return _to_device(numpy.where(*_to_host((condition, x, y))))
+
+
+class Ufunc:
+    """``cupy.<name>`` for a CuPy ufunc: NumPy's computes, CuPy's rules apply."""
+
+    def __init__(self, name: str, numpy_ufunc, info: dict) -> None:
+        self.__name__ = name
+        self.nin, self.nout, self.types = info["nin"], info["nout"], info["types"]
+        self._numpy, self._scatter = numpy_ufunc, info["scatter"]
+        self._loops: dict[tuple, bool] = {}
+
+    def __repr__(self) -> str:
+        return f"<ufunc 'cupy_{self.__name__}' (stand-in)>"
+
+    def __call__(self, *args, out=None, dtype=None, casting="same_kind", **unknown):
+        if unknown:  # where=, order=, subok=, ... are NumPy's alone
+            raise TypeError(f"Wrong arguments {unknown}")
+        if not self.nin <= len(args) <= self.nin + self.nout:
+            raise TypeError(f"Wrong number of arguments for 'cupy_{self.__name__}'. It must be either "
+                            f"{self.nin} or {self.nin + self.nout} (with outputs), but given {len(args)}.")
+        inputs, outputs = args[:self.nin], args[self.nin:] or (
+            () if out is None else out if isinstance(out, tuple) else (out,))
+        for value in inputs:
+            if not (isinstance(value, FakeGpuArray) or _is_scalar(value)):
+                raise TypeError(f"Unsupported type {type(value)}")
+        for value in outputs:
+            if not isinstance(value, FakeGpuArray):
+                raise TypeError(f"Unsupported type {type(value)}")
+        self._check_loop(inputs)
+        result = self._numpy(*_to_host(inputs), out=_to_host(tuple(outputs)) or None, dtype=dtype, casting=casting)
+        if outputs:
+            return outputs[0] if self.nout == 1 else tuple(outputs)
+        return _to_device(result)
+
+    def _check_loop(self, inputs) -> None:
+        """CuPy's TypeError where none of its type loops takes these arrays' dtypes."""
+        dtypes = tuple(value.dtype if isinstance(value, FakeGpuArray) else None for value in inputs)
+        if all(dtype is None for dtype in dtypes):
+            return
+        if dtypes not in self._loops:
+            self._loops[dtypes] = any(
+                all(dtype is None or numpy.can_cast(dtype, code, "safe") for dtype, code in zip(dtypes, loop))
+                for loop in (loop.split("->")[0] for loop in self.types))
+        if not self._loops[dtypes]:
+            raise TypeError(f"Wrong type ({dtypes}) of arguments for cupy_{self.__name__}")
+
+    def _reducing(self, method: str) -> None:
+        if self.__name__ not in _REDUCING[method]:
+            raise NotImplementedError(f"`cupy_{self.__name__}.{method}` is not supported yet")
+
+    def reduce(self, array, axis=0, dtype=None, out=None, keepdims=False):
+        self._reducing("reduce")
+        return self._numpy_method("reduce", array, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+
+    def accumulate(self, array, axis=0, dtype=None, out=None):
+        self._reducing("accumulate")
+        return self._numpy_method("accumulate", array, axis=axis, dtype=dtype, out=out)
+
+    def reduceat(self, array, indices, axis=0, dtype=None, out=None):
+        self._reducing("reduceat")
+        return self._numpy_method("reduceat", array, indices, axis=axis, dtype=dtype, out=out)
+
+    def _numpy_method(self, method: str, *args, **kwargs):
+        _refuse_host_arrays(args)
+        _refuse_host_arrays(kwargs.values())
+        return _to_device(getattr(self._numpy, method)(*_to_host(args), **_to_host(kwargs)))
+
+    def outer(self, a, b, **kwargs):
+        a, b = (value if isinstance(value, FakeGpuArray) else cupy.array(value) for value in (a, b))
+        return self(a.reshape(a.shape + (1,) * b.ndim), b.reshape((1,) * a.ndim + b.shape), **kwargs)
+
+    def at(self, a, indices, b=None) -> None:
+        """``a[indices] (op)= b`` with repeated indices accumulating, where CuPy has a scatter
+        kernel for this ufunc and ``a``'s dtype; a host ``b`` is uploaded, as CuPy does."""
+        if self._scatter is None:
+            raise NotImplementedError(f"`cupy_{self.__name__}.at` is not supported yet")
+        if not isinstance(a, FakeGpuArray):
+            raise AttributeError(f"'{type(a).__name__}' object has no attribute '_scatter_op'")
+        if a.dtype.name not in SCATTER_DTYPES[self._scatter]:
+            raise TypeError(f"cupy.{self.__name__}.at only supports "
+                            f"{', '.join(SCATTER_DTYPES[self._scatter])} as data type")
+        index = _device_index(indices, a.shape)
+        if b is not None and not (isinstance(b, FakeGpuArray) or _is_scalar(b)):
+            transfer_count.add("upload")
+        self._numpy.at(a._host, index, *(() if b is None else (_to_host(b),)))
+
+
+# --------------------------------------------------------------------------------------------
+# The array.
+
+
+def _defers_to(array, other) -> bool:
+    """CuPy's rule (``_should_use_rop`` in cupy/_core/core.pyx) for leaving ``array (op) other``
+    to ``other``'s reflected operator: when ``other`` opts out of NumPy's ufuncs, or, having no
+    ``__array_ufunc__``, when its ``__array_priority__`` is higher (as a minigrad Tensor's)."""
+    other_ufunc = getattr(other, "__array_ufunc__", _NOT_SET)
+    if other_ufunc is not _NOT_SET:
+        return other_ufunc is None
+    return getattr(array, "__array_priority__", 0) < getattr(other, "__array_priority__", 0)
+
+
+_NOT_SET = object()
+
+
+def _operator(ufunc_name: str, reflected: bool = False, in_place: bool = False):
+    def apply(self, other):
+        ufunc = getattr(cupy, ufunc_name)
+        if in_place:
+            return ufunc(self, other, out=self)
+        if reflected:  # Python asks the right operand last: CuPy computes
+            return ufunc(other, self)
+        if not isinstance(other, FakeGpuArray) and _defers_to(self, other):
+            return NotImplemented
+        return ufunc(self, other)
+
+    return apply
+
+
+def _unary(ufunc_name: str):
+    return lambda self: getattr(cupy, ufunc_name)(self)
+
+
+class FakeGpuArray:
+    """An array on the stand-in GPU: a NumPy array inside, CuPy's ``ndarray`` outside.
+
+    Its attributes are those of ``cupy.ndarray``, bound against CuPy's signatures; it mixes with no
+    NumPy array; integer index arrays out of range wrap around, as on CuPy.
+    """
+
+    __slots__ = ("_host",)
+    __hash__ = None  # type: ignore[assignment]
+    __array_priority__ = 100  # CuPy's
+
+    def __init__(self, host: numpy.ndarray) -> None:
+        self._host = host
+
+    # What NumPy calls its array, CuPy calls its array too, read without a transfer.
+    shape = property(lambda self: self._host.shape)
+    dtype = property(lambda self: self._host.dtype)
+    ndim = property(lambda self: self._host.ndim)
+    size = property(lambda self: self._host.size)
+
+    def __getattr__(self, name: str):
+        member = cupy_api()["ndarray"].get(name) if not name.startswith("_") else None
+        if member is None:
+            raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r}")
+        try:
+            value = getattr(self._host, name)
+        except AttributeError:
+            raise AttributeError(f"the stand-in GPU does not play cupy.ndarray.{name} "
+                                 "(NumPy's arrays have no such attribute)") from None
+        if member["kind"] != "method":
+            return _to_device(value)
+        return functools.partial(_method, value, f"cupy.ndarray.{name}", member["signature"])
+
+    # Reads to the host: each is a transfer, as on CuPy.
+    def get(self, stream=None, order="C", out=None, blocking=True) -> numpy.ndarray:
+        transfer_count.add("download")
+        if out is not None:
+            out[...] = self._host
+            return out
+        return numpy.array(self._host, order=order)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError("can only convert an array of size 1 to a Python scalar")
+        return self.get().item()
+
+    def tolist(self):
+        return self.get().tolist()
+
+    def __float__(self) -> float:
+        return float(self.get())
+
+    def __int__(self) -> int:
+        return int(self.get())
+
+    def __complex__(self) -> complex:
+        return complex(self.get())
+
+    def __bool__(self) -> bool:
+        return bool(self.get())
+
+    def __repr__(self) -> str:  # CuPy prints from one host copy
+        return repr(self.get())
+
+    def __str__(self) -> str:
+        return str(self.get())
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self.get(), format_spec)
+
+    def set(self, arr: numpy.ndarray, stream=None) -> None:
+        if not isinstance(arr, numpy.ndarray):
+            raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, not {type(arr)}")
+        transfer_count.add("upload")
+        self._host[...] = arr
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(_NOT_ON_THE_HOST)
+
+    def __reduce__(self):  # pickled, as CuPy's, by way of a host copy
+        return _upload, (self.get(),)
+
+    def __copy__(self) -> "FakeGpuArray":
+        return FakeGpuArray(self._host.copy())
+
+    def __deepcopy__(self, memo) -> "FakeGpuArray":
+        return FakeGpuArray(self._host.copy())
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __getitem__(self, index):
+        return _to_device(self._host[_device_index(index, self.shape)])
+
+    def __setitem__(self, index, value) -> None:
+        host_index = _device_index(index, self.shape)
+        if not (isinstance(value, FakeGpuArray) or _is_scalar(value)):
+            if not _has_array_part(host_index):  # CuPy fills with it, which only a scalar can do
+                raise TypeError(f"Unsupported type {type(value)}")
+            transfer_count.add("upload")  # an advanced-index assignment uploads the values
+        self._host[host_index] = _to_host(value)
+
+    # NumPy's functions hand stand-in arrays to CuPy's, as CuPy's arrays have them do.
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        function = _stand_in_ufunc(ufunc.__name__)
+        if method != "__call__":
+            function = getattr(function, method, None)
+        if function is None:
+            return NotImplemented
+        if "out" in kwargs:
+            kwargs["out"] = kwargs["out"][0] if len(kwargs["out"]) == 1 else kwargs["out"]
+        if any(not (isinstance(x, (FakeGpuArray, numpy.ndarray)) or _is_scalar(x)) for x in inputs):
+            return NotImplemented
+        return function(*inputs, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func.__module__ != "numpy" or not hasattr(cupy, func.__name__):
+            return NotImplemented
+        return getattr(cupy, func.__name__)(*args, **kwargs)
+
+    __neg__, __pos__ = _unary("negative"), _unary("positive")
+    __abs__, __invert__ = _unary("absolute"), _unary("invert")
+    __eq__, __ne__ = _operator("equal"), _operator("not_equal")
+    __lt__, __le__ = _operator("less"), _operator("less_equal")
+    __gt__, __ge__ = _operator("greater"), _operator("greater_equal")
+
+
+_BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "truediv": "true_divide",
+           "floordiv": "floor_divide", "mod": "remainder", "pow": "power", "matmul": "matmul",
+           "and": "bitwise_and", "or": "bitwise_or", "xor": "bitwise_xor",
+           "lshift": "left_shift", "rshift": "right_shift"}
+for _name, _ufunc_name in _BINARY.items():
+    setattr(FakeGpuArray, f"__{_name}__", _operator(_ufunc_name))
+    setattr(FakeGpuArray, f"__r{_name}__", _operator(_ufunc_name, reflected=True))
+    setattr(FakeGpuArray, f"__i{_name}__", _operator(_ufunc_name, in_place=True))
+
+
+def _method(bound, name: str, signature: str | None, *args, **kwargs):
+    """A ``cupy.ndarray`` method, computed by NumPy's."""
+    _bind(signature, name, args, kwargs)
+    _refuse_host_arrays(args)
+    _refuse_host_arrays(kwargs.values())
+    if name == "cupy.ndarray.nonzero":
+        transfer_count.add("sync")
+    return _to_device(bound(*_to_host(args), **_to_host(kwargs)))
+
+
+def _upload(host: numpy.ndarray) -> FakeGpuArray:
+    transfer_count.add("upload")
+    return FakeGpuArray(numpy.array(host))
+
+
+# --------------------------------------------------------------------------------------------
+# The modules: cupy, cupy.random, cupyx.
+
+
+class RandomState:
+    """Plays ``cupy.random.RandomState`` with a stream of its own (Philox), not NumPy's default
+    (PCG64) that the CPU draws from: CuPy's cuRAND draws other numbers than the CPU too."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._generator = numpy.random.Generator(numpy.random.Philox(seed))
+
+    def random_sample(self, size=None, dtype=float) -> FakeGpuArray:
+        return FakeGpuArray(numpy.asarray(self._generator.random(size, dtype=dtype)))
+
+    def standard_normal(self, size=None, dtype=float) -> FakeGpuArray:
+        return FakeGpuArray(numpy.asarray(self._generator.standard_normal(size, dtype=dtype)))
+
+
+class _ModuleStandIn(types.ModuleType):
+    """Plays a CuPy module whose names are listed in ``cupy_api()[section]``, with the same-named
+    functions of ``host_module`` (NumPy, SciPy's special functions) computing."""
+
+    def __init__(self, name: str, section: str, host_module) -> None:
+        super().__init__(name, f"{name}, played on the CPU by minigrad's stand-in GPU")
+        self._section, self._host_module = section, host_module
+
+    def __getattr__(self, name: str):
+        info = cupy_api()[self._section].get(name) if not name.startswith("_") else None
+        if info is None:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        host = getattr(self._host_module, name, None)
+        if host is None:
+            raise AttributeError(f"the stand-in GPU does not play {self.__name__}.{name} "
+                                 f"({self._host_module.__name__} has none)")
+        if info["kind"] == "ufunc":
+            value = Ufunc(name, host, info)
+        elif info["kind"] == "function" and not isinstance(host, type):
+            value = _function(name, host, info["signature"])
+        else:
+            value = host  # dtypes, constants
+        setattr(self, name, value)  # found once
+        return value
+
+
+class _CupyStandIn(_ModuleStandIn):
+    """Plays ``cupy``: NumPy's functions and ufuncs under CuPy's names and rules."""
+
+    ndarray = FakeGpuArray
+    random = types.SimpleNamespace(RandomState=RandomState)
+
+    def __init__(self) -> None:
+        super().__init__("cupy", "module", numpy)
+
+    @staticmethod
+    def asnumpy(a, stream=None, order="C", out=None, *, blocking=True) -> numpy.ndarray:
+        if isinstance(a, FakeGpuArray):
+            return a.get(order=order, out=out)
+        return numpy.asarray(a, order=order)
+
+
+cupy = _CupyStandIn()
+cupyx = types.SimpleNamespace(
+    scipy=types.SimpleNamespace(special=_ModuleStandIn("cupyx.scipy.special", "special", scipy.special)))
+
+
+def _stand_in_ufunc(name: str) -> Ufunc | None:
+    """The stand-in's ``cupy.<name>`` or ``cupyx.scipy.special.<name>``, as CuPy's
+    ``__array_ufunc__`` looks for it; None where neither has it."""
+    for module in (cupy, cupyx.scipy.special):
+        try:
+            return getattr(module, name)
+        except AttributeError:
+            continue
+    return None
+
+
+def write_snapshot(path: Path = SNAPSHOT) -> None:
+    """Write what the installed CuPy says to ``path``: the truth on machines without ``cupy``."""
+    installed = _installed_cupy()
+    if installed is None:
+        sys.exit("cupy does not import here: pip install cupy-cuda12x (no GPU needed), then run this again")
+    path.write_text(json.dumps(describe_cupy(*installed), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {path}: CuPy {installed[0].__version__}")
+
+
+if __name__ == "__main__":
+    write_snapshot()
