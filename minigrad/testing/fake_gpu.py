@@ -84,17 +84,17 @@ def _signature_from_text(text: str) -> inspect.Signature:
     """A signature from its text, ``"(a, axis=None, *, dtype=None)"``: names and kinds are what
     binding needs, so every default becomes ``...``."""
     arguments = ast.parse(f"def f{text}: pass").body[0].args
-    kind = inspect.Parameter
-    parameters = [kind(a.arg, kind.POSITIONAL_ONLY) for a in arguments.posonlyargs]
-    parameters += [kind(a.arg, kind.POSITIONAL_OR_KEYWORD) for a in arguments.args]
+    Parameter = inspect.Parameter
+    parameters = [Parameter(a.arg, Parameter.POSITIONAL_ONLY) for a in arguments.posonlyargs]
+    parameters += [Parameter(a.arg, Parameter.POSITIONAL_OR_KEYWORD) for a in arguments.args]
     first_default = len(parameters) - len(arguments.defaults)
     parameters = [p.replace(default=...) if i >= first_default else p for i, p in enumerate(parameters)]
     if arguments.vararg:
-        parameters.append(kind(arguments.vararg.arg, kind.VAR_POSITIONAL))
-    parameters += [kind(a.arg, kind.KEYWORD_ONLY, default=kind.empty if d is None else ...)
+        parameters.append(Parameter(arguments.vararg.arg, Parameter.VAR_POSITIONAL))
+    parameters += [Parameter(a.arg, Parameter.KEYWORD_ONLY, default=Parameter.empty if d is None else ...)
                    for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults)]
     if arguments.kwarg:
-        parameters.append(kind(arguments.kwarg.arg, kind.VAR_KEYWORD))
+        parameters.append(Parameter(arguments.kwarg.arg, Parameter.VAR_KEYWORD))
     return inspect.Signature(parameters)
 
 
