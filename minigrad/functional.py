@@ -12,13 +12,9 @@ from minigrad.ops.elementwise import GELU, Add, Div, Erf, Exp, Log, Mul, Neg, Po
 from minigrad.ops.neural import CrossEntropy, LayerNorm, Linear, LogSoftmax, Matmul, Softmax
 from minigrad.ops.reduction import Max, Mean, Sum, Var, normalize_axes
 from minigrad.ops.shaping import BroadcastTo, Concatenate, GetItem, Pad, Reshape, Roll, Stack, Transpose
-from minigrad.tensor import Tensor
+from minigrad.tensor import Tensor, data_of
 
 TensorLike = Any  # a Tensor, an array, or a Python number
-
-
-def _raw(value: TensorLike):
-    return value.data if isinstance(value, Tensor) else value
 
 
 # ---- arithmetic and elementwise functions
@@ -78,12 +74,12 @@ def gelu(x: TensorLike) -> Tensor:
 
 def where(condition: TensorLike, a: TensorLike, b: TensorLike) -> Tensor:
     """``a`` where ``condition`` holds, else ``b`` (``numpy.where``); differentiable in a and b."""
-    return Where.apply(_raw(condition), a, b)
+    return Where.apply(data_of(condition), a, b)
 
 
 def masked_fill(x: TensorLike, mask: TensorLike, value: float) -> Tensor:
     """``x`` with ``value`` wherever ``mask`` (broadcastable to x) is True."""
-    return Where.apply(_raw(mask), value, x)
+    return Where.apply(data_of(mask), value, x)
 
 
 # ---- reductions
@@ -121,7 +117,7 @@ permute = transpose
 
 def flatten(x: TensorLike, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     """Merge axes ``start_axis..end_axis`` (inclusive) into one, as ``torch.flatten``."""
-    shape = _raw(x).shape or (1,)  # a 0-d tensor flattens to one element, as in torch
+    shape = data_of(x).shape or (1,)  # a 0-d tensor flattens to one element, as in torch
     start, end = (normalize_axes(axis, len(shape))[0] for axis in (start_axis, end_axis))
     if start > end:
         raise ValueError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} in a tensor of "
@@ -144,9 +140,9 @@ def roll(x: TensorLike, shift, axis) -> Tensor:
 def getitem(x: TensorLike, index) -> Tensor:
     """``x[index]``; tensors inside ``index`` are used as their arrays."""
     if isinstance(index, tuple):
-        index = tuple(_raw(part) for part in index)
+        index = tuple(data_of(part) for part in index)
     else:
-        index = _raw(index)
+        index = data_of(index)
     return GetItem.apply(x, index=index)
 
 
@@ -167,7 +163,7 @@ def pad(x: TensorLike, pad_width, value: float = 0.0) -> Tensor:
 
 def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     """Matrix product with NumPy's rules: batched over leading axes, which broadcast."""
-    shape_a, shape_b = _raw(a).shape, _raw(b).shape
+    shape_a, shape_b = data_of(a).shape, data_of(b).shape
     if not shape_a or not shape_b:
         raise ValueError(f"matmul needs arrays of at least one dimension, got shapes {shape_a} and {shape_b}")
     inner_b = shape_b[0] if len(shape_b) == 1 else shape_b[-2]
@@ -180,9 +176,9 @@ def matmul(a: TensorLike, b: TensorLike) -> Tensor:
 
 def linear(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) -> Tensor:
     """x @ weight.T + bias, with weight of shape (out_features, in_features)."""
-    if _raw(x).shape[-1] != _raw(weight).shape[-1]:
-        raise ValueError(f"linear: input of shape {_raw(x).shape} has {_raw(x).shape[-1]} features, but the "
-                         f"weight of shape {_raw(weight).shape} expects {_raw(weight).shape[-1]}")
+    if data_of(x).shape[-1] != data_of(weight).shape[-1]:
+        raise ValueError(f"linear: input of shape {data_of(x).shape} has {data_of(x).shape[-1]} features, but the "
+                         f"weight of shape {data_of(weight).shape} expects {data_of(weight).shape[-1]}")
     return Linear.apply(x, weight, bias)
 
 
@@ -202,7 +198,7 @@ def cross_entropy(logits: TensorLike, target: TensorLike, label_smoothing: float
     on the CPU are checked here; on the GPU that check would wait for the device at every step, so
     there a target out of range makes its sample's loss NaN instead.
     """
-    logits_shape, target_array = _raw(logits).shape, _raw(target)
+    logits_shape, target_array = data_of(logits).shape, data_of(target)
     if len(logits_shape) != 2:
         raise ValueError(f"cross_entropy expects logits of shape (N, C), got {logits_shape}")
     if target_array.shape != logits_shape[:1] or target_array.dtype.kind not in "iu":

@@ -236,10 +236,10 @@ class Tensor:
     def __getitem__(self, index): return F.getitem(self, index)
 
     # Comparisons give boolean tensors outside the graph, for masks.
-    def __lt__(self, other): return Tensor(self.data < _raw(other))
-    def __le__(self, other): return Tensor(self.data <= _raw(other))
-    def __gt__(self, other): return Tensor(self.data > _raw(other))
-    def __ge__(self, other): return Tensor(self.data >= _raw(other))
+    def __lt__(self, other): return Tensor(self.data < data_of(other))
+    def __le__(self, other): return Tensor(self.data <= data_of(other))
+    def __gt__(self, other): return Tensor(self.data > data_of(other))
+    def __ge__(self, other): return Tensor(self.data >= data_of(other))
 
     # ---- methods, NumPy's names and axes
 
@@ -278,7 +278,8 @@ def _shape_argument(values: Sequence) -> tuple:
     return tuple(values)
 
 
-def _raw(value):
+def data_of(value: Any) -> Any:
+    """The array inside a Tensor; anything else (an array, a number) as it is."""
     return value.data if isinstance(value, Tensor) else value
 
 

@@ -36,17 +36,21 @@ class RelativePositionBias(Function):
         return table[self.index]
 
     def backward(self, grad):
+        """``grad``: ``(M*M * M*M, heads)``, one row per pair of tokens (hi, wi), (hj, wj)."""
         xp = backend.get_array_module(grad)
         m, heads = self.window_size, grad.shape[-1]
         side, pairs = 2 * m - 1, m * m
         coordinate = xp.arange(m)
-        offset = (coordinate[:, None] - coordinate[None, :] + m - 1).reshape(pairs)
-        one_hot = (offset[:, None] == xp.arange(side)).astype(grad.dtype)  # E
-        by_rows_then_columns = grad.reshape(m, m, m, m, heads).transpose(0, 2, 1, 3, 4)  # hi, hj, wi, wj, head
-        rows_summed = (one_hot.T @ by_rows_then_columns.reshape(pairs, pairs * heads))  # dh, (wi, wj, head)
-        rows_summed = rows_summed.reshape(side, pairs, heads).transpose(0, 2, 1)  # dh, head, (wi, wj)
-        both_summed = rows_summed @ one_hot  # dh, head, dw
-        return both_summed.transpose(0, 2, 1).reshape(side * side, heads)
+        offset = (coordinate[:, None] - coordinate[None, :] + m - 1).reshape(pairs)  # (M*M,)
+        one_hot = (offset[:, None] == xp.arange(side)).astype(grad.dtype)  # E: (M*M, 2M-1)
+        grad = grad.reshape(m, m, m, m, heads)  # (hi, wi, hj, wj, head)
+        by_rows_then_columns = grad.transpose(0, 2, 1, 3, 4)  # (hi, hj, wi, wj, head)
+        by_rows_then_columns = by_rows_then_columns.reshape(pairs, pairs * heads)
+        rows_summed = one_hot.T @ by_rows_then_columns  # (dh, wi*wj*head)
+        rows_summed = rows_summed.reshape(side, pairs, heads)  # (dh, wi*wj, head)
+        rows_summed = rows_summed.transpose(0, 2, 1)  # (dh, head, wi*wj)
+        both_summed = rows_summed @ one_hot  # (dh, head, dw)
+        return both_summed.transpose(0, 2, 1).reshape(side * side, heads)  # table rows (dh, dw)
 
 
 class WindowAttention(nn.Module):
@@ -59,11 +63,10 @@ class WindowAttention(nn.Module):
             raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
         self.scale = (dim // num_heads) ** -0.5
-        xp = backend.array_module_for(backend.get_default_device())
-        table = nn.Parameter(xp.zeros(((2 * window_size - 1) ** 2, num_heads), dtype=xp.float32))
+        table = nn.Parameter.zeros((2 * window_size - 1) ** 2, num_heads)  # ((2M-1)^2, heads)
         self.relative_position_bias_table = init.trunc_normal_(table, std=0.02)
         # A table derived from M alone: kept out of checkpoints, as timm does.
-        index = relative_position_index(window_size, backend.get_default_device())
+        index = relative_position_index(window_size, backend.get_default_device())  # (M*M, M*M)
         self.register_buffer("relative_position_index", index.reshape(-1), persistent=False)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
@@ -73,26 +76,31 @@ class WindowAttention(nn.Module):
     def relative_position_bias(self) -> Tensor:
         """B of Eq. 4 for every head: ``(heads, M*M, M*M)``."""
         n = self.window_size**2
-        bias = RelativePositionBias.apply(self.relative_position_bias_table, index=self.relative_position_index,
-                                          window_size=self.window_size)
-        return bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
+        bias = RelativePositionBias.apply(self.relative_position_bias_table,
+                                          index=self.relative_position_index,
+                                          window_size=self.window_size)  # (M*M * M*M, heads)
+        return bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)  # (heads, M*M, M*M)
 
     def forward(self, x: Tensor, mask: Any = None) -> Tensor:
+        """``x``: ``(B*nW, N, C)``, N = M*M tokens a window; ``mask``: ``(nW, N, N)`` or None."""
         windows, n, c = x.shape
         heads = self.num_heads
-        qkv = self.qkv(x).reshape(windows, n, 3, heads, c // heads).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q * self.scale) @ k.transpose(0, 1, 3, 2)
-        attn = attn + self.relative_position_bias()
-        if mask is not None:
+        qkv = self.qkv(x).reshape(windows, n, 3, heads, c // heads)  # (B*nW, N, 3, heads, d)
+        qkv = qkv.transpose(2, 0, 3, 1, 4)  # (3, B*nW, heads, N, d)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each (B*nW, heads, N, d)
+        attn = (q * self.scale) @ k.transpose(0, 1, 3, 2)  # (B*nW, heads, N, N): query x key
+        attn = attn + self.relative_position_bias()  # + (heads, N, N), the same in every window
+        if mask is not None:  # the same nW masks for every image of the batch
             masks = mask.shape[0]
-            attn = (attn.reshape(windows // masks, masks, heads, n, n) + mask[:, None]).reshape(windows, heads, n, n)
+            attn = attn.reshape(windows // masks, masks, heads, n, n)  # (B, nW, heads, N, N)
+            attn = (attn + mask[:, None]).reshape(windows, heads, n, n)  # + (nW, 1, N, N)
         attn = self.attn_drop(F.softmax(attn, axis=-1))
-        out = (attn @ v).transpose(0, 2, 1, 3).reshape(windows, n, c)
+        out = (attn @ v).transpose(0, 2, 1, 3).reshape(windows, n, c)  # (B*nW, N, heads * d = C)
         return self.proj_drop(self.proj(out))
 
     def flops(self, n: int) -> int:
-        """Multiply-adds for one window of n tokens, as the official count: qkv, q k^T, attn v, proj."""
+        """Multiply-adds for one window of n tokens, as the official count:
+        qkv, q k^T, attn v, proj."""
         dim, heads = self.dim, self.num_heads
         return n * dim * 3 * dim + 2 * heads * n * (dim // heads) * n + n * dim * dim
 

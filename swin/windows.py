@@ -24,8 +24,9 @@ def window_partition(x: Any, window_size: int) -> Any:
     m = window_size
     if h % m or w % m:
         raise ValueError(f"window_partition: a {h}x{w} map does not split into {m}x{m} windows")
-    x = x.reshape(b, h // m, m, w // m, m, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, m, m, c)
+    x = x.reshape(b, h // m, m, w // m, m, c)  # (B, H/M, M, W/M, M, C): window row, row in it, ...
+    x = x.transpose(0, 1, 3, 2, 4, 5)  # (B, H/M, W/M, M, M, C): the windows, row-major
+    return x.reshape(-1, m, m, c)  # (B*nW, M, M, C)
 
 
 def window_reverse(windows: Any, window_size: int, height: int, width: int) -> Any:
@@ -33,8 +34,9 @@ def window_reverse(windows: Any, window_size: int, height: int, width: int) -> A
     ``window_partition``, so ``window_reverse(window_partition(x, M), M, H, W)`` equals x."""
     m = window_size
     c = windows.shape[-1]
-    x = windows.reshape(-1, height // m, width // m, m, m, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+    x = windows.reshape(-1, height // m, width // m, m, m, c)  # (B, H/M, W/M, M, M, C)
+    x = x.transpose(0, 1, 3, 2, 4, 5)  # (B, H/M, M, W/M, M, C)
+    return x.reshape(-1, height, width, c)  # (B, H, W, C)
 
 
 def cyclic_shift(x: Any, shift: int) -> Any:
@@ -59,14 +61,15 @@ def relative_position_index(window_size: int, device: str = "cpu") -> Any:
     """
     xp = backend.array_module_for(device)
     m = window_size
-    rows = xp.arange(m * m) // m
+    rows = xp.arange(m * m) // m  # (M*M,): each token's row in the window
     cols = xp.arange(m * m) % m
-    dh = rows[:, None] - rows[None, :]
+    dh = rows[:, None] - rows[None, :]  # (M*M, M*M): query's row minus key's
     dw = cols[:, None] - cols[None, :]
-    return (dh + m - 1) * (2 * m - 1) + (dw + m - 1)
+    return (dh + m - 1) * (2 * m - 1) + (dw + m - 1)  # (M*M, M*M), in [0, (2M-1)^2)
 
 
-def shifted_window_mask(height: int, width: int, window_size: int, shift: int, device: str = "cpu") -> Any:
+def shifted_window_mask(height: int, width: int, window_size: int, shift: int,
+                        device: str = "cpu") -> Any:
     """The additive attention mask of shifted windows, ``(nW, M*M, M*M)`` float32 (Fig. 4).
 
     After the cyclic shift, a window at the bottom or right edge holds tokens from up to four
@@ -86,7 +89,8 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift: int, d
         position = xp.arange(n)
         return (position >= n - m).astype(xp.int64) + (position >= n - shift).astype(xp.int64)
 
-    labels = region(height)[:, None] * 3 + region(width)[None, :]
-    windows = window_partition(labels.reshape(1, height, width, 1), m).reshape(-1, m * m)
-    different = windows[:, None, :] != windows[:, :, None]
+    labels = region(height)[:, None] * 3 + region(width)[None, :]  # (H, W), 0..8
+    windows = window_partition(labels.reshape(1, height, width, 1), m)  # (nW, M, M, 1)
+    windows = windows.reshape(-1, m * m)  # (nW, M*M): each token's region
+    different = windows[:, None, :] != windows[:, :, None]  # (nW, M*M, M*M): [w, query, key]
     return xp.where(different, MASK_VALUE, 0.0).astype(xp.float32)

@@ -3,16 +3,10 @@ from __future__ import annotations
 
 import math
 
-from minigrad import backend
 from minigrad import functional as F
 from minigrad.nn import init
 from minigrad.nn.module import Module, Parameter
 from minigrad.tensor import Tensor
-
-
-def _empty(*shape: int) -> Parameter:
-    xp = backend.array_module_for(backend.get_default_device())
-    return Parameter(xp.zeros(shape, dtype=xp.float32))
 
 
 class Linear(Module):
@@ -21,9 +15,9 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = init.kaiming_uniform_(_empty(out_features, in_features), a=math.sqrt(5))
+        self.weight = init.kaiming_uniform_(Parameter.zeros(out_features, in_features), a=math.sqrt(5))
         bound = 1.0 / math.sqrt(in_features)
-        self.bias = init.uniform_(_empty(out_features), -bound, bound) if bias else None
+        self.bias = init.uniform_(Parameter.zeros(out_features), -bound, bound) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -38,8 +32,8 @@ class LayerNorm(Module):
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.dim, self.eps = dim, eps
-        self.weight = init.ones_(_empty(dim))
-        self.bias = _empty(dim)
+        self.weight = init.ones_(Parameter.zeros(dim))
+        self.bias = Parameter.zeros(dim)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.dim:

@@ -8,14 +8,20 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from minigrad import backend
-from minigrad.tensor import Tensor
+from minigrad.tensor import Tensor, data_of
 
 
 class Parameter(Tensor):
     """A tensor that is a learnable weight of a module: it requires grad."""
 
     def __init__(self, data: Any, requires_grad: bool = True):
-        super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+        super().__init__(data_of(data), requires_grad=requires_grad)
+
+    @classmethod
+    def zeros(cls, *shape: int) -> "Parameter":
+        """A float32 parameter of zeros on the default device, for an initialiser to fill."""
+        xp = backend.array_module_for(backend.get_default_device())
+        return cls(xp.zeros(shape, dtype=xp.float32))
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
@@ -173,7 +179,7 @@ class Module:
 
     def state_dict(self) -> dict[str, Any]:
         """Parameters and persistent buffers as fresh host NumPy arrays, keyed as PyTorch keys them."""
-        return {key: backend.host_copy(_array(registry[name]))
+        return {key: backend.host_copy(data_of(registry[name]))
                 for key, (registry, name) in self._state_slots().items()}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> IncompatibleKeys:
@@ -187,9 +193,9 @@ class Module:
         missing = [key for key in slots if key not in state_dict]
         unexpected = [key for key in state_dict if key not in slots]
         mismatched = [f"  {key}: the checkpoint has shape {tuple(value.shape)}, the model "
-                      f"{tuple(_array(slots[key][0][slots[key][1]]).shape)}"
+                      f"{tuple(data_of(slots[key][0][slots[key][1]]).shape)}"
                       for key, value in state_dict.items()
-                      if key in slots and tuple(value.shape) != tuple(_array(slots[key][0][slots[key][1]]).shape)]
+                      if key in slots and tuple(value.shape) != tuple(data_of(slots[key][0][slots[key][1]]).shape)]
         if mismatched:
             raise ValueError("load_state_dict: shapes differ for these keys:\n" + "\n".join(mismatched))
         if strict and (missing or unexpected):
@@ -201,8 +207,8 @@ class Module:
             if key not in slots:
                 continue
             registry, name = slots[key]
-            current = _array(registry[name])
-            array = backend.to_device(_array(value), backend.device_of(current)).astype(current.dtype)
+            current = data_of(registry[name])
+            array = backend.to_device(data_of(value), backend.device_of(current)).astype(current.dtype)
             if isinstance(registry[name], Parameter):
                 registry[name].data = array
             else:
@@ -225,10 +231,6 @@ class Module:
         if not lines:
             return f"{type(self).__name__}({self.extra_repr()})"
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
-
-
-def _array(value: Any) -> Any:
-    return value.data if isinstance(value, Tensor) else value
 
 
 class ModuleList(Module):
