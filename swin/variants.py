@@ -17,19 +17,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "swin_l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.2),
     # Small enough to train in minutes on a laptop CPU: 64 px images, 4x4 windows, 4 stages of
     # resolution 16, 8, 4, 2 (the last one a single window).
-    "swin_mini": dict(img_size=64, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4,
-                      drop_path_rate=0.1),
+    "swin_mini": dict(img_size=64, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                      window_size=4, drop_path_rate=0.1),
 }
 
 
-def build(name: str, **overrides: Any) -> SwinTransformer:
-    """Build the variant ``name`` with ``overrides`` applied."""
+def settings_of(name: str, **overrides: Any) -> dict[str, Any]:
+    """The settings ``build(name, **overrides)`` passes to ``SwinTransformer``: the variant's own,
+    ``overrides`` applied, and the window the variant's images need (7, or 12 at 384 px) unless
+    one is given."""
     if name not in VARIANTS:
         raise ValueError(f"unknown Swin variant {name!r}; choose one of {sorted(VARIANTS)}")
     settings = {**VARIANTS[name], **overrides}
     if "window_size" not in settings:
         settings["window_size"] = 12 if settings.get("img_size", 224) == 384 else 7
-    return SwinTransformer(**settings)
+    return settings
+
+
+def build(name: str, **overrides: Any) -> SwinTransformer:
+    """Build the variant ``name`` with ``overrides`` applied."""
+    return SwinTransformer(**settings_of(name, **overrides))
 
 
 def swin_t(**overrides: Any) -> SwinTransformer:
