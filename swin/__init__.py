@@ -14,5 +14,4 @@ from swin.windows import (cyclic_shift, relative_position_index, shifted_window_
 __all__ = ["VARIANTS", "BasicLayer", "Mlp", "PatchEmbed", "PatchMerging", "SwinTransformer",
            "SwinTransformerBlock", "WindowAttention", "build", "cyclic_shift", "load_pretrained",
            "relative_position_index", "resize_bias_table", "settings_of", "shifted_window_mask",
-           "swin_b", "swin_l",
-           "swin_mini", "swin_s", "swin_t", "window_partition", "window_reverse"]
+           "swin_b", "swin_l", "swin_mini", "swin_s", "swin_t", "window_partition", "window_reverse"]
