@@ -10,6 +10,7 @@
 from minigrad import functional, nn
 from minigrad.backend import get_array_module, is_gpu_available, manual_seed
 from minigrad.gradcheck import gradcheck
+from minigrad.profiler import profile
 from minigrad.serialization import load, save
 from minigrad.tensor import Function, Tensor, is_grad_enabled, no_grad
 
@@ -20,4 +21,4 @@ def tensor(data, requires_grad: bool = False, device: str | None = None, dtype=N
 
 
 __all__ = ["Function", "Tensor", "functional", "get_array_module", "gradcheck", "is_gpu_available",
-           "is_grad_enabled", "load", "manual_seed", "nn", "no_grad", "save", "tensor"]
+           "is_grad_enabled", "load", "manual_seed", "nn", "no_grad", "profile", "save", "tensor"]

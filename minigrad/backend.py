@@ -184,7 +184,9 @@ def to_device(array: Any, device: str | None):
     when it lives elsewhere."""
     if normalize_device(device) == "cpu":
         return asnumpy(array)
-    return _gpu_module().asarray(array if device_of(array) == "gpu" else asnumpy(array))
+    if device_of(array) == "gpu":
+        return array  # not even a no-op asarray: every tensor made on the GPU passes here
+    return _gpu_module().asarray(asnumpy(array))
 
 
 def check_same_device(arrays) -> str:

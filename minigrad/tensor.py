@@ -14,7 +14,7 @@ import contextlib
 import numbers
 from typing import Any, Iterator, Sequence
 
-from minigrad import backend
+from minigrad import backend, profiler
 
 _grad_enabled = True
 
@@ -71,11 +71,12 @@ class Function:
         function = cls(**settings)
         tensors = [_python_value(x) if _is_constant(x) else x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
         arrays = [x.data if isinstance(x, Tensor) else x for x in tensors]
-        backend.check_same_device([x.data for x in tensors if isinstance(x, Tensor)])
+        device = backend.check_same_device([x.data for x in tensors if isinstance(x, Tensor)])
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in tensors)
         record = _grad_enabled and any(needs)
         function.needs_input_grad = needs
-        output = Tensor(function.forward(*arrays), requires_grad=record)
+        result = profiler.measured(cls.__name__, "forward", function.forward, *arrays, device=device)
+        output = Tensor(result, requires_grad=record)
         if record:
             function.inputs = tensors
             output._creator = function
@@ -95,6 +96,9 @@ class Tensor:
 
     __array_priority__ = 1000  # ``ndarray * tensor`` defers to Tensor.__rmul__
     __hash__ = object.__hash__
+    # Where backward writes this leaf's gradient: a view into an optimizer's flat buffer
+    # (optim/flat.py), or None for a fresh array.
+    _grad_storage = None
 
     def __init__(self, data: Any, requires_grad: bool = False, device: str | None = None, dtype: Any = None):
         if isinstance(data, Tensor):
@@ -200,14 +204,13 @@ class Tensor:
                     _release(function)
                 continue
             if function is None:
-                # A copy: the array may be shared (another leaf, the caller's grad) or a read-only
-                # broadcast view, and optimizers update .grad in place.
-                tensor.grad = grad.copy() if tensor.grad is None else tensor.grad + grad
+                profiler.measured("AccumulateGrad", "backward", tensor._accumulate_grad, grad)
                 continue
             if not hasattr(function, "inputs"):
                 raise RuntimeError("backward() through a graph a second time: its saved arrays were "
                                    "released after the first backward; recompute the forward pass")
-            input_grads = function.backward(grad)
+            input_grads = profiler.measured(type(function).__name__, "backward", function.backward,
+                                            grad)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for tensor_in, grad_in in zip(function.inputs, input_grads):
@@ -217,6 +220,22 @@ class Tensor:
                 key = id(tensor_in)
                 grads[key] = grad_in if key not in grads else grads[key] + grad_in
             _release(function)
+
+    def _accumulate_grad(self, grad) -> None:
+        """Add ``grad`` to this leaf's ``.grad``. Always into an array of the leaf's own: ``grad``
+        may be shared (another leaf, the caller's grad) or a read-only broadcast view, and
+        optimizers update .grad in place."""
+        storage = self._grad_storage
+        if self.grad is None and storage is not None and storage.dtype == grad.dtype \
+                and backend.device_of(storage) == backend.device_of(grad):
+            storage[...] = grad
+            self.grad = storage
+        elif self.grad is None:
+            self.grad = grad.copy()
+        elif self.grad is storage:
+            storage += grad
+        else:
+            self.grad = self.grad + grad
 
     # ---- operators (implemented in minigrad.functional)
 

@@ -4,14 +4,21 @@ A subclass implements ``update(parameter, grad, state, group)`` on raw arrays; t
 the groups, skips parameters without a gradient, negates the gradient of groups that ``maximize``,
 and keeps ``state`` per parameter. Arrays stay on the parameters' device; ``state_dict`` copies
 them to the host for ``minigrad.save``.
+
+The update is elementwise, so the base class packs the parameters of a group that share a device
+and a dtype into one flat array (optim/flat.py) and calls ``update`` once on it, instead of once per
+parameter: a few kernel launches a step on a GPU, not thousands. A group where some parameter has
+no gradient is stepped one parameter at a time, as torch skips it.
 """
 from __future__ import annotations
 
+import types
 from typing import Any, Iterable
 
-from minigrad import backend
+from minigrad import backend, profiler
 from minigrad.nn import Parameter
 from minigrad.tensor import Tensor
+from optim.flat import FlatBlock
 
 
 class Optimizer:
@@ -23,6 +30,7 @@ class Optimizer:
         self.defaults = defaults
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[Parameter, dict[str, Any]] = {}
+        self._blocks: dict[int, list[FlatBlock]] = {}  # each group's parameters, packed
         groups = list(_check_iterable(params, type(self).__name__))
         if not groups:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -43,6 +51,9 @@ class Optimizer:
             raise ValueError(f"unknown settings {sorted(unknown)} for {type(self).__name__}; "
                              f"it takes {sorted(self.defaults)}")
         self.param_groups.append({**self.defaults, **group, "params": params})
+        # Packed now, not at the first step: so the first backward already writes the gradients
+        # into the flat buffer, and clipping sums them in the same order at every step.
+        self._blocks[len(self.param_groups) - 1] = self._pack(params)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients (``set_to_none``, which frees them) or fill them with zeros."""
@@ -55,11 +66,36 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
-        for group in self.param_groups:
-            for parameter in group["params"]:
-                if parameter.grad is not None:
-                    grad = -parameter.grad if group.get("maximize") else parameter.grad
-                    self.update(parameter, grad, self.state.setdefault(parameter, {}), group)
+        device = self.param_groups[0]["params"][0].device
+        profiler.measured(f"{type(self).__name__}.step", "optimizer", self._step, device=device)
+
+    def _step(self) -> None:
+        for index, group in enumerate(self.param_groups):
+            for block in self._blocks_of_group(index, group):
+                if block.shared_state is not None and block.gradients_in_place():
+                    grad = -block.grad if group.get("maximize") else block.grad
+                    self.update(types.SimpleNamespace(data=block.data), grad, block.shared_state, group)
+                    block.after_update(self.state)
+                    continue
+                for parameter in block.parameters:  # one at a time, skipping those without a gradient
+                    if parameter.grad is not None:
+                        grad = -parameter.grad if group.get("maximize") else parameter.grad
+                        self.update(parameter, grad, self.state.setdefault(parameter, {}), group)
+                self._blocks.pop(index)  # the states may now disagree: pack them anew next step
+
+    def _blocks_of_group(self, index: int, group: dict[str, Any]) -> list[FlatBlock]:
+        """The group's parameters packed by device and dtype (see optim/flat.py), packed anew
+        where anything replaced a view since."""
+        blocks = self._blocks.get(index)
+        if blocks is None or not all(block.intact(self.state) for block in blocks):
+            blocks = self._blocks[index] = self._pack(group["params"])
+        return blocks
+
+    def _pack(self, parameters: list[Parameter]) -> list[FlatBlock]:
+        alike: dict[tuple[str, Any], list[Parameter]] = {}
+        for parameter in parameters:
+            alike.setdefault((parameter.device, parameter.dtype), []).append(parameter)
+        return [FlatBlock(params, self.state) for params in alike.values()]
 
     def update(self, parameter: Parameter, grad, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -97,7 +133,7 @@ class Optimizer:
         for saved, group in zip(saved_groups, self.param_groups):
             group.update({k: tuple(v) if isinstance(self.defaults.get(k), tuple) else v
                           for k, v in saved.items() if k != "params"})
-        self.state = state
+        self.state = state  # packed anew, from these, at the next step
 
 
 def _check_iterable(params: Any, optimizer: str) -> Any:

@@ -14,7 +14,7 @@ from minigrad import backend, nn
 from minigrad import functional as F
 from minigrad.nn import init
 from minigrad.tensor import Function, Tensor
-from swin.windows import relative_position_index
+from swin.windows import relative_offset_one_hot, relative_position_index
 
 
 class RelativePositionBias(Function):
@@ -29,20 +29,17 @@ class RelativePositionBias(Function):
     and G the gradient arranged as (hi, hj) x (wi, wj), the table's gradient is E^T G E per head.
     """
 
-    def __init__(self, index: Any, window_size: int):
-        self.index, self.window_size = index, window_size
+    def __init__(self, index: Any, one_hot: Any):
+        self.index, self.one_hot = index, one_hot  # E: relative_offset_one_hot, (M*M, 2M-1)
 
     def forward(self, table):
         return table[self.index]
 
     def backward(self, grad):
         """``grad``: ``(M*M * M*M, heads)``, one row per pair of tokens (hi, wi), (hj, wj)."""
-        xp = backend.get_array_module(grad)
-        m, heads = self.window_size, grad.shape[-1]
-        side, pairs = 2 * m - 1, m * m
-        coordinate = xp.arange(m)
-        offset = (coordinate[:, None] - coordinate[None, :] + m - 1).reshape(pairs)  # (M*M,)
-        one_hot = (offset[:, None] == xp.arange(side)).astype(grad.dtype)  # E: (M*M, 2M-1)
+        one_hot = self.one_hot.astype(grad.dtype, copy=False)  # E: (M*M, 2M-1)
+        pairs, side = one_hot.shape
+        m, heads = (side + 1) // 2, grad.shape[-1]
         grad = grad.reshape(m, m, m, m, heads)  # (hi, wi, hj, wj, head)
         by_rows_then_columns = grad.transpose(0, 2, 1, 3, 4)  # (hi, hj, wi, wj, head)
         by_rows_then_columns = by_rows_then_columns.reshape(pairs, pairs * heads)
@@ -68,6 +65,8 @@ class WindowAttention(nn.Module):
         # A table derived from M alone: kept out of checkpoints, as timm does.
         index = relative_position_index(window_size, backend.get_default_device())  # (M*M, M*M)
         self.register_buffer("relative_position_index", index.reshape(-1), persistent=False)
+        one_hot = relative_offset_one_hot(window_size, backend.get_default_device())  # for backward
+        self.register_buffer("relative_offset_one_hot", one_hot, persistent=False)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -78,7 +77,7 @@ class WindowAttention(nn.Module):
         n = self.window_size**2
         bias = RelativePositionBias.apply(self.relative_position_bias_table,
                                           index=self.relative_position_index,
-                                          window_size=self.window_size)  # (M*M * M*M, heads)
+                                          one_hot=self.relative_offset_one_hot)  # (M*M * M*M, heads)
         return bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)  # (heads, M*M, M*M)
 
     def forward(self, x: Tensor, mask: Any = None) -> Tensor:

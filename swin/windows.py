@@ -68,6 +68,21 @@ def relative_position_index(window_size: int, device: str = "cpu") -> Any:
     return (dh + m - 1) * (2 * m - 1) + (dw + m - 1)  # (M*M, M*M), in [0, (2M-1)^2)
 
 
+def relative_offset_one_hot(window_size: int, device: str = "cpu") -> Any:
+    """E: for each pair of coordinates (i, j) along one axis of an ``M x M`` window, the one-hot
+    ``(M*M, 2M-1)`` of their offset ``i - j + M - 1``: the rows of Eq. 4's bias table are indexed by
+    the row offset and the column offset, each a one-hot product with E (see RelativePositionBias).
+
+    For M = 2 the pairs (0,0), (0,1), (1,0), (1,1) have offsets 1, 0, 2, 1:
+    [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]].
+    """
+    xp = backend.array_module_for(device)
+    m = window_size
+    coordinate = xp.arange(m)
+    offset = (coordinate[:, None] - coordinate[None, :] + m - 1).reshape(m * m)  # (M*M,)
+    return (offset[:, None] == xp.arange(2 * m - 1)).astype(xp.float32)  # (M*M, 2M-1)
+
+
 def shifted_window_mask(height: int, width: int, window_size: int, shift: int,
                         device: str = "cpu") -> Any:
     """The additive attention mask of shifted windows, ``(nW, M*M, M*M)`` float32 (Fig. 4).

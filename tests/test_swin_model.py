@@ -13,7 +13,8 @@ from minigrad import backend, nn
 from minigrad import functional as F
 from minigrad.tensor import Tensor
 from swin import (Mlp, PatchEmbed, PatchMerging, SwinTransformer, SwinTransformerBlock, WindowAttention, build,
-                  relative_position_index, shifted_window_mask, swin_b, swin_l, swin_mini, swin_s, swin_t)
+                  relative_offset_one_hot, relative_position_index, shifted_window_mask, swin_b, swin_l,
+                  swin_mini, swin_s, swin_t)
 from swin.attention import RelativePositionBias
 from test_swin_windows import official_region_labels, windows_by_loop
 
@@ -635,13 +636,14 @@ def test_relative_position_bias_is_the_lookup_and_its_gradient_the_scatter_add(d
     index = relative_position_index(window_size, device).reshape(-1)
     cotangent = rng(5).standard_normal((window_size**4, heads))
     leaf = minigrad.tensor(table, requires_grad=True, device=device)
-    bias = RelativePositionBias.apply(leaf, index=index, window_size=window_size)
+    one_hot = relative_offset_one_hot(window_size, device)
+    bias = RelativePositionBias.apply(leaf, index=index, one_hot=one_hot)
     np.testing.assert_array_equal(bias.numpy(), table[backend.asnumpy(index)])
     bias.backward(backend.to_device(cotangent, device))
     scattered = np.zeros_like(table)
     np.add.at(scattered, backend.asnumpy(index), cotangent)
     np.testing.assert_allclose(backend.asnumpy(leaf.grad), scattered, rtol=1e-13, atol=1e-13)
-    assert minigrad.gradcheck(lambda t: RelativePositionBias.apply(t, index=index, window_size=window_size),
+    assert minigrad.gradcheck(lambda t: RelativePositionBias.apply(t, index=index, one_hot=one_hot),
                               [minigrad.tensor(table, requires_grad=True, device=device)])
 
 

@@ -7,7 +7,8 @@ import pytest
 import minigrad
 from minigrad import backend
 from minigrad.tensor import Tensor
-from swin import cyclic_shift, relative_position_index, shifted_window_mask, window_partition, window_reverse
+from swin import (cyclic_shift, relative_offset_one_hot, relative_position_index, shifted_window_mask, window_partition,
+                  window_reverse)
 from swin.windows import MASK_VALUE
 
 SHAPES = [  # (B, H, W, C, M)
@@ -118,6 +119,22 @@ def test_relative_position_index_matches_the_formula_pair_by_pair(device, m):
     np.testing.assert_array_equal(index, expected)
     np.testing.assert_array_equal(index, backend.asnumpy(relative_position_index(m)))
     assert index.min() == 0 and index.max() == (2 * m - 1) ** 2 - 1  # every table row is reachable
+
+
+def test_relative_offset_one_hot_for_a_2x2_window():
+    expected = [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]]  # offsets 1, 0, 2, 1 (the docstring's)
+    np.testing.assert_array_equal(relative_offset_one_hot(2), expected)
+
+
+@pytest.mark.parametrize("m", [1, 3, 7])
+def test_relative_offset_one_hot_marks_each_pairs_offset_once(device, m):
+    one_hot = relative_offset_one_hot(m, device)
+    assert backend.device_of(one_hot) == device and one_hot.dtype == np.float32
+    expected = np.zeros((m * m, 2 * m - 1), dtype=np.float32)
+    for i in range(m):
+        for j in range(m):
+            expected[i * m + j, i - j + m - 1] = 1.0
+    np.testing.assert_array_equal(backend.asnumpy(one_hot), expected)
 
 
 # ---- shifted_window_mask

@@ -20,6 +20,9 @@ NumPy, but behave as CuPy's arrays do wherever the two differ, so a GPU bug show
   data given to ``asarray``, and index lists and NumPy index arrays, on every call), downloads
   (every read to the host) and synchronisations (boolean masks, ``nonzero`` and one-argument
   ``where``, whose result size the host must read first).
+- ``operation_count`` counts the kernels CuPy would launch: every operation that computes or copies
+  on the device, by name; views (reshape, transpose, slicing, ``asarray`` of a device array) launch
+  none. On a GPU each launch costs 5-10 us of host time, so this count is the GPU's speed proxy.
 """
 from __future__ import annotations
 
@@ -60,9 +63,8 @@ _NOT_ON_THE_HOST = ("Implicit conversion to a NumPy array is not allowed. "
                     "Please use `.get()` to construct a NumPy array explicitly.")
 
 
-class TransferCounter:
-    """Host-device traffic of the stand-in: ``count`` in all, ``kinds`` by kind
-    (``"upload"``, ``"download"``, ``"sync"``)."""
+class Tally:
+    """A running count, ``count`` in all and ``kinds`` by kind."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -73,7 +75,27 @@ class TransferCounter:
         self.kinds[kind] += 1
 
 
-transfer_count = TransferCounter()
+transfer_count = Tally()  # by kind: "upload", "download", "sync"
+operation_count = Tally()  # by operation: "add", "ndarray.sum", "getitem", ...
+
+
+def _launch(name: str, result, inputs) -> None:
+    """Count the kernel that computed ``result`` from ``inputs`` (host arrays), unless ``result``
+    is a view of one of them, or memory only allocated, which CuPy makes without a kernel."""
+    if name in ("empty", "empty_like"):
+        return
+    if isinstance(result, numpy.ndarray) and any(
+            isinstance(x, numpy.ndarray) and numpy.may_share_memory(result, x) for x in _host_arrays(inputs)):
+        return
+    operation_count.add(name)
+
+
+def _host_arrays(values):
+    for value in values:
+        if isinstance(value, numpy.ndarray):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from _host_arrays(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,13 +325,17 @@ def _function(name: str, numpy_function, signature: str | None):
             return _where(*args, **kwargs)
         if name in _SYNCHRONISING:
             transfer_count.add("sync")
-        return _to_device(numpy_function(*_to_host(args), **_to_host(kwargs)))
+        host_args = _to_host(args)
+        result = numpy_function(*host_args, **_to_host(kwargs))
+        _launch(name, result, host_args)
+        return _to_device(result)
 
     call.__name__ = call.__qualname__ = name
     return call
 
 
 def _where(condition, x=None, y=None):
+    operation_count.add("where")
     if x is None and y is None:  # as nonzero: the host reads how many there are
         transfer_count.add("sync")
         return _to_device(numpy.nonzero(_to_host(condition)))
@@ -345,7 +371,9 @@ class Ufunc:
             if not isinstance(value, FakeGpuArray):
                 raise TypeError(f"Unsupported type {type(value)}")
         self._check_loop(inputs)
-        result = self._numpy(*_to_host(inputs), out=_to_host(tuple(outputs)) or None, dtype=dtype, casting=casting)
+        result = self._numpy(*_to_host(inputs), out=_to_host(tuple(outputs)) or None, dtype=dtype,
+                             casting=casting)
+        operation_count.add(self.__name__)
         if outputs:
             return outputs[0] if self.nout == 1 else tuple(outputs)
         return _to_device(result)
@@ -381,6 +409,7 @@ class Ufunc:
     def _numpy_method(self, method: str, *args, **kwargs):
         _refuse_host_arrays(args)
         _refuse_host_arrays(kwargs.values())
+        operation_count.add(f"{self.__name__}.{method}")
         return _to_device(getattr(self._numpy, method)(*_to_host(args), **_to_host(kwargs)))
 
     def outer(self, a, b, **kwargs):
@@ -401,6 +430,7 @@ class Ufunc:
         if b is not None and not (isinstance(b, FakeGpuArray) or _is_scalar(b)):
             transfer_count.add("upload")
         self._numpy.at(a._host, index, *(() if b is None else (_to_host(b),)))
+        operation_count.add(f"{self.__name__}.at")
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,10 +551,11 @@ class FakeGpuArray:
         return _upload, (self.get(),)
 
     def __copy__(self) -> "FakeGpuArray":
+        operation_count.add("copy")
         return FakeGpuArray(self._host.copy())
 
     def __deepcopy__(self, memo) -> "FakeGpuArray":
-        return FakeGpuArray(self._host.copy())
+        return self.__copy__()
 
     def __len__(self) -> int:
         if self.ndim == 0:
@@ -537,7 +568,9 @@ class FakeGpuArray:
         return (self[i] for i in range(self.shape[0]))
 
     def __getitem__(self, index):
-        return _to_device(self._host[_device_index(index, self.shape)])
+        result = self._host[_device_index(index, self.shape)]
+        _launch("getitem", result, (self._host,))
+        return _to_device(result)
 
     def __setitem__(self, index, value) -> None:
         host_index = _device_index(index, self.shape)
@@ -546,6 +579,7 @@ class FakeGpuArray:
                 raise TypeError(f"Unsupported type {type(value)}")
             transfer_count.add("upload")  # an advanced-index assignment uploads the values
         self._host[host_index] = _to_host(value)
+        operation_count.add("setitem")
 
     # NumPy's functions hand stand-in arrays to CuPy's, as CuPy's arrays have them do.
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -589,7 +623,9 @@ def _method(bound, name: str, signature: str | None, *args, **kwargs):
     _refuse_host_arrays(kwargs.values())
     if name == "cupy.ndarray.nonzero":
         transfer_count.add("sync")
-    return _to_device(bound(*_to_host(args), **_to_host(kwargs)))
+    result = bound(*_to_host(args), **_to_host(kwargs))
+    _launch(name.removeprefix("cupy."), result, (bound.__self__,) + tuple(_to_host(args)))
+    return _to_device(result)
 
 
 def _upload(host: numpy.ndarray) -> FakeGpuArray:
@@ -609,9 +645,11 @@ class RandomState:
         self._generator = numpy.random.Generator(numpy.random.Philox(seed))
 
     def random_sample(self, size=None, dtype=float) -> FakeGpuArray:
+        operation_count.add("random.random_sample")
         return FakeGpuArray(numpy.asarray(self._generator.random(size, dtype=dtype)))
 
     def standard_normal(self, size=None, dtype=float) -> FakeGpuArray:
+        operation_count.add("random.standard_normal")
         return FakeGpuArray(numpy.asarray(self._generator.standard_normal(size, dtype=dtype)))
 
 
