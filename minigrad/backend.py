@@ -5,8 +5,8 @@ CuPy's. Code that computes on tensors never names NumPy: it asks ``get_array_mod
 and calls ``xp.exp``, ``xp.matmul`` and so on, so one code path serves both devices.
 
 The few places where NumPy and CuPy differ live here, one function each: ``scatter_add``, ``erf``,
-host transfer (``asnumpy``, ``to_device``) and random numbers (``manual_seed``, ``random_uniform``,
-``random_normal``).
+host transfer (``asnumpy``, ``to_device``), random numbers (``manual_seed``, ``random_uniform``,
+``random_normal``) and fused kernels (``fused``: NumPy's several passes, or one CUDA kernel).
 
 For tests on machines without a GPU, ``MINIGRAD_FAKE_GPU=1`` serves device ``"gpu"`` with the
 stand-in of ``minigrad/testing/fake_gpu.py``, which plays CuPy on the CPU as strictly as CuPy. It is a
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy
 import scipy.special
@@ -207,6 +207,18 @@ def check_same_device(arrays) -> str:
 def scatter_add(target, index, values) -> None:
     """``target[index] += values`` accumulating repeated indices (``np.add.at``, CuPy's add.at)."""
     get_array_module(target).add.at(target, index, values)
+
+
+def fused(name: str, reference: Callable[..., Any], kernel: Callable[..., Any], *arrays: Any) -> Any:
+    """One fused operation on ``arrays`` (see minigrad/kernels.py): ``reference``, NumPy's passes,
+    on the CPU; ``kernel``, one CUDA launch, on CuPy. The stand-in GPU runs the reference on its
+    host arrays and counts the one launch CuPy would make."""
+    xp = get_array_module(arrays[0])
+    if xp is numpy:
+        return reference(*arrays)
+    if xp is cupy:
+        return kernel(*arrays)
+    return _stand_in.fused(name, reference, arrays)
 
 
 def erf(x):

@@ -628,6 +628,13 @@ def _method(bound, name: str, signature: str | None, *args, **kwargs):
     return _to_device(result)
 
 
+def fused(name: str, reference, arrays) -> Any:
+    """A fused kernel (minigrad/kernels.py) on the stand-in: its NumPy reference, one launch."""
+    _refuse_host_arrays(arrays)
+    operation_count.add(name)
+    return _to_device(reference(*_to_host(tuple(arrays))))
+
+
 def _upload(host: numpy.ndarray) -> FakeGpuArray:
     transfer_count.add("upload")
     return FakeGpuArray(numpy.array(host))

@@ -1,0 +1,311 @@
+"""Fused kernels: GELU, softmax and LayerNorm, forward and backward, one GPU launch each.
+
+On a GPU, what Swin's glue costs is the number of kernels launched (5-10 us of host time each),
+not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, each a launch.
+Each op here is written twice:
+
+- in NumPy (``*_reference``), the reference: the CPU runs it, and so does the stand-in GPU, which
+  counts it as the one launch CuPy makes;
+- in CUDA (``SOURCE``), for CuPy: one kernel, templated on float and double, compiled by NVRTC at
+  its first use. The row kernels (softmax, LayerNorm) give each row to one warp of 32 threads,
+  which sum and take maxima with shuffles: Swin's rows are short (49 scores, 96 to 768 channels).
+
+``tests/test_kernels.py`` compiles SOURCE with NVRTC, which needs no GPU, so a kernel that does not
+compile fails CI; on a GPU (``-m gpu``) it compares each kernel with its reference.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+from minigrad import backend
+
+_SQRT_HALF = math.sqrt(0.5)  # 0.7071067811865476 in SOURCE
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)  # 0.3989422804014327 in SOURCE
+
+SOURCE = r"""
+template <typename T> __device__ T warp_sum(T value) {
+    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
+    return value;
+}
+
+template <typename T> __device__ T warp_max(T value) {
+    for (int offset = 16; offset > 0; offset >>= 1) value = max(value, __shfl_xor_sync(0xffffffffu, value, offset));
+    return value;
+}
+
+// y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, kept for backward.
+template <typename T>
+__global__ void gelu_forward(const T* x, T* y, T* cdf, long long size) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    T phi = (erf(x[i] * (T)0.7071067811865476) + (T)1) * (T)0.5;
+    cdf[i] = phi;
+    y[i] = x[i] * phi;
+}
+
+// dx = grad (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+template <typename T>
+__global__ void gelu_backward(const T* x, const T* cdf, const T* grad, T* dx, long long size) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    T pdf = (T)0.3989422804014327 * exp((T)-0.5 * x[i] * x[i]);
+    dx[i] = grad[i] * (cdf[i] + x[i] * pdf);
+}
+
+// One warp a row of n: the row's index and this thread's lane, or false past the last row.
+__device__ bool warp_row(long long rows, long long* row, int* lane) {
+    *row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    *lane = threadIdx.x % 32;
+    return *row < rows;
+}
+
+// s = exp(x - max) / sum exp(x - max) along each row.
+template <typename T>
+__global__ void softmax_forward(const T* x, T* s, long long rows, int n) {
+    long long row; int lane;
+    if (!warp_row(rows, &row, &lane)) return;
+    const T* in = x + row * n;
+    T* out = s + row * n;
+    T top = in[0];
+    for (int j = lane; j < n; j += 32) top = max(top, in[j]);
+    top = warp_max(top);
+    T total = 0;
+    for (int j = lane; j < n; j += 32) { out[j] = exp(in[j] - top); total += out[j]; }
+    total = warp_sum(total);
+    for (int j = lane; j < n; j += 32) out[j] = out[j] / total;
+}
+
+// dx = s (grad - sum(grad s)) along each row.
+template <typename T>
+__global__ void softmax_backward(const T* s, const T* grad, T* dx, long long rows, int n) {
+    long long row; int lane;
+    if (!warp_row(rows, &row, &lane)) return;
+    const T* sr = s + row * n;
+    const T* gr = grad + row * n;
+    T dot = 0;
+    for (int j = lane; j < n; j += 32) dot += gr[j] * sr[j];
+    dot = warp_sum(dot);
+    for (int j = lane; j < n; j += 32) dx[row * n + j] = sr[j] * (gr[j] - dot);
+}
+
+// normalized = (x - mean) rstd, rstd = 1 / sqrt(var + eps), y = normalized w + b, each row.
+template <typename T>
+__global__ void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* normalized,
+                                   T* rstd, long long rows, int n, double eps) {
+    long long row; int lane;
+    if (!warp_row(rows, &row, &lane)) return;
+    const T* in = x + row * n;
+    T total = 0;
+    for (int j = lane; j < n; j += 32) total += in[j];
+    T mean = warp_sum(total) / (T)n;
+    T squares = 0;
+    for (int j = lane; j < n; j += 32) { T centered = in[j] - mean; squares += centered * centered; }
+    T r = (T)1 / sqrt(warp_sum(squares) / (T)n + (T)eps);
+    if (lane == 0) rstd[row] = r;
+    for (int j = lane; j < n; j += 32) {
+        T h = (in[j] - mean) * r;
+        normalized[row * n + j] = h;
+        y[row * n + j] = h * weight[j] + bias[j];
+    }
+}
+
+// g = grad w; dx = rstd (g - mean(g) - normalized mean(g normalized)), each row.
+template <typename T>
+__global__ void layer_norm_backward(const T* grad, const T* normalized, const T* rstd, const T* weight,
+                                    T* dx, long long rows, int n) {
+    long long row; int lane;
+    if (!warp_row(rows, &row, &lane)) return;
+    const T* gr = grad + row * n;
+    const T* hr = normalized + row * n;
+    T g_sum = 0, gh_sum = 0;
+    for (int j = lane; j < n; j += 32) { T g = gr[j] * weight[j]; g_sum += g; gh_sum += g * hr[j]; }
+    T g_mean = warp_sum(g_sum) / (T)n, gh_mean = warp_sum(gh_sum) / (T)n;
+    for (int j = lane; j < n; j += 32) dx[row * n + j] = rstd[row] * (gr[j] * weight[j] - g_mean - hr[j] * gh_mean);
+}
+"""
+
+KERNELS = ("gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward", "layer_norm_forward",
+           "layer_norm_backward")
+NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
+_THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
+
+
+@functools.cache
+def _compiled():
+    cupy = backend.array_module_for("gpu")
+    return cupy.RawModule(code=SOURCE, options=("-std=c++14",), name_expressions=NAME_EXPRESSIONS)
+
+
+def _launch(kernel: str, threads: int, *args: Any) -> None:
+    """Run ``kernel`` for the dtype of the first array among ``args`` over ``threads`` threads."""
+    t = {"float32": "float", "float64": "double"}[str(args[0].dtype)]
+    function = _compiled().get_function(f"{kernel}<{t}>")
+    function(((threads + _THREADS - 1) // _THREADS,), (_THREADS,), args)
+
+
+def _rows(x) -> tuple[int, int]:
+    n = x.shape[-1] if x.ndim else 1
+    return x.size // max(n, 1), n
+
+
+def _fusable(*arrays: Any) -> bool:
+    """The kernels take float32 or float64 arrays of one dtype, in C order."""
+    return all(a.dtype == arrays[0].dtype and str(a.dtype) in ("float32", "float64") and a.flags.c_contiguous
+               for a in arrays)
+
+
+# ---- GELU
+
+
+def gelu_reference(x):
+    cdf = backend.erf(x * _SQRT_HALF)  # a fresh array: the rest in place
+    cdf += 1.0
+    cdf *= 0.5
+    return x * cdf, cdf
+
+
+def gelu(x) -> tuple[Any, Any]:
+    """``(x Phi(x), Phi(x))``."""
+    return backend.fused("gelu_forward", gelu_reference, _gelu_kernel, x)
+
+
+def _gelu_kernel(x):
+    xp = backend.get_array_module(x)
+    x = xp.ascontiguousarray(x)
+    if not _fusable(x):
+        return gelu_reference(x)
+    y, cdf = xp.empty_like(x), xp.empty_like(x)
+    if x.size:
+        _launch("gelu_forward", x.size, x, y, cdf, xp.int64(x.size))
+    return y, cdf
+
+
+def gelu_backward_reference(x, cdf, grad):
+    pdf = _INV_SQRT_2PI * backend.get_array_module(x).exp(-0.5 * x * x)
+    return grad * (cdf + x * pdf)
+
+
+def gelu_backward(x, cdf, grad):
+    """``grad (Phi(x) + x phi(x))``."""
+    return backend.fused("gelu_backward", gelu_backward_reference, _gelu_backward_kernel, x, cdf, grad)
+
+
+def _gelu_backward_kernel(x, cdf, grad):
+    xp = backend.get_array_module(x)
+    x, cdf, grad = (xp.ascontiguousarray(a) for a in (x, cdf, grad))
+    if not _fusable(x, cdf, grad) or grad.shape != x.shape:
+        return gelu_backward_reference(x, cdf, grad)
+    dx = xp.empty_like(x)
+    if x.size:
+        _launch("gelu_backward", x.size, x, cdf, grad, dx, xp.int64(x.size))
+    return dx
+
+
+# ---- softmax over the last axis
+
+
+def softmax_reference(x, axis: int = -1):
+    xp = backend.get_array_module(x)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def softmax(x):
+    """Softmax over the last axis."""
+    return backend.fused("softmax_forward", softmax_reference, _softmax_kernel, x)
+
+
+def _softmax_kernel(x):
+    xp = backend.get_array_module(x)
+    x = xp.ascontiguousarray(x)
+    if not _fusable(x) or x.ndim == 0:
+        return softmax_reference(x)
+    s = xp.empty_like(x)
+    rows, n = _rows(x)
+    if x.size:
+        _launch("softmax_forward", 32 * rows, x, s, xp.int64(rows), xp.int32(n))
+    return s
+
+
+def softmax_backward_reference(s, grad, axis: int = -1):
+    return s * (grad - (grad * s).sum(axis=axis, keepdims=True))
+
+
+def softmax_backward(s, grad):
+    """``s (grad - sum(grad s))`` over the last axis, s the softmax."""
+    return backend.fused("softmax_backward", softmax_backward_reference, _softmax_backward_kernel, s, grad)
+
+
+def _softmax_backward_kernel(s, grad):
+    xp = backend.get_array_module(s)
+    s, grad = xp.ascontiguousarray(s), xp.ascontiguousarray(grad)
+    if not _fusable(s, grad) or grad.shape != s.shape or s.ndim == 0:
+        return softmax_backward_reference(s, grad)
+    dx = xp.empty_like(s)
+    rows, n = _rows(s)
+    if s.size:
+        _launch("softmax_backward", 32 * rows, s, grad, dx, xp.int64(rows), xp.int32(n))
+    return dx
+
+
+# ---- LayerNorm over the last axis
+
+
+def layer_norm_reference(x, weight, bias, eps: float):
+    xp = backend.get_array_module(x)
+    centered = x - x.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / xp.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
+    normalized = centered * rstd
+    out = normalized if weight is None else normalized * weight
+    return out if bias is None else out + bias, normalized, rstd
+
+
+def layer_norm(x, weight, bias, eps: float):
+    """``(y, normalized, rstd)``: y = normalized w + b, normalized = (x - mean) rstd, rstd of
+    shape ``x.shape[:-1] + (1,)``; ``weight`` and ``bias`` may be None."""
+    return backend.fused("layer_norm_forward", lambda *arrays: layer_norm_reference(*arrays, eps),
+                         lambda *arrays: _layer_norm_kernel(*arrays, eps), x, weight, bias)
+
+
+def _layer_norm_kernel(x, weight, bias, eps: float):
+    xp = backend.get_array_module(x)
+    if weight is None or bias is None:
+        return layer_norm_reference(x, weight, bias, eps)
+    x, weight, bias = (xp.ascontiguousarray(a) for a in (x, weight, bias))
+    if not _fusable(x, weight, bias) or x.ndim == 0 or weight.shape != x.shape[-1:] or bias.shape != weight.shape:
+        return layer_norm_reference(x, weight, bias, eps)
+    rows, n = _rows(x)
+    y, normalized = xp.empty_like(x), xp.empty_like(x)
+    rstd = xp.empty(x.shape[:-1] + (1,), dtype=x.dtype)
+    if x.size:
+        _launch("layer_norm_forward", 32 * rows, x, weight, bias, y, normalized, rstd, xp.int64(rows),
+                xp.int32(n), xp.float64(eps))
+    return y, normalized, rstd
+
+
+def layer_norm_backward_reference(grad, normalized, rstd, weight):
+    g = grad if weight is None else grad * weight
+    return rstd * (g - g.mean(axis=-1, keepdims=True) - normalized * (g * normalized).mean(axis=-1, keepdims=True))
+
+
+def layer_norm_backward(grad, normalized, rstd, weight):
+    """dx of LayerNorm: ``rstd (g - mean(g) - normalized mean(g normalized))``, g = grad w
+    (``weight`` may be None)."""
+    return backend.fused("layer_norm_backward", layer_norm_backward_reference, _layer_norm_backward_kernel,
+                         grad, normalized, rstd, weight)
+
+
+def _layer_norm_backward_kernel(grad, normalized, rstd, weight):
+    xp = backend.get_array_module(grad)
+    if weight is None:
+        return layer_norm_backward_reference(grad, normalized, rstd, weight)
+    grad, normalized, rstd, weight = (xp.ascontiguousarray(a) for a in (grad, normalized, rstd, weight))
+    if not _fusable(grad, normalized, rstd, weight) or grad.shape != normalized.shape or grad.ndim == 0:
+        return layer_norm_backward_reference(grad, normalized, rstd, weight)
+    rows, n = _rows(grad)
+    dx = xp.empty_like(grad)
+    if grad.size:
+        _launch("layer_norm_backward", 32 * rows, grad, normalized, rstd, weight, dx, xp.int64(rows), xp.int32(n))
+    return dx
