@@ -29,26 +29,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import matplotlib
+import numpy
+# Figures made without pyplot: no display needed, and no global list of open figures to close.
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
 
-matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import minigrad  # noqa: E402
-from datasets import SyntheticCarColours  # noqa: E402
-from datasets.folder import image_problem  # noqa: E402
-from datasets.transforms import CenterCrop, Normalize, Resize, ToArray  # noqa: E402
-from minigrad import backend, nn  # noqa: E402
-from minigrad import functional as F  # noqa: E402
-from minigrad.tensor import Tensor  # noqa: E402
-from predict import load_classifier  # noqa: E402
-from swin import (PatchMerging, SwinTransformer, WindowAttention, build, cyclic_shift,  # noqa: E402
-                  relative_position_index, shifted_window_mask, window_partition)
-from swin.model import unusable_size_reason  # noqa: E402
+import minigrad
+from datasets import SyntheticCarColours
+from datasets.folder import image_problem
+from datasets.transforms import CenterCrop, Normalize, Resize, ToArray
+from minigrad import backend, nn
+from minigrad import functional as F
+from minigrad.tensor import Tensor
+from predict import load_classifier
+from swin import (PatchMerging, SwinTransformer, WindowAttention, build, cyclic_shift, relative_position_index,
+                  shifted_window_mask, window_partition)
+from swin.model import unusable_size_reason
 
 FIGURES = ("patches_and_windows", "cyclic_shift", "attention_masks", "relative_position", "attention_maps",
            "patch_merging", "complexity")
@@ -265,7 +263,8 @@ def draw_patches_and_windows(photo: numpy.ndarray, stage: Stage, patch_size: int
         window_of_token[window] = number
     window_of_token = window_of_token.reshape(r, r)
 
-    figure, (patches, windows) = plt.subplots(1, 2, figsize=(8, 4.6))
+    figure = Figure(figsize=(8, 4.6))
+    patches, windows = figure.subplots(1, 2)
     show_photo(patches, photo, "patches", f"{size // patch_size}x{size // patch_size} patches of "
                                           f"{patch_size}x{patch_size} px")
     grid_lines(patches, size, patch_size, color="white", linewidth=0.4)
@@ -293,7 +292,8 @@ def draw_cyclic_shift(photo: numpy.ndarray, stage: Stage) -> Figure:
     shifted = to_pixels(cyclic_shift(to_tokens(photo, t), s), t)
     labels = region_labels(r, m, s)
 
-    figure, (before, after) = plt.subplots(1, 2, figsize=(8, 4.6))
+    figure = Figure(figsize=(8, 4.6))
+    before, after = figure.subplots(1, 2)
     show_photo(before, photo, "photo", f"the shifted windows on the image (offset {s} tokens)")
     grid_lines(before, size, m * t, color="black", linewidth=1.0, linestyle=":")
     for position in range(s * t, size, m * t):
@@ -325,7 +325,8 @@ def draw_attention_masks(stage: Stage) -> Figure:
     r, m, s = stage.resolution, stage.window, stage.shift
     masks = backend.asnumpy(shifted_window_mask(r, r, m, s))
     per_side = r // m
-    figure, grid = plt.subplots(per_side, per_side, figsize=(7, 7.6), squeeze=False)
+    figure = Figure(figsize=(7, 7.6))
+    grid = figure.subplots(per_side, per_side, squeeze=False)
     for number, axes in enumerate(grid.flat):
         image = axes.imshow(masks[number], cmap="gray", vmin=-100, vmax=0, interpolation="nearest")
         axes.set_label(f"window {number}")
@@ -348,7 +349,8 @@ def draw_relative_position(attention: WindowAttention, query: int, head: int, we
     bias = table.reshape(-1)[index]
     query_row, query_col = divmod(query, m)
 
-    figure, (index_axes, table_axes, bias_axes) = plt.subplots(1, 3, figsize=(11, 4.2))
+    figure = Figure(figsize=(11, 4.2))
+    index_axes, table_axes, bias_axes = figure.subplots(1, 3)
     index_axes.imshow(index, cmap="viridis", interpolation="nearest")
     index_axes.set_label("relative index")
     index_axes.set_title(f"relative_position_index, query {query}", fontsize=9)
@@ -384,7 +386,7 @@ def draw_attention_maps(photo: numpy.ndarray, probabilities: numpy.ndarray, stag
     top, left = window_row * m * t, window_col * m * t
     crop = layout[top:top + m * t, left:left + m * t]
 
-    figure = plt.figure(figsize=(10, 5.4))
+    figure = Figure(figsize=(10, 5.4))
     overview = figure.add_axes((0.02, 0.12, 0.4, 0.72))
     show_photo(overview, layout, "layout", ("the cyclically shifted map" if shifted else "the map")
                + f": window {window}")
@@ -414,10 +416,11 @@ def draw_patch_merging(photo: numpy.ndarray, sources: numpy.ndarray, stage: Stag
     for (i, j, slot), (row, col) in zip(numpy.ndindex(sources.shape[:3]), sources.reshape(-1, 2)):
         slot_of_token[row, col] = slot
 
-    figure, (tokens_axes, channels_axes) = plt.subplots(1, 2, figsize=(9, 4.6), width_ratios=(1, 1.1))
+    figure = Figure(figsize=(9, 4.6))
+    tokens_axes, channels_axes = figure.subplots(1, 2, width_ratios=(1, 1.1))
     show_photo(tokens_axes, photo, "photo under slots", f"stage {stage.index + 1}: {r}x{r} tokens -> "
                                                         f"{r // 2}x{r // 2} merged")
-    colours = matplotlib.colors.ListedColormap(SLOT_COLOURS)
+    colours = ListedColormap(SLOT_COLOURS)
     tokens_axes.imshow(slot_of_token, cmap=colours, vmin=-0.5, vmax=3.5, alpha=0.5, interpolation="nearest",
                        extent=(-0.5, size - 0.5, size - 0.5, -0.5), label="slots")
     grid_lines(tokens_axes, size, t, color="white", linewidth=0.3)
@@ -449,7 +452,8 @@ def draw_complexity(points: dict[str, numpy.ndarray], patch_size: int, channels:
     sizes = points["size"]
     curve = numpy.linspace(sizes.min(), sizes.max(), 100)
     sides = curve / patch_size
-    figure, (layer_axes, model_axes) = plt.subplots(1, 2, figsize=(10, 4.4))
+    figure = Figure(figsize=(10, 4.4))
+    layer_axes, model_axes = figure.subplots(1, 2)
     layer_axes.plot(curve, [omega_msa(h, h, channels) for h in sides], label="Omega(MSA), Eq. 1")
     layer_axes.plot(curve, [omega_window_msa(h, h, channels, window) for h in sides], label="Omega(W-MSA), Eq. 2")
     layer_axes.plot(sizes, points["global attention"], "o", color="tab:blue",
@@ -601,7 +605,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     for name, figure in figures.items():
         written[name] = folder / f"{name}.png"
         figure.savefig(written[name], dpi=90)
-        plt.close(figure)
     print(f"{len(written)} figures in {folder}", file=sys.stderr)
     return written
 
