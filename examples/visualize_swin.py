@@ -44,8 +44,8 @@ from minigrad import backend, nn
 from minigrad import functional as F
 from minigrad.tensor import Tensor
 from predict import load_classifier
-from swin import (PatchMerging, SwinTransformer, WindowAttention, build, cyclic_shift, relative_position_index,
-                  shifted_window_mask, window_partition)
+from swin import (PatchMerging, SwinTransformer, WindowAttention, build, cyclic_shift,
+                  relative_position_index, shifted_window_mask, window_reverse)
 from swin.model import unusable_size_reason
 
 FIGURES = ("patches_and_windows", "cyclic_shift", "attention_masks", "relative_position", "attention_maps",
@@ -112,7 +112,8 @@ def load_photo(image: Path | None, size: int, seed: int) -> numpy.ndarray:
                                 f"--image out to draw a synthetic car")
     problem = image_problem(image)
     if problem is not None:
-        raise ValueError(f"--image {image}: Pillow cannot open it as an image ({problem}); pass a .jpg or .png")
+        raise ValueError(f"--image {image}: Pillow cannot open it as an image ({problem}); "
+                         f"pass a .jpg or .png")
     with Image.open(image) as opened:
         photo = CenterCrop(size)(Resize(size)(opened.convert("RGB"), None), None)
     return numpy.asarray(photo)
@@ -130,20 +131,21 @@ def load_model(args: argparse.Namespace) -> tuple[SwinTransformer, str, str]:
         minigrad.manual_seed(args.seed)
         model = build(name, num_classes=11, **({} if args.img_size is None else {"img_size": args.img_size}))
         return model.eval(), name, f"the freshly initialised {name} (seed {args.seed}, no --checkpoint)"
-    model, _ = load_classifier(args.checkpoint, "cpu")
-    architecture = minigrad.load(args.checkpoint)["architecture"]
-    if args.model not in (None, architecture["name"]) or args.img_size not in (None, architecture["img_size"]):
-        raise ValueError(f"--checkpoint {args.checkpoint} holds a {architecture['name']} for "
-                         f"{architecture['img_size']} px images, not the --model {args.model or DEFAULT_MODEL} "
-                         f"at --img-size {args.img_size or model.img_size} asked for; leave --model and "
-                         f"--img-size out (the checkpoint says which model it is)")
-    return model, architecture["name"], f"the trained model of {args.checkpoint}"
+    model, _ = load_classifier(args.checkpoint, "cpu")  # checks the file, says what is wrong with it
+    architecture = minigrad.load(args.checkpoint)["architecture"]  # the variant's name, which the model lacks
+    name, size = architecture["name"], architecture["img_size"]
+    if args.model not in (None, name) or args.img_size not in (None, size):
+        raise ValueError(f"--checkpoint {args.checkpoint} holds a {name} for {size} px images, not the "
+                         f"--model {args.model or name} at --img-size {args.img_size or size} asked for; "
+                         f"leave --model and --img-size out (the checkpoint says which model it is)")
+    return model, name, f"the trained model of {args.checkpoint}"
 
 
 # ------------------------------------------------------------------------ the model, from outside
 
 
-def attention_input(model: SwinTransformer, images: numpy.ndarray, attention: WindowAttention) -> tuple[Tensor, Any]:
+def attention_input(model: SwinTransformer, images: numpy.ndarray,
+                    attention: WindowAttention) -> tuple[Tensor, Any]:
     """The windows ``(B * nW, M*M, C)`` and mask that ``attention`` receives when the model runs on
     ``images``: recorded during the model's own forward pass (minigrad has no forward hooks, so the
     instance's ``forward`` is wrapped for the duration of the call), not recomputed beside it."""
@@ -169,8 +171,10 @@ def attention_probabilities(attention: WindowAttention, windows: Tensor, mask: A
     count, tokens, channels = windows.shape
     heads = attention.num_heads
     with minigrad.no_grad():
-        qkv = attention.qkv(windows).reshape(count, tokens, 3, heads, channels // heads).transpose(2, 0, 3, 1, 4)
-        logits = (qkv[0] * attention.scale) @ qkv[1].transpose(0, 1, 3, 2) + attention.relative_position_bias()
+        qkv = attention.qkv(windows).reshape(count, tokens, 3, heads, channels // heads)
+        # (B*nW, heads, n, d) each
+        query, key = qkv[:, :, 0].transpose(0, 2, 1, 3), qkv[:, :, 1].transpose(0, 2, 1, 3)
+        logits = (query * attention.scale) @ key.transpose(0, 1, 3, 2) + attention.relative_position_bias()
         if mask is not None:
             masks = mask.shape[0]
             logits = (logits.reshape(count // masks, masks, heads, tokens, tokens)
@@ -185,7 +189,7 @@ def concatenation_sources(resolution: int) -> numpy.ndarray:
     probe = PatchMerging(resolution, dim=2)
     probe.norm, probe.reduction = nn.Identity(), nn.Identity()
     rows, cols = numpy.meshgrid(numpy.arange(resolution), numpy.arange(resolution), indexing="ij")
-    positions = numpy.stack([rows, cols], axis=-1).reshape(1, resolution * resolution, 2).astype(numpy.float32)
+    positions = numpy.stack([rows, cols], axis=-1).astype(numpy.float32).reshape(1, resolution**2, 2)
     with minigrad.no_grad():
         merged = probe(Tensor(positions)).numpy()
     return merged.reshape(resolution // 2, resolution // 2, 4, 2).astype(numpy.int64)
@@ -255,13 +259,13 @@ def region_labels(resolution: int, window: int, shift: int) -> numpy.ndarray:
 
 def draw_patches_and_windows(photo: numpy.ndarray, stage: Stage, patch_size: int) -> Figure:
     """Paper Fig. 1 and Fig. 2 (left): the image cut into 4x4 patches (the tokens), and the tokens
-    of ``stage`` grouped into M x M windows by ``window_partition`` (colour = window number)."""
+    of ``stage`` grouped into M x M windows (colour = window number): each window of
+    ``window_partition``'s order, filled with its number, put back on the map by its inverse
+    ``window_reverse``."""
     size, r, m, t = photo.shape[0], stage.resolution, stage.window, stage.token_pixels
-    tokens = numpy.arange(r * r).reshape(1, r, r, 1)
-    window_of_token = numpy.empty(r * r, dtype=numpy.int64)
-    for number, window in enumerate(window_partition(tokens, m).reshape(-1, m * m)):
-        window_of_token[window] = number
-    window_of_token = window_of_token.reshape(r, r)
+    count = (r // m) ** 2
+    numbered_windows = numpy.broadcast_to(numpy.arange(count).reshape(count, 1, 1, 1), (count, m, m, 1))
+    window_of_token = window_reverse(numbered_windows, m, r, r)[0, :, :, 0]
 
     figure = Figure(figsize=(8, 4.6))
     patches, windows = figure.subplots(1, 2)
@@ -345,7 +349,8 @@ def draw_relative_position(attention: WindowAttention, query: int, head: int, we
     and the bias the query adds to each key's logit (the table read through the index)."""
     m = attention.window_size
     index = backend.asnumpy(relative_position_index(m))[query].reshape(m, m)
-    table = backend.asnumpy(attention.relative_position_bias_table.data)[:, head].reshape(2 * m - 1, 2 * m - 1)
+    table = backend.asnumpy(attention.relative_position_bias_table.data)[:, head]
+    table = table.reshape(2 * m - 1, 2 * m - 1)  # row dh + M - 1, column dw + M - 1
     bias = table.reshape(-1)[index]
     query_row, query_col = divmod(query, m)
 
@@ -367,7 +372,8 @@ def draw_relative_position(attention: WindowAttention, query: int, head: int, we
     bias_axes.set_title(f"B added to query {query}'s logits", fontsize=9)
     figure.colorbar(bias_image, ax=bias_axes, shrink=0.8)
     for axes in (index_axes, bias_axes):
-        axes.add_patch(Rectangle((query_col - 0.5, query_row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+        axes.add_patch(Rectangle((query_col - 0.5, query_row - 0.5), 1, 1, fill=False, edgecolor="red",
+                                 linewidth=2))
         axes.set_xticks(range(m))
         axes.set_yticks(range(m))
     return finish(figure, f"Relative position bias (Eq. 4), window {m}x{m}",
@@ -390,19 +396,23 @@ def draw_attention_maps(photo: numpy.ndarray, probabilities: numpy.ndarray, stag
     overview = figure.add_axes((0.02, 0.12, 0.4, 0.72))
     show_photo(overview, layout, "layout", ("the cyclically shifted map" if shifted else "the map")
                + f": window {window}")
-    overview.add_patch(Rectangle((left - 0.5, top - 0.5), m * t, m * t, fill=False, edgecolor="red", linewidth=2))
+    overview.add_patch(Rectangle((left - 0.5, top - 0.5), m * t, m * t, fill=False, edgecolor="red",
+                                 linewidth=2))
     for query in range(m * m):
         row, col = divmod(query, m)
-        axes = figure.add_axes((0.46 + col * 0.52 / m, 0.84 - (row + 1) * 0.72 / m, 0.5 / m, 0.7 / m))
+        # Square cells in a 0.72-high block on the right (the figure is 10 x 5.4 inches).
+        axes = figure.add_axes((0.5 + col * 0.389 / m, 0.84 - (row + 1) * 0.72 / m, 0.37 / m, 0.7 / m))
         axes.imshow(crop, interpolation="nearest")
         axes.imshow(probabilities[window, head, query].reshape(m, m), cmap="inferno", alpha=0.65, vmin=0,
                     extent=(-0.5, m * t - 0.5, m * t - 0.5, -0.5), interpolation="nearest")
-        axes.add_patch(Rectangle((col * t - 0.5, row * t - 0.5), t, t, fill=False, edgecolor="cyan", linewidth=1))
+        axes.add_patch(Rectangle((col * t - 0.5, row * t - 0.5), t, t, fill=False, edgecolor="cyan",
+                                 linewidth=1))
         axes.set_label(f"query {query}")
         axes.set_xticks([])
         axes.set_yticks([])
     block_kind = "SW-MSA (shifted, masked)" if shifted else "W-MSA"
-    return finish(figure, f"Attention maps: stage {stage.index + 1}, {block_kind}, head {head}, window {window}",
+    title = f"Attention maps: stage {stage.index + 1}, {block_kind}, head {head}, window {window}"
+    return finish(figure, title,
                   f"Each small panel: one query (cyan) and its softmax weights over the {m * m} keys of the "
                   f"window (bright = high). Weights: {weights}.", draw_attention_maps)
 
@@ -435,7 +445,8 @@ def draw_patch_merging(photo: numpy.ndarray, sources: numpy.ndarray, stage: Stag
     channels_axes.axis("off")
     channels_axes.set_title("the 4C channels of merged token (0, 0), in order", fontsize=9)
     for slot, ((row, col), colour, slicing) in enumerate(zip(sources[0, 0], SLOT_COLOURS, SLOT_SLICES)):
-        channels_axes.add_patch(Rectangle((slot, 0.55), 1, 0.25, facecolor=colour, alpha=0.6, edgecolor="black"))
+        channels_axes.add_patch(Rectangle((slot, 0.55), 1, 0.25, facecolor=colour, alpha=0.6,
+                                          edgecolor="black"))
         channels_axes.text(slot + 0.5, 0.675, f"{slot}", ha="center", va="center", fontsize=10, weight="bold")
         channels_axes.text(slot + 0.5, 0.45, f"{slicing}\ntoken ({row}, {col})", ha="center", va="top",
                            fontsize=7.5)
@@ -455,7 +466,8 @@ def draw_complexity(points: dict[str, numpy.ndarray], patch_size: int, channels:
     figure = Figure(figsize=(10, 4.4))
     layer_axes, model_axes = figure.subplots(1, 2)
     layer_axes.plot(curve, [omega_msa(h, h, channels) for h in sides], label="Omega(MSA), Eq. 1")
-    layer_axes.plot(curve, [omega_window_msa(h, h, channels, window) for h in sides], label="Omega(W-MSA), Eq. 2")
+    layer_axes.plot(curve, [omega_window_msa(h, h, channels, window) for h in sides],
+                    label="Omega(W-MSA), Eq. 2")
     layer_axes.plot(sizes, points["global attention"], "o", color="tab:blue",
                     label="WindowAttention.flops, one window of all tokens")
     layer_axes.plot(sizes, points["window attention"], "s", color="tab:orange",
@@ -479,15 +491,17 @@ def draw_complexity(points: dict[str, numpy.ndarray], patch_size: int, channels:
                   "linearly. Points: the model's own flops() counts.", draw_complexity)
 
 
-def complexity_points(model_name: str, model: SwinTransformer, sizes: Sequence[int]) -> dict[str, numpy.ndarray]:
+def complexity_points(model_name: str, model: SwinTransformer,
+                      sizes: Sequence[int]) -> dict[str, numpy.ndarray]:
     """The model rebuilt at each of ``sizes`` (same variant, window and classes), and its own counts:
     the first block's ``attn.flops`` for W-MSA (per window, times windows) and for global MSA (one
     window of all tokens), ``flops()`` of the whole model, and the whole model with every block's
     window attention swapped for global attention."""
-    points: dict[str, list[int]] = {key: [] for key in ("size", "window attention", "global attention", "model",
-                                                        "model with global attention")}
+    names = ("size", "window attention", "global attention", "model", "model with global attention")
+    points: dict[str, list[int]] = {name: [] for name in names}
     for size in sizes:
-        rebuilt = build(model_name, img_size=size, window_size=model.window_size, num_classes=model.num_classes)
+        rebuilt = build(model_name, img_size=size, window_size=model.window_size,
+                        num_classes=model.num_classes)
         blocks = [block for layer in rebuilt.layers for block in layer.blocks]
 
         def window_and_global(block) -> tuple[int, int]:
@@ -496,8 +510,9 @@ def complexity_points(model_name: str, model: SwinTransformer, sizes: Sequence[i
 
         first_window, first_global = window_and_global(blocks[0])
         extra = sum(global_cost - window_cost for window_cost, global_cost in map(window_and_global, blocks))
-        for key, value in zip(points, (size, first_window, first_global, rebuilt.flops(), rebuilt.flops() + extra)):
-            points[key].append(value)
+        values = (size, first_window, first_global, rebuilt.flops(), rebuilt.flops() + extra)
+        for name, value in zip(names, values):
+            points[name].append(value)
     return {key: numpy.array(values, dtype=numpy.float64) for key, values in points.items()}
 
 
@@ -515,7 +530,8 @@ def complexity_sizes(model: SwinTransformer, count: int = 5) -> list[int]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", type=Path, help="a photo to draw on (default: a synthetic car drawn by "
                                                   "datasets.SyntheticCarColours)")
     parser.add_argument("--checkpoint", type=Path, help="a run's <optimizer>/best.npz or last.npz, for the "
@@ -539,8 +555,8 @@ def make_parser() -> argparse.ArgumentParser:
                                                    "(default: the last, bottom-right one)")
     parser.add_argument("--query", type=int, help="token of a window, numbered row by row, for the relative "
                                                   "position figure (default: the one at (M//2, M//2))")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the synthetic "
-                                                            "car (default: 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights and of the synthetic car (default: 0)")
     return parser
 
 
@@ -551,8 +567,8 @@ def check_choices(args: argparse.Namespace, model: SwinTransformer) -> Stage:
     stage = stage_geometry(model, args.stage)
     if stage.shift == 0:
         shifted = [i for i in range(model.num_layers) if stage_geometry(model, i).shift]
-        raise ValueError(f"--stage {args.stage} is a single {stage.resolution}x{stage.resolution} window, with no "
-                         f"shift or mask to draw; choose one of the stages {shifted}")
+        raise ValueError(f"--stage {args.stage} is a single {stage.resolution}x{stage.resolution} window, "
+                         f"with no shift or mask to draw; choose one of the stages {shifted}")
     blocks = model.layers[args.stage].blocks
     if not 0 <= args.block < len(blocks):
         raise ValueError(f"--block {args.block}: stage {args.stage} has blocks 0 to {len(blocks) - 1}")
@@ -586,7 +602,8 @@ def draw_all(args: argparse.Namespace) -> dict[str, Figure]:
         "relative_position": draw_relative_position(block.attn, query, args.head, weights),
         "attention_maps": draw_attention_maps(photo, probabilities, stage, block.shift_size > 0, window,
                                               args.head, weights),
-        "patch_merging": draw_patch_merging(photo, concatenation_sources(merging_stage.resolution), merging_stage),
+        "patch_merging": draw_patch_merging(photo, concatenation_sources(merging_stage.resolution),
+                                            merging_stage),
         "complexity": draw_complexity(complexity_points(model_name, model, complexity_sizes(model)),
                                       model.patch_size, model.patch_embed.embed_dim, model.window_size),
     }
