@@ -78,8 +78,9 @@ def stage_geometry(model: SwinTransformer, stage: int) -> Stage:
 
 def fresh_folder(out: Path, overwrite: bool) -> Path:
     """The folder the figures go to. Without ``overwrite``: ``out`` if it is new or empty, else the
-    first of ``out-2``, ``out-3``, ... that is (created with mkdir, so two runs started together never
-    share one). With ``overwrite``: ``out`` itself, provided it holds nothing but this script's figures."""
+    first of ``out-2``, ``out-3``, ... that is (mkdir, not exists(): of two runs started together,
+    each makes a folder of its own). With ``overwrite``: ``out`` itself, provided it holds nothing but
+    this script's figures."""
     if overwrite:
         if out.exists() and not out.is_dir():
             raise FileExistsError(f"--out {out} is a file; name a folder for the figures")

@@ -29,7 +29,7 @@ def axes_labelled(figure, label: str):
 
 
 def image_labelled(axes, label: str) -> numpy.ndarray:
-    """The array of the image ``label`` drawn in ``axes`` (an overlay), or the first image if label is None."""
+    """The array of the image labelled ``label`` in ``axes`` (an overlay), or of its first image for None."""
     images = [image for image in axes.images if label is None or image.get_label() == label]
     assert images, f"no image labelled {label!r} in axes {axes.get_label()!r}"
     return numpy.asarray(images[0].get_array())
@@ -39,7 +39,7 @@ def parse(*argv: str):
     return make_parser().parse_args(["--img-size", str(SIZE), *argv])
 
 
-def save_checkpoint(path: Path, name: str = "swin_mini", img_size: int = SIZE, model_img_size: int = SIZE) -> dict:
+def save_checkpoint(path: Path, img_size: int = SIZE, model_img_size: int = SIZE) -> dict:
     """A checkpoint as examples/train_*.py writes it, its bias tables and qkv set to random values
     (so that nothing can pass by matching a fresh initialisation); returns its model state."""
     minigrad.manual_seed(7)
@@ -49,7 +49,7 @@ def save_checkpoint(path: Path, name: str = "swin_mini", img_size: int = SIZE, m
         if key.endswith("relative_position_bias_table") or ".attn.qkv." in key:
             state[key] = rng.normal(0.0, 0.1, size=state[key].shape).astype(numpy.float32)
     minigrad.save({"model": state, "classes": ["a", "b", "c"],
-                   "architecture": {"name": name, "img_size": img_size}}, path)
+                   "architecture": {"name": "swin_mini", "img_size": img_size}}, path)
     return state
 
 
@@ -65,8 +65,8 @@ def trained(tmp_path_factory):
     """The figures of a checkpoint (block 1 of stage 1, head 0, window 3, query 5), and its state."""
     path = tmp_path_factory.mktemp("checkpoint") / "best.npz"
     state = save_checkpoint(path)
-    args = make_parser().parse_args(["--checkpoint", str(path), "--block", "1", "--head", "0", "--window", "3",
-                                     "--query", "5"])
+    args = make_parser().parse_args(["--checkpoint", str(path), "--block", "1", "--head", "0",
+                                     "--window", "3", "--query", "5"])
     return args, draw_all(args), state
 
 
@@ -82,7 +82,8 @@ def photo_of(args, model):
 def test_every_figure_is_written_once_as_a_picture_with_a_title_and_a_caption_naming_its_function(tmp_path):
     written = main(["--img-size", str(SIZE), "--out", str(tmp_path / "figures")])
     assert list(written) == list(FIGURES)
-    assert sorted(path.name for path in (tmp_path / "figures").iterdir()) == sorted(f"{n}.png" for n in FIGURES)
+    files = sorted(path.name for path in (tmp_path / "figures").iterdir())
+    assert files == sorted(f"{name}.png" for name in FIGURES)
     for name, path in written.items():
         with Image.open(path) as image:
             pixels = numpy.asarray(image.convert("RGB"), dtype=numpy.float32)
@@ -103,9 +104,10 @@ def test_each_figure_has_a_title_and_says_which_function_drew_it(fresh):
 
 def test_the_window_figure_numbers_tokens_by_window_row_by_row(fresh):
     args, figures = fresh
-    window_of_token = image_labelled(axes_labelled(figures["patches_and_windows"], "photo under windows"), "windows")
+    windows = axes_labelled(figures["patches_and_windows"], "photo under windows")
+    window_of_token = image_labelled(windows, "windows")
     rows, cols = numpy.indices((8, 8))
-    assert numpy.array_equal(window_of_token, rows // 4 * 2 + cols // 4)  # 8x8 tokens, windows of 4, row-major
+    assert numpy.array_equal(window_of_token, rows // 4 * 2 + cols // 4)  # 8x8 tokens, 4x4 windows, row-major
     patches = axes_labelled(figures["patches_and_windows"], "patches")
     assert numpy.array_equal(image_labelled(patches, None), photo_of(args, model_of(args)))
 
@@ -149,7 +151,8 @@ def test_relative_position_figure_draws_the_index_row_and_the_checkpoints_bias_t
     figure, query, head, m = figures["relative_position"], 5, 0, 4
     index = relative_position_index(m)[query].reshape(m, m)
     assert numpy.array_equal(image_labelled(axes_labelled(figure, "relative index"), None), index)
-    table = state["layers.0.blocks.1.attn.relative_position_bias_table"][:, head].reshape(2 * m - 1, 2 * m - 1)
+    table = state["layers.0.blocks.1.attn.relative_position_bias_table"][:, head]
+    table = table.reshape(2 * m - 1, 2 * m - 1)
     assert numpy.array_equal(image_labelled(axes_labelled(figure, "bias table"), None), table)
     # Query 5 is token (1, 1): the key at (r, c) reads the table at offset (1 - r, 1 - c).
     expected_bias = numpy.array([[table[1 - r + m - 1, 1 - c + m - 1] for c in range(m)] for r in range(m)])
@@ -161,7 +164,8 @@ def test_relative_position_bias_shown_is_what_the_model_adds(trained):
     attention = model_of(args).layers[0].blocks[1].attn
     with minigrad.no_grad():
         added = attention.relative_position_bias().numpy()[0, 5].reshape(4, 4)
-    assert numpy.allclose(image_labelled(axes_labelled(figures["relative_position"], "query bias"), None), added)
+    drawn = image_labelled(axes_labelled(figures["relative_position"], "query bias"), None)
+    assert numpy.allclose(drawn, added)
 
 
 def test_attention_probabilities_reproduce_the_models_attention_and_respect_the_mask(trained):
@@ -179,7 +183,8 @@ def test_attention_probabilities_reproduce_the_models_attention_and_respect_the_
     with minigrad.no_grad():
         value = attention.qkv(windows).numpy().reshape(8, 16, 3, 1, 32)[:, :, 2].transpose(0, 2, 1, 3)
         mixed = (probabilities @ value).transpose(0, 2, 1, 3).reshape(8, 16, 32)
-        assert numpy.allclose(attention.proj(Tensor(mixed)).numpy(), attention(windows, mask).numpy(), atol=1e-5)
+        output = attention(windows, mask).numpy()
+        assert numpy.allclose(attention.proj(Tensor(mixed)).numpy(), output, atol=1e-5)
 
 
 def test_attention_maps_show_the_probabilities_of_the_chosen_window_and_head(trained):
@@ -225,7 +230,8 @@ def test_patch_merging_figure_follows_the_real_modules_concatenation_order(fresh
     rows, cols = numpy.indices((8, 8))
     assert numpy.array_equal(slots, rows % 2 + 2 * (cols % 2))
     channel_texts = [text.get_text() for text in axes_labelled(figures["patch_merging"], "channels").texts]
-    order = [next(k for k, text in enumerate(channel_texts) if text.startswith(s)) for s in visualize_swin.SLOT_SLICES]
+    order = [next(k for k, text in enumerate(channel_texts) if text.startswith(slicing))
+             for slicing in visualize_swin.SLOT_SLICES]
     assert order == sorted(order)
 
 
@@ -238,14 +244,15 @@ def test_complexity_points_are_the_models_flops_and_the_papers_formulas(fresh):
     for size, drawn in zip(sizes, model_axes.lines[0].get_ydata()):
         assert drawn == build("swin_mini", img_size=int(size), window_size=4, num_classes=11).flops()
     tokens, channels, window = (sizes / 4) ** 2, 32, 4
-    global_points = [line for line in layer_axes.lines if line.get_label().startswith("WindowAttention.flops, one")]
-    window_points = [line for line in layer_axes.lines if line.get_label().endswith("x windows")]
-    assert numpy.array_equal(global_points[0].get_ydata(), 4 * tokens * channels**2 + 2 * tokens**2 * channels)
-    assert numpy.array_equal(window_points[0].get_ydata(), 4 * tokens * channels**2 + 2 * window**2 * tokens * channels)
-    curves = {line.get_label(): line for line in layer_axes.lines if line.get_label().startswith("Omega")}
-    sides = curves["Omega(MSA), Eq. 1"].get_xdata() / 4
-    assert numpy.allclose(curves["Omega(MSA), Eq. 1"].get_ydata(), 4 * sides**2 * channels**2 + 2 * sides**4 * channels)
-    assert numpy.allclose(curves["Omega(W-MSA), Eq. 2"].get_ydata(),
+    lines = {line.get_label(): line for line in layer_axes.lines}
+    global_points = lines["WindowAttention.flops, one window of all tokens"].get_ydata()
+    window_points = lines["WindowAttention.flops x windows"].get_ydata()
+    assert numpy.array_equal(global_points, 4 * tokens * channels**2 + 2 * tokens**2 * channels)
+    assert numpy.array_equal(window_points, 4 * tokens * channels**2 + 2 * window**2 * tokens * channels)
+    sides = lines["Omega(MSA), Eq. 1"].get_xdata() / 4
+    assert numpy.allclose(lines["Omega(MSA), Eq. 1"].get_ydata(),
+                          4 * sides**2 * channels**2 + 2 * sides**4 * channels)
+    assert numpy.allclose(lines["Omega(W-MSA), Eq. 2"].get_ydata(),
                           4 * sides**2 * channels**2 + 2 * window**2 * sides**2 * channels)
     with_global = model_axes.lines[1].get_ydata()
     assert (with_global[1:] > model_axes.lines[0].get_ydata()[1:]).all()
@@ -295,7 +302,8 @@ def test_a_photo_given_is_resized_cropped_and_drawn(tmp_path, fresh):
     assert numpy.array_equal(photo, expected)
 
 
-@pytest.mark.parametrize("content, message", [(None, "no such file"), (b"<html>not a photo</html>", "Pillow cannot")])
+@pytest.mark.parametrize("content, message", [(None, "no such file"),
+                                              (b"<html>not a photo</html>", "Pillow cannot")])
 def test_a_bad_image_gives_a_clear_error(tmp_path, capsys, content, message):
     path = tmp_path / "car.jpg"
     if content is not None:
@@ -328,9 +336,12 @@ def test_a_checkpoint_of_another_model_gives_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [(["--stage", "1"], "choose one of the stages [0]"),
-                                           (["--stage", "4"], "stages 0 to 3"), (["--block", "2"], "blocks 0 to 1"),
-                                           (["--head", "1"], "heads 0 to 0"), (["--window", "4"], "windows 0 to 3"),
-                                           (["--query", "16"], "tokens 0 to 15")])
+                                           (["--stage", "4"], "stages 0 to 3"),
+                                           (["--block", "2"], "blocks 0 to 1"),
+                                           (["--head", "1"], "heads 0 to 0"),
+                                           (["--window", "4"], "windows 0 to 3"),
+                                           (["--query", "16"], "tokens 0 to 15"),
+                                           (["--img-size", "40"], "Sizes that fit")])
 def test_choices_outside_the_model_are_refused_saying_what_may_be_chosen(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
         main(["--img-size", str(SIZE), "--out", str(tmp_path / "figures"), *argv])
