@@ -350,8 +350,8 @@ def test_choices_outside_the_model_are_refused_saying_what_may_be_chosen(tmp_pat
 
 def test_help_shows_every_default(capsys):
     options = [action for action in make_parser()._actions if action.dest != "help"]
-    names = {"image", "checkpoint", "out", "overwrite", "model", "img_size", "stage", "block", "head", "window",
-             "query", "seed"}
+    names = {"image", "checkpoint", "out", "overwrite", "model", "img_size", "stage", "block", "head",
+             "window", "query", "seed"}
     assert {action.dest for action in options} == names
     for action in options:
         assert "(default: " in action.help, action.dest
