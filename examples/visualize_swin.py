@@ -226,6 +226,12 @@ def show_photo(axes, photo: numpy.ndarray, label: str, title: str) -> None:
     axes.set_yticks([])
 
 
+def overlay(axes, per_token: numpy.ndarray, size: int, label: str, **style: Any) -> None:
+    """A value per token, stretched over the ``size`` x ``size`` photo already in ``axes``."""
+    axes.imshow(per_token, extent=(-0.5, size - 0.5, size - 0.5, -0.5), interpolation="nearest", label=label,
+                **style)
+
+
 def grid_lines(axes, size: int, step: int, **style: Any) -> None:
     """Lines every ``step`` pixels across a ``size`` x ``size`` image."""
     for position in range(0, size + 1, step):
@@ -274,12 +280,11 @@ def draw_patches_and_windows(photo: numpy.ndarray, stage: Stage, patch_size: int
                                           f"{patch_size}x{patch_size} px")
     grid_lines(patches, size, patch_size, color="white", linewidth=0.4)
     show_photo(windows, photo, "photo under windows", f"stage {stage.index + 1}: {r}x{r} tokens, "
-                                                      f"{(r // m) ** 2} windows of {m}x{m}")
-    windows.imshow(window_of_token, cmap="tab20", alpha=0.45, extent=(-0.5, size - 0.5, size - 0.5, -0.5),
-                   interpolation="nearest", label="windows")
+                                                      f"{count} windows of {m}x{m}")
+    overlay(windows, window_of_token, size, "windows", cmap="tab20", alpha=0.45)
     grid_lines(windows, size, t, color="white", linewidth=0.3)
     grid_lines(windows, size, m * t, color="black", linewidth=1.5)
-    for number in range((r // m) ** 2):
+    for number in range(count):
         row, col = divmod(number, r // m)
         windows.text((col + 0.5) * m * t - 0.5, (row + 0.5) * m * t - 0.5, str(number), ha="center",
                      va="center", fontsize=9, color="black", weight="bold")
@@ -305,8 +310,7 @@ def draw_cyclic_shift(photo: numpy.ndarray, stage: Stage) -> Figure:
         before.axhline(position - 0.5, color="yellow", linewidth=1.5)
         before.axvline(position - 0.5, color="yellow", linewidth=1.5)
     show_photo(after, shifted, "shifted", f"cyclic_shift by {s}: windows of {m}x{m}, nine regions")
-    after.imshow(labels, cmap="Pastel1", alpha=0.4, extent=(-0.5, size - 0.5, size - 0.5, -0.5),
-                 interpolation="nearest", label="regions")
+    overlay(after, labels, size, "regions", cmap="Pastel1", alpha=0.4)
     grid_lines(after, size, m * t, color="black", linewidth=1.5)
     cuts = [0, r - m, r - s, r]
     for cut in cuts[1:3]:
@@ -431,9 +435,8 @@ def draw_patch_merging(photo: numpy.ndarray, sources: numpy.ndarray, stage: Stag
     tokens_axes, channels_axes = figure.subplots(1, 2, width_ratios=(1, 1.1))
     show_photo(tokens_axes, photo, "photo under slots", f"stage {stage.index + 1}: {r}x{r} tokens -> "
                                                         f"{r // 2}x{r // 2} merged")
-    colours = ListedColormap(SLOT_COLOURS)
-    tokens_axes.imshow(slot_of_token, cmap=colours, vmin=-0.5, vmax=3.5, alpha=0.5, interpolation="nearest",
-                       extent=(-0.5, size - 0.5, size - 0.5, -0.5), label="slots")
+    overlay(tokens_axes, slot_of_token, size, "slots", cmap=ListedColormap(SLOT_COLOURS), vmin=-0.5, vmax=3.5,
+            alpha=0.5)
     grid_lines(tokens_axes, size, t, color="white", linewidth=0.3)
     grid_lines(tokens_axes, size, 2 * t, color="black", linewidth=1.2)
     if r <= 16:

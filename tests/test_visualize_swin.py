@@ -108,6 +108,10 @@ def test_the_window_figure_numbers_tokens_by_window_row_by_row(fresh):
     window_of_token = image_labelled(windows, "windows")
     rows, cols = numpy.indices((8, 8))
     assert numpy.array_equal(window_of_token, rows // 4 * 2 + cols // 4)  # 8x8 tokens, 4x4 windows, row-major
+    assert sorted(text.get_text() for text in windows.texts) == ["0", "1", "2", "3"]
+    for text in windows.texts:  # each number in its window
+        x, y = text.get_position()
+        assert window_of_token[int(y + 0.5) // 4, int(x + 0.5) // 4] == int(text.get_text())
     patches = axes_labelled(figures["patches_and_windows"], "patches")
     assert numpy.array_equal(image_labelled(patches, None), photo_of(args, model_of(args)))
 
