@@ -382,8 +382,8 @@ def draw_relative_position(attention: WindowAttention, query: int, head: int, we
         axes.set_xticks(range(m))
         axes.set_yticks(range(m))
     return finish(figure, f"Relative position bias (Eq. 4), window {m}x{m}",
-                  f"Keys at the same offset from the query share one table entry (red: the query; black: "
-                  f"offset 0). Weights: {weights}.", draw_relative_position)
+                  f"Each key reads the table at (dh, dw) = query - key: pairs at one offset share an entry "
+                  f"(red: query; black: offset 0). Weights: {weights}.", draw_relative_position)
 
 
 def draw_attention_maps(photo: numpy.ndarray, probabilities: numpy.ndarray, stage: Stage, shifted: bool,
