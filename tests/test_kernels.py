@@ -1,0 +1,117 @@
+"""The fused kernels (minigrad/kernels.py): their CUDA compiles, and on every device each equals its
+NumPy reference (on the CPU and the stand-in they are the reference; on a GPU, the CUDA kernel)."""
+import math
+
+import numpy as np
+import pytest
+
+from minigrad import backend, kernels
+
+
+def test_every_kernel_compiles_with_nvrtc():
+    """NVRTC compiles without a GPU: a kernel that does not compile fails here, not on a GPU.
+    (CI installs cupy and NVRTC: pip install cupy-cuda12x "cuda-toolkit[nvrtc]==12.*".)"""
+    pytest.importorskip("cupy", reason="cupy is not installed: the kernels' CUDA is compiled where it is")
+    from cupy_backends.cuda.libs import nvrtc
+
+    try:
+        nvrtc.getVersion()
+    except Exception as error:  # the library is loaded at the first call
+        pytest.fail(f"NVRTC does not load ({error}): pip install \"cuda-toolkit[nvrtc]==12.*\"")
+    program = nvrtc.createProgram(kernels.SOURCE, "kernels.cu", [], [])
+    for expression in kernels.NAME_EXPRESSIONS:
+        nvrtc.addNameExpression(program, expression)
+    try:
+        nvrtc.compileProgram(program, ["--gpu-architecture=compute_75", "-std=c++14"])
+    except nvrtc.NVRTCError:
+        pytest.fail("the kernels do not compile:\n" + nvrtc.getProgramLog(program))
+    assert nvrtc.getPTX(program)
+    for expression in kernels.NAME_EXPRESSIONS:  # each kernel was instantiated
+        assert nvrtc.getLoweredName(program, expression)
+
+
+def test_every_kernel_is_named_for_both_float_types():
+    for kernel in kernels.KERNELS:
+        assert f"__global__ void {kernel}(" in kernels.SOURCE.replace("\n", " ").replace("  ", " ")
+        assert {f"{kernel}<float>", f"{kernel}<double>"} <= set(kernels.NAME_EXPRESSIONS)
+
+
+# Shapes: rows shorter and longer than a warp, a number of rows not a multiple of a block's 8.
+SHAPES = [(3, 5), (2, 7, 49), (13, 96), (5, 768), (1, 1), (4, 33)]
+
+
+def values(shape, dtype, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def tolerance(dtype):
+    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+def on(device, *arrays):
+    return [backend.to_device(a, device) for a in arrays]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_and_its_backward_equal_the_reference(device, shape, dtype):
+    x, grad = values(shape, dtype), values(shape, dtype, 1)
+    y, cdf = (backend.asnumpy(a) for a in kernels.gelu(*on(device, x)))
+    expected_cdf = np.array([(1 + math.erf(v / math.sqrt(2))) / 2 for v in x.ravel()]).reshape(shape)
+    np.testing.assert_allclose(cdf, expected_cdf, **tolerance(dtype))
+    np.testing.assert_allclose(y, x * expected_cdf, **tolerance(dtype))
+    assert y.dtype == cdf.dtype == dtype
+    dx = backend.asnumpy(kernels.gelu_backward(*on(device, x, cdf, grad)))
+    pdf = np.exp(-0.5 * x.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
+    np.testing.assert_allclose(dx, grad * (expected_cdf + x * pdf), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_and_its_backward_equal_the_reference(device, shape, dtype):
+    x, grad = 10 * values(shape, dtype), values(shape, dtype, 1)
+    s = backend.asnumpy(kernels.softmax(*on(device, x)))
+    exact = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
+    exact /= exact.sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(s, exact, **tolerance(dtype))
+    dx = backend.asnumpy(kernels.softmax_backward(*on(device, s, grad)))
+    np.testing.assert_allclose(dx, s * (grad - (grad * s).sum(axis=-1, keepdims=True)), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_norm_and_its_backward_equal_the_reference(device, shape, dtype):
+    x, grad = 3 + values(shape, dtype), values(shape, dtype, 1)
+    weight, bias = values(shape[-1:], dtype, 2), values(shape[-1:], dtype, 3)
+    y, normalized, rstd = (backend.asnumpy(a) for a in kernels.layer_norm(*on(device, x, weight, bias), 1e-5))
+    wide = x.astype(np.float64)
+    exact_rstd = 1 / np.sqrt(wide.var(axis=-1, keepdims=True) + 1e-5)
+    exact = (wide - wide.mean(axis=-1, keepdims=True)) * exact_rstd
+    assert rstd.shape == shape[:-1] + (1,)
+    np.testing.assert_allclose(rstd, exact_rstd, **tolerance(dtype))
+    np.testing.assert_allclose(normalized, exact, **tolerance(dtype))
+    np.testing.assert_allclose(y, exact * weight + bias, **tolerance(dtype))
+    dx = backend.asnumpy(kernels.layer_norm_backward(*on(device, grad, normalized, rstd, weight)))
+    g = grad * weight
+    expected = rstd * (g - g.mean(axis=-1, keepdims=True) - normalized * (g * normalized).mean(axis=-1, keepdims=True))
+    np.testing.assert_allclose(dx, expected, **tolerance(dtype))
+
+
+def test_a_transposed_input_is_taken_as_its_values(device):
+    """The CUDA kernels read C-ordered rows: a transposed view must be copied, not misread."""
+    x = values((6, 4), np.float64).T
+    s = backend.asnumpy(kernels.softmax(backend.to_device(x, device)))
+    np.testing.assert_allclose(s, kernels.softmax_reference(x), rtol=1e-12)
+
+
+@pytest.mark.gpu
+def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
+    from minigrad.testing import fake_gpu
+
+    x, weight, bias = on("gpu", values((4, 8), np.float32), values((8,), np.float32), values((8,), np.float32))
+    for name, run in [("gelu_forward", lambda: kernels.gelu(x)), ("softmax_forward", lambda: kernels.softmax(x)),
+                      ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5))]:
+        before = fake_gpu.operation_count.count
+        run()
+        assert fake_gpu.operation_count.count == before + 1 and fake_gpu.operation_count.kinds[name] >= 1
