@@ -54,12 +54,20 @@ class Function:
     """
 
     needs_input_grad: tuple[bool, ...] = ()
+    grad_targets: tuple[Any, ...] = ()  # set by Tensor.backward() for grad_target()
 
     def forward(self, *arrays):
         raise NotImplementedError
 
     def backward(self, grad_output):
         raise NotImplementedError
+
+    def grad_target(self, index: int, dtype: Any) -> Any:
+        """An array backward may write input ``index``'s gradient into (``out=``) and return, or
+        None: the packed gradient of a parameter (optim/flat.py) that gets no other gradient in
+        this backward pass. Writing there saves the copy its leaf would otherwise make."""
+        target = self.grad_targets[index] if index < len(self.grad_targets) else None
+        return target if target is not None and target.dtype == dtype else None
 
     @classmethod
     def apply(cls, *inputs: Any, **settings: Any) -> "Tensor":
@@ -196,7 +204,8 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"grad has shape {grad.shape}, but the tensor has shape {self.shape}")
         grads = {id(self): grad}
-        for tensor in _topological_order(self):
+        order, uses = _topological_order(self)
+        for tensor in order:
             grad = grads.pop(id(tensor), None)
             function = tensor._creator
             if grad is None:  # every use of it had a zero (None) gradient
@@ -209,6 +218,7 @@ class Tensor:
             if not hasattr(function, "inputs"):
                 raise RuntimeError("backward() through a graph a second time: its saved arrays were "
                                    "released after the first backward; recompute the forward pass")
+            function.grad_targets = tuple(_grad_target(t, uses) for t in function.inputs)
             input_grads = profiler.measured(type(function).__name__, "backward", function.backward,
                                             grad)
             if not isinstance(input_grads, tuple):
@@ -226,7 +236,9 @@ class Tensor:
         may be shared (another leaf, the caller's grad) or a read-only broadcast view, and
         optimizers update .grad in place."""
         storage = self._grad_storage
-        if self.grad is None and storage is not None and storage.dtype == grad.dtype \
+        if self.grad is None and grad is storage:  # a backward wrote it there (grad_target)
+            self.grad = storage
+        elif self.grad is None and storage is not None and storage.dtype == grad.dtype \
                 and backend.device_of(storage) == backend.device_of(grad):
             storage[...] = grad
             self.grad = storage
@@ -302,9 +314,11 @@ def data_of(value: Any) -> Any:
     return value.data if isinstance(value, Tensor) else value
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors that lead to ``root`` and require grad, each before every tensor it was made from."""
+def _topological_order(root: Tensor) -> tuple[list[Tensor], dict[int, int]]:
+    """Tensors that lead to ``root`` and require grad, each before every tensor it was made from;
+    and how many times each is an input of another (by id)."""
     order: list[Tensor] = []
+    uses: dict[int, int] = {}
     expanded: set[int] = set()
     stack = [(root, False)]
     while stack:
@@ -317,10 +331,20 @@ def _topological_order(root: Tensor) -> list[Tensor]:
         expanded.add(id(tensor))
         stack.append((tensor, True))
         for parent in getattr(tensor._creator, "inputs", ()):
-            if isinstance(parent, Tensor) and parent.requires_grad and id(parent) not in expanded:
-                stack.append((parent, False))
+            if isinstance(parent, Tensor) and parent.requires_grad:
+                uses[id(parent)] = uses.get(id(parent), 0) + 1
+                if id(parent) not in expanded:
+                    stack.append((parent, False))
     order.reverse()
-    return order
+    return order, uses
+
+
+def _grad_target(tensor: Any, uses: dict[int, int]) -> Any:
+    """The packed gradient of a parameter that this one use will be its only gradient, if any."""
+    if (isinstance(tensor, Tensor) and tensor._grad_storage is not None and tensor._creator is None
+            and tensor.grad is None and tensor.requires_grad and uses.get(id(tensor)) == 1):
+        return tensor._grad_storage
+    return None
 
 
 def _release(function: Function) -> None:

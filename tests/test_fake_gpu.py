@@ -422,3 +422,11 @@ def test_dropout_on_the_gpu_keeps_the_expected_share_with_masks_of_its_own():
     assert abs(kept - 0.75) < 5 * np.sqrt(0.75 * 0.25 / ones.size)  # five standard deviations
     np.testing.assert_allclose(on_gpu[on_gpu != 0], 1 / 0.75, rtol=1e-6)
     assert ((on_cpu != 0) != (on_gpu != 0)).mean() > 0.2  # the masks are not the same
+
+
+def test_an_out_array_is_returned_itself_as_cupy_returns_it():
+    a, out = on_device(np.ones((2, 3))), on_device(np.zeros((3, 3)))
+    assert fake_gpu.cupy.matmul(a.T, a, out=out) is out
+    total = on_device(np.zeros(3))
+    assert a.sum(axis=0, out=total) is total and fake_gpu.cupy.exp(a[0], out=total) is total
+    np.testing.assert_array_equal(backend.asnumpy(total), np.exp(np.ones(3)))

@@ -177,3 +177,26 @@ def test_a_step_of_a_packed_optimizer_is_a_handful_of_gpu_operations(monkeypatch
     before = fake_gpu.operation_count.count
     optim.clip_grad_norm_(weights, 1.0)
     assert fake_gpu.operation_count.count - before <= 12  # (it was 3 a gradient)
+
+
+def linear_and_norm(device):
+    minigrad.manual_seed(3)
+    return minigrad.nn.Sequential(minigrad.nn.Linear(6, 5), minigrad.nn.LayerNorm(5)).to(device, np.float64)
+
+
+@pytest.mark.parametrize("used_twice", [False, True], ids=["once", "twice"])
+def test_gradients_written_into_the_packed_buffer_equal_those_of_an_unpacked_model(device, used_twice):
+    """Linear and LayerNorm write a packed parameter's gradient straight into its buffer (no copy),
+    unless the parameter gets a second gradient in the pass, which must then be added."""
+    packed, plain = linear_and_norm(device), linear_and_norm(device)
+    optimizer = optim.SGD(packed.parameters(), lr=0.1)
+    x = backend.to_device(np.random.default_rng(4).standard_normal((3, 6)), device)
+    for model in (packed, plain):
+        out = model(x)
+        if used_twice:  # the first layer applied again: its weight and bias get two gradients
+            out = out + model[0](x)
+        (out * out).sum().backward()
+    (block,) = optimizer._blocks_of_group(0, optimizer.param_groups[0])
+    assert all(p.grad is view for p, view in zip(packed.parameters(), block.grad_views))
+    for mine, reference in zip(packed.parameters(), plain.parameters()):
+        np.testing.assert_array_equal(backend.asnumpy(mine.grad), backend.asnumpy(reference.grad))

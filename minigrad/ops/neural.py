@@ -59,14 +59,15 @@ class Linear(Function):
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
+        xp = backend.get_array_module(grad)
         grad_rows = grad.reshape(-1, grad.shape[-1])
         grad_x = grad_weight = grad_bias = None
         if self.needs_input_grad[0]:
             grad_x = (grad_rows @ self.weight).reshape(grad.shape[:-1] + (self.weight.shape[1],))
         if self.needs_input_grad[1]:
-            grad_weight = grad_rows.T @ self.rows
+            grad_weight = xp.matmul(grad_rows.T, self.rows, out=self.grad_target(1, grad.dtype))
         if self.needs_input_grad[2]:
-            grad_bias = grad_rows.sum(axis=0)
+            grad_bias = grad_rows.sum(axis=0, out=self.grad_target(2, grad.dtype))
         return grad_x, grad_weight, grad_bias
 
 
@@ -171,6 +172,9 @@ class LayerNorm(Function):
         normalized = self.normalized
         grad_x = kernels.layer_norm_backward(grad, normalized, self.rstd, self.weight)
         leading = tuple(range(grad.ndim - 1))
-        grad_weight = (grad * normalized).sum(axis=leading) if self.needs_input_grad[1] else None
-        grad_bias = grad.sum(axis=leading) if self.needs_input_grad[2] else None
+        grad_weight = grad_bias = None
+        if self.needs_input_grad[1]:
+            grad_weight = (grad * normalized).sum(axis=leading, out=self.grad_target(1, grad.dtype))
+        if self.needs_input_grad[2]:
+            grad_bias = grad.sum(axis=leading, out=self.grad_target(2, grad.dtype))
         return grad_x, grad_weight, grad_bias

@@ -328,7 +328,7 @@ def _function(name: str, numpy_function, signature: str | None):
         host_args = _to_host(args)
         result = numpy_function(*host_args, **_to_host(kwargs))
         _launch(name, result, host_args)
-        return _to_device(result)
+        return _result(result, kwargs)
 
     call.__name__ = call.__qualname__ = name
     return call
@@ -625,6 +625,15 @@ def _method(bound, name: str, signature: str | None, *args, **kwargs):
         transfer_count.add("sync")
     result = bound(*_to_host(args), **_to_host(kwargs))
     _launch(name.removeprefix("cupy."), result, (bound.__self__,) + tuple(_to_host(args)))
+    return _result(result, kwargs)
+
+
+def _result(result, kwargs):
+    """``result`` on the device; the very ``out=`` array where it was written there, as CuPy
+    returns it."""
+    out = kwargs.get("out")
+    if isinstance(out, FakeGpuArray) and result is out._host:
+        return out
     return _to_device(result)
 
 
