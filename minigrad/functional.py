@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from minigrad import backend
+from minigrad import backend, kernels
 from minigrad.ops.elementwise import GELU, Add, Div, Erf, Exp, Log, Mul, Neg, Pow, ReLU, Sqrt, Sub, Tanh, Where
 from minigrad.ops.neural import CrossEntropy, LayerNorm, Linear, LogSoftmax, Matmul, Softmax
 from minigrad.ops.reduction import Max, Mean, Sum, Var, normalize_axes
@@ -230,7 +230,7 @@ def dropout(x: TensorLike, p: float = 0.5, training: bool = True) -> Tensor:
     x = x if isinstance(x, Tensor) else Tensor(x)
     if not training or p == 0.0:
         return x
-    return mul(x, _keep_mask(x, x.shape, p))
+    return mul(x, keep_mask(x, x.shape, p))
 
 
 def drop_path(x: TensorLike, p: float = 0.0, training: bool = True) -> Tensor:
@@ -242,10 +242,11 @@ def drop_path(x: TensorLike, p: float = 0.0, training: bool = True) -> Tensor:
     if not training or p == 0.0:
         return x
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    return mul(x, _keep_mask(x, shape, p))
+    return mul(x, keep_mask(x, shape, p))
 
 
-def _keep_mask(x: Tensor, shape: tuple[int, ...], p: float):
-    """1/(1-p) with probability 1-p, else 0, in x's dtype and on x's device."""
-    keep = backend.random_uniform(shape, x.dtype, x.device) >= p
-    return keep.astype(x.dtype) * (1.0 / (1.0 - p) if p < 1.0 else 0.0)
+def keep_mask(x: Tensor, shape: tuple[int, ...], p: float):
+    """Dropout's multiplier, an array of ``shape``: 1/(1-p) with probability 1-p, else 0, in x's
+    dtype and on x's device."""
+    uniform = backend.random_uniform(shape, x.dtype, x.device)
+    return kernels.dropout_keep(uniform, p, 1.0 / (1.0 - p) if p < 1.0 else 0.0)  # one kernel on a GPU

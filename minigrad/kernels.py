@@ -1,4 +1,5 @@
-"""Fused kernels: GELU, softmax and LayerNorm, forward and backward, one GPU launch each.
+"""Fused kernels: GELU, softmax and LayerNorm, forward and backward, and dropout's multiplier,
+one GPU launch each.
 
 On a GPU, what Swin's glue costs is the number of kernels launched (5-10 us of host time each),
 not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, each a launch.
@@ -52,6 +53,14 @@ __global__ void gelu_backward(const T* x, const T* cdf, const T* grad, T* dx, lo
     if (i >= size) return;
     T pdf = (T)0.3989422804014327 * exp((T)-0.5 * x[i] * x[i]);
     dx[i] = grad[i] * (cdf[i] + x[i] * pdf);
+}
+
+// Dropout's multiplier from uniform samples: scale = 1 / (1 - p) where u >= p, else 0.
+template <typename T>
+__global__ void dropout_keep(const T* uniform, T* keep, double p, double scale, long long size) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    keep[i] = uniform[i] >= (T)p ? (T)scale : (T)0;
 }
 
 // One warp a row of n: the row's index and this thread's lane, or false past the last row.
@@ -126,7 +135,7 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 }
 """
 
-KERNELS = ("gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward", "layer_norm_forward",
+KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "softmax_forward", "softmax_backward", "layer_norm_forward",
            "layer_norm_backward")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
@@ -201,6 +210,31 @@ def _gelu_backward_kernel(x, cdf, grad):
     if x.size:
         _launch("gelu_backward", x.size, x, cdf, grad, dx, xp.int64(x.size))
     return dx
+
+
+# ---- dropout
+
+
+def dropout_keep_reference(uniform, p: float, scale: float):
+    return (uniform >= p).astype(uniform.dtype) * scale
+
+
+def dropout_keep(uniform, p: float, scale: float):
+    """Dropout's multiplier: ``scale`` where ``uniform >= p``, else 0, in uniform's dtype."""
+    return backend.fused("dropout_keep", lambda u: dropout_keep_reference(u, p, scale),
+                         lambda u: _dropout_keep_kernel(u, p, scale), uniform)
+
+
+def _dropout_keep_kernel(uniform, p: float, scale: float):
+    xp = backend.get_array_module(uniform)
+    uniform = xp.ascontiguousarray(uniform)
+    if not _fusable(uniform):
+        return dropout_keep_reference(uniform, p, scale)
+    keep = xp.empty_like(uniform)
+    if uniform.size:
+        _launch("dropout_keep", uniform.size, uniform, keep, xp.float64(p), xp.float64(scale),
+                xp.int64(uniform.size))
+    return keep
 
 
 # ---- softmax over the last axis

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minigrad import backend, nn
+from minigrad import backend, kernels, nn
 from minigrad import functional as F
 from minigrad.nn import init
 from minigrad.tensor import Function, Tensor
@@ -50,6 +50,61 @@ class RelativePositionBias(Function):
         return both_summed.transpose(0, 2, 1).reshape(side * side, heads)  # table rows (dh, dw)
 
 
+class WindowAttentionCore(Function):
+    """Eq. 4 inside every window, from the qkv projection to the heads' outputs, as one op:
+
+        q, k, v = split(qkv);  S = (q * scale) k^T + B (+ mask);  P = softmax(S);  out = (P o keep) v
+
+    ``keep`` is attention dropout's multiplier (or None). As one op its backward is nine array
+    operations where the chain of primitives takes some twenty (the split alone three zero
+    buffers): with G = d out, D = G v^T o keep,
+
+        dv = (P o keep)^T G,  dS = P o (D - rowsum(D o P)),  dB = sum of dS over windows,
+        dq = dS k * scale,  dk = dS^T (q * scale),  d qkv = stack(dq, dk, dv), back in qkv's layout.
+
+    ``qkv``: ``(B*nW, N, 3C)``; ``bias``: ``(heads, N, N)``; ``mask``: ``(nW, N, N)`` or None; the
+    result ``(B*nW, N, C)``.
+    """
+
+    def __init__(self, heads: int, scale: float):
+        self.heads, self.scale = heads, scale
+
+    def forward(self, qkv, bias, mask, keep):
+        windows, n, three_c = qkv.shape
+        heads, d = self.heads, three_c // 3 // self.heads
+        qkv = qkv.reshape(windows, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # (3, B*nW, heads, N, d)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]  # each (B*nW, heads, N, d)
+        scores = q @ k.transpose(0, 1, 3, 2)  # (B*nW, heads, N, N): query x key
+        scores += bias  # + (heads, N, N), the same in every window
+        if mask is not None:  # the same nW masks for every image of the batch
+            masks = mask.shape[0]
+            by_image = scores.reshape(windows // masks, masks, heads, n, n)  # a view of scores
+            by_image += mask[:, None]  # + (nW, 1, N, N)
+        attention = kernels.softmax(scores)
+        dropped = attention if keep is None else attention * keep
+        self.q, self.k, self.v, self.attention, self.dropped, self.keep = q, k, v, attention, dropped, keep
+        out = dropped @ v  # (B*nW, heads, N, d)
+        return out.transpose(0, 2, 1, 3).reshape(windows, n, heads * d)  # (B*nW, N, C)
+
+    def backward(self, grad):
+        xp = backend.get_array_module(grad)
+        windows, n, c = grad.shape
+        heads = self.heads
+        grad = grad.reshape(windows, n, heads, c // heads).transpose(0, 2, 1, 3)  # (B*nW, heads, N, d)
+        grad_v = self.dropped.transpose(0, 1, 3, 2) @ grad
+        grad_dropped = grad @ self.v.transpose(0, 1, 3, 2)  # (B*nW, heads, N, N)
+        if self.keep is not None:
+            grad_dropped *= self.keep
+        grad_scores = kernels.softmax_backward(self.attention, grad_dropped)
+        grad_bias = grad_scores.sum(axis=0) if self.needs_input_grad[1] else None  # (heads, N, N)
+        grad_q = grad_scores @ self.k
+        grad_q *= self.scale
+        grad_k = (self.q.transpose(0, 1, 3, 2) @ grad_scores).transpose(0, 1, 3, 2)
+        grad_qkv = xp.stack([grad_q, grad_k, grad_v])  # (3, B*nW, heads, N, d)
+        grad_qkv = grad_qkv.transpose(1, 3, 0, 2, 4).reshape(windows, n, 3 * c)  # (B*nW, N, 3C)
+        return grad_qkv, grad_bias, None, None
+
+
 class WindowAttention(nn.Module):
     """Attention over the tokens of each window: ``(B * nW, M*M, C) -> (B * nW, M*M, C)``."""
 
@@ -82,19 +137,13 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: Tensor, mask: Any = None) -> Tensor:
         """``x``: ``(B*nW, N, C)``, N = M*M tokens a window; ``mask``: ``(nW, N, N)`` or None."""
-        windows, n, c = x.shape
-        heads = self.num_heads
-        qkv = self.qkv(x).reshape(windows, n, 3, heads, c // heads)  # (B*nW, N, 3, heads, d)
-        qkv = qkv.transpose(2, 0, 3, 1, 4)  # (3, B*nW, heads, N, d)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # each (B*nW, heads, N, d)
-        attn = (q * self.scale) @ k.transpose(0, 1, 3, 2)  # (B*nW, heads, N, N): query x key
-        attn = attn + self.relative_position_bias()  # + (heads, N, N), the same in every window
-        if mask is not None:  # the same nW masks for every image of the batch
-            masks = mask.shape[0]
-            attn = attn.reshape(windows // masks, masks, heads, n, n)  # (B, nW, heads, N, N)
-            attn = (attn + mask[:, None]).reshape(windows, heads, n, n)  # + (nW, 1, N, N)
-        attn = self.attn_drop(F.softmax(attn, axis=-1))
-        out = (attn @ v).transpose(0, 2, 1, 3).reshape(windows, n, c)  # (B*nW, N, heads * d = C)
+        windows, n, _ = x.shape
+        keep = None
+        if self.training and self.attn_drop.p > 0:
+            keep = F.keep_mask(x, (windows, self.num_heads, n, n), self.attn_drop.p)
+        qkv = self.qkv(x)  # (B*nW, N, 3C)
+        out = WindowAttentionCore.apply(qkv, self.relative_position_bias(), mask, keep,
+                                        heads=self.num_heads, scale=self.scale)  # (B*nW, N, C)
         return self.proj_drop(self.proj(out))
 
     def flops(self, n: int) -> int:

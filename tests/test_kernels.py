@@ -115,3 +115,14 @@ def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
         before = fake_gpu.operation_count.count
         run()
         assert fake_gpu.operation_count.count == before + 1 and fake_gpu.operation_count.kinds[name] >= 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+def test_dropout_keep_is_the_scale_where_the_sample_reaches_p(device, dtype, p):
+    uniform = np.random.default_rng(7).random(1000).astype(dtype)
+    uniform[:3] = np.array([p, np.nextafter(dtype(p), dtype(0)), 0.0], dtype=dtype)  # at and just below p
+    scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
+    keep = backend.asnumpy(kernels.dropout_keep(backend.to_device(uniform, device), p, scale))
+    assert keep.dtype == dtype
+    np.testing.assert_array_equal(keep, np.where(uniform >= dtype(p), dtype(scale), dtype(0)))

@@ -15,7 +15,7 @@ from minigrad.tensor import Tensor
 from swin import (Mlp, PatchEmbed, PatchMerging, SwinTransformer, SwinTransformerBlock, WindowAttention, build,
                   relative_offset_one_hot, relative_position_index, shifted_window_mask, swin_b, swin_l,
                   swin_mini, swin_s, swin_t)
-from swin.attention import RelativePositionBias
+from swin.attention import RelativePositionBias, WindowAttentionCore
 from test_swin_windows import official_region_labels, windows_by_loop
 
 # A Swin small enough to gradient-check whole: stage 1 has 8x8 tokens in four 4x4 windows (shifted,
@@ -528,9 +528,10 @@ class DropOnCall(nn.Module):
 @pytest.mark.parametrize("dropout", ["attn_drop", "proj_drop"])
 def test_attention_dropout_acts_on_the_attention_weights_and_after_the_projection(dropout):
     """attn_drop after the softmax: with every weight dropped, no value gets through and only the projection's
-    bias is left; proj_drop after the projection: nothing is left."""
+    bias is left; proj_drop after the projection: nothing is left. (Dropout(1.0) drops every element: the
+    attention core takes attn_drop's rate, not its forward.)"""
     attention = randomise(WindowAttention(dim=4, window_size=2, num_heads=2))
-    setattr(attention, dropout, DropEverything())
+    setattr(attention, dropout, nn.Dropout(1.0))
     out = attention(Tensor(rng(16).standard_normal((3, 4, 4)).astype(np.float32)))
     expected = np.broadcast_to(attention.proj.bias.numpy(), (3, 4, 4)) if dropout == "attn_drop" else 0.0
     np.testing.assert_array_equal(out.numpy(), expected)
@@ -816,3 +817,19 @@ def test_a_model_built_on_a_default_device_keeps_everything_there(device, monkey
     logits = model(Tensor(x, device=device))
     assert logits.device == device
     np.testing.assert_allclose(logits.numpy(), reference(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["W-MSA", "SW-MSA"])
+@pytest.mark.parametrize("dropped", [False, True], ids=["all kept", "attention dropout"])
+def test_gradcheck_the_fused_attention_core(device, masked, dropped):
+    """Its hand-derived backward (the split, the scale, the bias and mask, softmax, dropout's
+    multiplier, the product with v), checked against central differences."""
+    windows, n, heads, d = 4, 4, 2, 3
+    qkv = minigrad.tensor(rng(30).standard_normal((windows, n, 3 * heads * d)), requires_grad=True, device=device)
+    bias = minigrad.tensor(rng(31).standard_normal((heads, n, n)), requires_grad=True, device=device)
+    mask = backend.to_device(shifted_window_mask(4, 4, 2, 1).astype(np.float64), device) if masked else None
+    keep = None
+    if dropped:
+        keep = backend.to_device((rng(32).random((windows, heads, n, n)) > 0.3) / 0.7, device)
+    assert minigrad.gradcheck(lambda q, b: WindowAttentionCore.apply(q, b, mask, keep, heads=heads, scale=0.4),
+                              [qkv, bias])
