@@ -1,5 +1,6 @@
 """What a training run reports, computed on the host: accuracy, macro-F1, the confusion matrix,
-and the plots (loss and accuracy curves per optimizer, the confusion matrix as an image).
+the plots (loss and accuracy curves per optimizer, the confusion matrix as an image), the history
+of every epoch as CSV and the summary table.
 
 Macro-F1 is the unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN), so a rare colour
 counts as much as a common one. A class that is neither present nor predicted (F1 = 0 / 0) is
@@ -8,8 +9,10 @@ the label list; that matters only for validation sets too small to hold every cl
 """
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -98,3 +101,38 @@ def plot_confusion(confusion: numpy.ndarray, classes: Sequence[str], path: Path,
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def write_history(optimizer_name: str, history: list[dict[str, float]], path: Path) -> None:
+    """Put ``history`` in the run's CSV file in place of the optimizer's earlier rows, keeping the
+    rows of the other optimizers (also those a resumed run does not train again)."""
+    rows = []
+    if path.exists():
+        with open(path, newline="") as file:
+            rows = [row for row in csv.DictReader(file) if row["optimizer"] != optimizer_name]
+    rows += [{"optimizer": optimizer_name, **row} for row in history]
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["optimizer", *history[0]])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_name: str) -> str:
+    """A Markdown report: per optimizer the best epoch, the scores and the speed; per class the F1."""
+    lines = [f"| optimizer | best epoch | best val accuracy | {test_name} accuracy | {test_name} macro-F1 "
+             f"| images/s (median epoch) |", "|---|---|---|---|---|---|"]
+    for name, result in results.items():
+        best = max(result["history"], key=lambda row: row["val_acc"])
+        speed = numpy.median([row["images_per_s"] for row in result["history"]])
+        lines.append(f"| {name} | {best['epoch']} | {best['val_acc']:.4f} | {accuracy(result['confusion']):.4f} | "
+                     f"{macro_f1(result['confusion']):.4f} | {speed:.1f} |")
+    lines += ["", f"Per-class F1 on the {test_name} split:", "",
+              "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    per_class = {name: per_class_f1(result["confusion"]) for name, result in results.items()}
+    for index, label in enumerate(classes):
+        cells = ("-" if numpy.isnan(per_class[name][index]) else f"{per_class[name][index]:.3f}" for name in results)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(numpy.isnan(scores).any() for scores in per_class.values()):
+        # F1 is 0/0 there: "nan" in a table of scores reads as a bug. Macro-F1 leaves these classes out.
+        lines += ["", f"-: a class neither in the {test_name} split nor predicted, left out of macro-F1."]
+    return "\n".join(lines) + "\n"

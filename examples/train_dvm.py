@@ -20,7 +20,8 @@ import argparse
 from pathlib import Path
 
 from datasets import SyntheticCarColours, dvm_colours, eval_transform, train_transform
-from training import Splits, main, make_parser, say
+from runs import main, make_parser
+from training import Splits, say
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

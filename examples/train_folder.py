@@ -15,7 +15,8 @@ import argparse
 from pathlib import Path
 
 from datasets import ImageFiles, Subset, eval_transform, image_folder, stratified_split, train_transform
-from training import Splits, main, make_parser, say
+from runs import main, make_parser
+from training import Splits, say
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
