@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from datasets import Subset, eval_transform, has_test_labels, stanford_cars, stratified_split, train_transform
+from datasets.folder import readable_images
 from runs import main, make_parser
 from training import Splits, say
 
@@ -37,14 +38,20 @@ def load_data(args: argparse.Namespace) -> Splits:
     crop = not args.no_crop
     train_tf, eval_tf = train_transform(args.img_size), eval_transform(args.img_size)
     augmented = stanford_cars(args.data, "train", transform=train_tf, crop_to_box=crop)
-    plain = stanford_cars(args.data, "train", transform=eval_tf, crop_to_box=crop)
-    kept, held_out = stratified_split(augmented.labels, args.val_fraction, args.seed)
     test = None
     if has_test_labels(args.data):
         test = stanford_cars(args.data, "test", transform=eval_tf, crop_to_box=crop)
     else:
         say("No test labels (cars_test_annos_withlabels.mat) beside the folders: the best models are "
-              "scored on the validation part of the training images instead.")
+            "scored on the validation part of the training images instead.")
+    # Before the split, so that it is drawn among the images that can be read. Keep the unreadable
+    # files where they are: Stanford Cars refuses a listed image that is missing.
+    readable = readable_images(augmented.paths + (test.paths if test is not None else []), str(args.data))
+    if test is not None:
+        test = test.select([index - len(augmented) for index in readable if index >= len(augmented)])
+    augmented = augmented.select([index for index in readable if index < len(augmented)])
+    plain = augmented.select(range(len(augmented)), eval_tf)  # the same photos, read unaugmented
+    kept, held_out = stratified_split(augmented.labels, args.val_fraction, args.seed)
     return Splits(Subset(augmented, kept), Subset(plain, held_out), test)
 
 

@@ -3,8 +3,10 @@ DVM-Car's own layout."""
 import argparse
 import json
 import re
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 import minigrad
 
@@ -55,3 +57,45 @@ def test_the_dvm_script_trains_on_the_real_layout_with_chosen_viewpoints(tmp_pat
 def test_a_missing_dvm_folder_says_where_to_get_the_data(tmp_path, capsys):
     message = usage_error(capsys, run_dvm, ["--data", str(tmp_path / "DVM")])
     assert "resized_DVM" in message and "deepvisualmarketing" in message
+
+
+def damage(paths) -> tuple:
+    """Make the first of ``paths`` a 0-byte file and cut the second short, as a copy that stopped would."""
+    empty, cut = paths[0], paths[1]
+    empty.write_bytes(b"")
+    cut.write_bytes(cut.read_bytes()[:len(cut.read_bytes()) // 2])
+    return empty, cut
+
+
+def test_a_dvm_tree_with_an_empty_and_a_truncated_jpeg_trains_to_the_end_with_one_warning_naming_both(tmp_path):
+    write_tree(tmp_path / "DVM" / "resized_DVM", adverts={"Black": 12, "White": 12})
+    photos = sorted((tmp_path / "DVM").rglob("*.jpg"))
+    empty, cut = damage([photos[0], photos[-1]])
+    argv = ["--data", str(tmp_path / "DVM"), "--colours", "2", "--model", "swin_mini", "--img-size", "32",
+            "--epochs", "2", "--optimizers", "sgd", "--workers", "0", "--batch-size", "8"]
+    with pytest.warns(UserWarning, match="left out the 2 images Pillow cannot open") as caught:
+        folder = run_dvm(argv + ["--out", str(tmp_path / "run")])
+    [warning] = [str(w.message) for w in caught if "Pillow cannot open" in str(w.message)]
+    assert str(empty) in warning and str(cut) in warning
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "last.npz")["history"]] == [1, 2]
+    # Deleting them later leaves the splits as they were: --resume goes on.
+    empty.unlink()
+    cut.unlink()
+    run_dvm(["--resume", "--out", str(folder), "--epochs", "3"])
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "last.npz")["history"]] == [1, 2, 3]
+
+
+def test_a_capped_dvm_split_stays_the_same_when_an_unreadable_image_is_deleted(tmp_path):
+    write_tree(tmp_path / "DVM" / "resized_DVM", adverts={"Black": 30, "White": 20})
+    settings = argparse.Namespace(data=tmp_path / "DVM", img_size=32, seed=0, colours=2, images="all",
+                                  max_per_class=3, viewpoints=None)
+    before = train_dvm.load_data(settings)
+    damage([Path(before.train.paths[0]), Path(before.val.paths[0])])
+    with pytest.warns(UserWarning, match="left out the 2 images"):
+        damaged = train_dvm.load_data(settings)
+    assert all(np.bincount(split.labels, minlength=2).max() <= 3 for split in damaged)
+    assert before.train.paths[0] not in damaged.train.paths and len(damaged.train) == len(before.train)
+    Path(before.train.paths[0]).unlink()
+    Path(before.val.paths[0]).unlink()
+    after = train_dvm.load_data(settings)
+    assert [split.example_names() for split in after] == [split.example_names() for split in damaged]

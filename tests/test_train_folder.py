@@ -10,6 +10,7 @@ from PIL import Image
 
 import minigrad
 from datasets import ToArray, eval_transform, image_folder, stratified_split
+from datasets.folder import image_problem
 from swin import swin_mini
 
 from example_scripts import TINY, loads_alike, read_history, run_dvm, run_folder, usage_error, write_class_folders
@@ -96,6 +97,22 @@ def test_image_folder_leaves_out_other_files_and_images_pillow_cannot_open_with_
     assert all(name in unreadable for name in ("empty.jpg", "page.jpg", "gone.jpg"))
     np.testing.assert_array_equal(photos.labels, [0, 0, 1, 1])
     assert all(photos[index][0].shape == (3, 30, 40) for index in range(4))  # nothing left to fail mid-run
+
+
+def test_an_image_cut_short_is_found_and_one_with_bytes_after_its_end_is_not(tmp_path):
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    noise.save(tmp_path / "whole.jpg", quality=95)
+    noise.save(tmp_path / "whole.png")
+    whole_jpeg, whole_png = (tmp_path / "whole.jpg").read_bytes(), (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole_jpeg[:len(whole_jpeg) * 2 // 3])
+    (tmp_path / "cut.png").write_bytes(whole_png[:len(whole_png) * 2 // 3])
+    (tmp_path / "trailer.jpg").write_bytes(whole_jpeg + b"camera notes")
+    assert image_problem(tmp_path / "whole.jpg") is None and image_problem(tmp_path / "whole.png") is None
+    assert image_problem(tmp_path / "trailer.jpg") is None
+    assert "truncated" in image_problem(tmp_path / "cut.jpg").lower()
+    assert image_problem(tmp_path / "cut.png") is not None
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert image_problem(tmp_path / "empty.jpg") is not None
 
 
 def test_image_folder_follows_links_to_folders_and_reads_a_folder_once(tmp_path):

@@ -3,6 +3,7 @@ crops, and what the script needs."""
 import argparse
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from datasets import eval_transform
@@ -29,6 +30,26 @@ def test_stanford_cars_run_scores_on_the_test_split(tmp_path):
     assert len(rows) == 1 and int(rows[0]["steps"]) == 2  # 9 training images: two full batches of 4
     summary = (folder / "summary.md").read_text()
     assert "test accuracy" in summary and NAMES[2] in summary
+
+
+def test_stanford_cars_leaves_out_unreadable_images_with_one_warning_naming_them(tmp_path):
+    train = [(1, 1, 40, 30, 1 + i % 3, f"{i + 1:05d}.jpg") for i in range(15)]
+    make_cars(tmp_path / "cars", train=train)
+    empty, cut = tmp_path / "cars" / "cars_train" / "00002.jpg", tmp_path / "cars" / "cars_test" / "00001.jpg"
+    empty.write_bytes(b"")
+    cut.write_bytes(cut.read_bytes()[:300])
+    with pytest.warns(UserWarning, match="Pillow cannot open") as caught:
+        folder = run_cars(["--data", str(tmp_path / "cars"), "--model", "swin_mini", "--img-size", "32",
+                           "--epochs", "1", "--batch-size", "4", "--optimizers", "adam", "--workers", "0",
+                           "--val-fraction", "0.2", "--out", str(tmp_path / "run")])
+    [message] = [str(w.message) for w in caught if "Pillow cannot open" in str(w.message)]
+    assert "left out the 2 images" in message and str(empty) in message and str(cut) in message
+    assert (folder / "summary.md").is_file()
+    with pytest.warns(UserWarning, match="Pillow cannot open"):
+        loaded = train_stanford_cars.load_data(argparse.Namespace(data=tmp_path / "cars", img_size=16, seed=0,
+                                                                  val_fraction=0.2, no_crop=False))
+    assert "00002.jpg" not in loaded.train.example_names() + loaded.val.example_names()
+    assert len(loaded.train) + len(loaded.val) == 14
 
 
 def test_stanford_cars_holds_out_unaugmented_validation_by_seed_and_crops_unless_told_not_to(tmp_path):
