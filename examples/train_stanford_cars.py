@@ -22,11 +22,13 @@ from datasets.folder import readable_images
 from runs import main, make_parser
 from training import Splits, say
 
+DEFAULT_MODEL = "swin_t at 224 px"  # what main trains without --model
+
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     # Not required=True: with --resume it comes from the run's config.json.
-    data.add_argument("--data", type=Path, help="the Stanford Cars folder (needed)")
+    data.add_argument("--data", type=Path, help="the Stanford Cars folder (needed: no default)")
     data.add_argument("--val-fraction", type=float, default=0.1,
                       help="the part of each class of the training images held out for validation")
     data.add_argument("--no-crop", action="store_true", help="use whole images, not the bounding boxes")
@@ -56,6 +58,6 @@ def load_data(args: argparse.Namespace) -> Splits:
 
 
 if __name__ == "__main__":
-    parser = make_parser(__doc__)
+    parser = make_parser(__doc__, DEFAULT_MODEL)
     add_data_arguments(parser)
     main(parser, load_data, "stanford_cars")

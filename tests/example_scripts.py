@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
 import runs  # noqa: E402
 import train_dvm  # noqa: E402
 import train_folder  # noqa: E402

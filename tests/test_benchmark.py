@@ -15,7 +15,7 @@ def run_benchmark(monkeypatch, argv):
     benchmark.main()
 
 
-@pytest.mark.parametrize("option", ["--batch", "--classes", "--repeats"])
+@pytest.mark.parametrize("option", ["--batch-size", "--classes", "--repeats"])
 def test_the_benchmark_refuses_counts_below_one(monkeypatch, capsys, option):
     message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv), [option, "0"])
     assert f"{option} must be at least 1, got 0" in message
@@ -28,8 +28,8 @@ def test_the_benchmark_refuses_to_time_the_stand_in_gpu(monkeypatch, capsys):
 
 
 def test_the_benchmark_times_a_step_on_the_cpu(monkeypatch, capsys):
-    run_benchmark(monkeypatch, ["--variant", "swin_mini", "--batch", "1", "--repeats", "1", "--warmup", "0",
-                                "--update"])
+    run_benchmark(monkeypatch, ["--model", "swin_mini", "--batch-size", "1", "--repeats", "1", "--warmup", "0",
+                                "--update", "--device", "CPU"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "swin_mini, batch 1, 64 px, forward + backward + clipping + AdamW, median of 1, on cpu"
     assert re.fullmatch(r"  minigrad +\d+\.\d ms/step +\d+\.\d images/s", lines[1])
@@ -39,11 +39,22 @@ def test_the_benchmark_times_a_step_on_the_cpu(monkeypatch, capsys):
 def test_the_benchmark_reports_the_ratio_of_the_times(monkeypatch, capsys):
     monkeypatch.setattr(benchmark, "minigrad_step_time", lambda args, images, labels: 0.5)
     monkeypatch.setattr(benchmark, "torch_step_time", lambda args, images, labels: 0.2)
-    run_benchmark(monkeypatch, ["--variant", "swin_mini", "--batch", "4"])
+    run_benchmark(monkeypatch, ["--model", "swin_mini", "--batch-size", "4"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["minigrad", "500.0", "ms/step", "8.0", "images/s"]
     assert lines[2].split() == ["PyTorch", "eager", "200.0", "ms/step", "20.0", "images/s"]
     assert lines[3] == "  minigrad / PyTorch time ratio: 2.50"
+
+
+def test_the_benchmark_takes_the_trainers_option_names_and_its_own_earlier_ones(monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "minigrad_step_time", lambda args, images, labels: 0.5)
+    monkeypatch.setattr(benchmark, "torch_step_time", lambda args, images, labels: None)
+    for argv in (["--model", "swin_mini", "--batch-size", "3"], ["--variant", "swin_mini", "--batch", "3"]):
+        run_benchmark(monkeypatch, argv)
+        assert capsys.readouterr().out.startswith("swin_mini, batch 3, 64 px")
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")  # cuda is the trainers' alias of gpu: here the stand-in, refused
+    message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv), ["--device", "cuda"])
+    assert "MINIGRAD_FAKE_GPU=1 serves 'gpu'" in message
 
 
 def test_a_timing_warms_up_then_takes_the_median_of_the_clock():

@@ -75,7 +75,7 @@ def test_predict_prints_the_top_classes_with_their_probabilities(tmp_path, capsy
         logits = model.eval()(minigrad.tensor(image[None])).data[0].astype(np.float64)
     probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     order = np.argsort(-probabilities)
-    for top, shown in (("2", 2), ("0", 1), ("9", 4)):
+    for top, shown in (("2", 2), ("1", 1), ("9", 4)):
         predict.main([str(tmp_path / "best.npz"), str(photo), "--top", top])
         (line,) = capsys.readouterr().out.splitlines()
         path, guesses = line.split(": ")
@@ -88,6 +88,9 @@ def test_predict_prints_the_top_classes_with_their_probabilities(tmp_path, capsy
 def test_predict_explains_bad_input(tmp_path, capsys):
     message = usage_error(capsys, predict.main, [str(tmp_path / "none.npz"), "car.jpg"])
     assert "no checkpoint" in message
+    for top in ("0", "-2"):
+        message = usage_error(capsys, predict.main, [str(tmp_path / "none.npz"), "car.jpg", "--top", top])
+        assert f"--top must be at least 1, got {top}" in message
     minigrad.save({"weight": np.zeros(3)}, tmp_path / "bare.npz")
     Image.new("RGB", (8, 8)).save(tmp_path / "car.jpg")
     message = usage_error(capsys, predict.main, [str(tmp_path / "bare.npz"), str(tmp_path / "car.jpg")])
