@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -33,49 +34,55 @@ try:
 except ImportError:  # Windows: runs there go unlocked
     fcntl = None
 
+from cli import HelpFormatter, add_device_argument
 from minigrad import backend
+from minigrad.serialization import temporary_files_of
 from swin import VARIANTS
 from swin.model import unusable_size_reason, usable_sizes
-from training import OPTIMIZERS, Splits, initial_model, run
+from training import OPTIMIZERS, Splits, initial_model, run, say
 
 # --resume takes every setting not given from the run's config.json, except those of this session
 # (the machine, and a cap on its steps); it may change how long the run goes, which optimizers go
 # on (each has its own checkpoints), and where its files are now.
 SESSION_SETTINGS = ("out", "resume", "device", "workers", "log_every", "max_steps")
 RESUME_MAY_CHANGE = ("epochs", "optimizers", "data", "pretrained")
+# A validation or test split smaller than this is warned of: its accuracy moves in steps of 5 % or more.
+MIN_SCORED_IMAGES = 20
 
 
-def make_parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every training script takes; the script adds its data arguments."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser(description: str, default_model: str = "swin_t at 224 px") -> argparse.ArgumentParser:
+    """The arguments every training script takes; the script adds its data arguments.
+    ``default_model`` says which variant the script trains without --model."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=sorted(VARIANTS),
-                       help="Swin variant (default: swin_mini on the synthetic set, swin_t on real data)")
+    model.add_argument("--model", choices=sorted(VARIANTS), help=f"Swin variant (default: {default_model})")
     model.add_argument("--img-size", type=int, help="image side in pixels (default: the variant's, 64 or 224)")
     model.add_argument("--pretrained", type=Path,
                        help="official or timm Swin weights (.npz, .safetensors, .pth) to start from; the head "
-                            "is left out when the class count differs")
+                            "is left out when the class count differs (default: none, from scratch)")
     model.add_argument("--drop-path", type=float, help="stochastic depth rate (default: the variant's)")
     training = parser.add_argument_group("training")
     training.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=["adam", "radam"],
-                          help="optimizers to compare, each from the same initial weights (default: adam radam)")
-    training.add_argument("--epochs", type=int, default=5)
-    training.add_argument("--batch-size", type=int, default=32)
-    training.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: 5e-4)")
+                          help="optimizers to compare, each from the same initial weights")
+    training.add_argument("--epochs", type=int, default=6, help="epochs per optimizer")
+    training.add_argument("--batch-size", type=int, default=32, help="images per step")
+    training.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     training.add_argument("--weight-decay", type=float, default=0.0,
                           help="L2 for adam/radam/sgd, decoupled for adamw; never on biases, norms, bias tables")
-    training.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                          help="learning-rate schedule (default: constant, so Adam and RAdam differ only in "
-                               "RAdam's rectification)")
-    training.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up (cosine schedule only)")
-    training.add_argument("--label-smoothing", type=float, default=0.0)
+    training.add_argument("--schedule", choices=("constant", "cosine"), default="cosine",
+                          help="learning-rate schedule: constant, or linear warm-up then cosine decay to 0")
+    training.add_argument("--warmup-epochs", type=float, default=1.0,
+                          help="linear warm-up (cosine schedule only); 0 for none")
+    training.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
     training.add_argument("--clip-grad", type=float, default=5.0, help="max gradient norm; 0 turns clipping off")
-    training.add_argument("--max-steps", type=int, help="stop each optimizer after this many steps (smoke runs)")
+    training.add_argument("--max-steps", type=int,
+                          help="stop each optimizer after this many steps, for smoke runs (default: no cap)")
     system = parser.add_argument_group("system")
-    system.add_argument("--device", default="cpu", help="cpu or gpu (needs CuPy: pip install -e '.[gpu]')")
-    system.add_argument("--seed", type=int, default=0)
+    add_device_argument(system)
+    system.add_argument("--seed", type=int, default=0, help="seed of the weights, the split, the order and "
+                                                             "the augmentation")
     system.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="threads decoding images (default: the number of cores, at most 8)")
+                        help="threads decoding images (the number of cores here, at most 8)")
     system.add_argument("--log-every", type=int, default=10, help="steps between progress-bar updates")
     system.add_argument("--out", type=Path, help="the run's folder (default: runs/<name>, or the next free one)")
     system.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
@@ -92,6 +99,7 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
             if args.resume:
                 restore_settings(args, parser, given_options(parser, argv), name)
                 held.enter_context(run_lock(args.out))  # before the data: another process may train it now
+                remove_unfinished_writes(args.out)
             args.device = backend.normalize_device(args.device)
             args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
             if args.img_size is None:  # not `or`: --img-size 0 is refused, not read as "the default"
@@ -101,9 +109,8 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
             if not args.resume:
                 check_new_folder(args, name)
             data = load_data(args)
-            for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
-                if getattr(data, split) is not None and len(getattr(data, split)) == 0:
-                    raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
+            check_data(data)
+            warn_of_a_slow_start(args)
             initial_weights = initial_model(args, data.train.classes).state_dict()
             folder = output_folder(args, name, data)
             if not args.resume:
@@ -184,6 +191,32 @@ def check_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"--drop-path must lie in [0, 1), got {args.drop_path}")
     if len(set(args.optimizers)) != len(args.optimizers):
         raise ValueError(f"--optimizers names one twice: {' '.join(args.optimizers)}")
+
+
+def check_data(data: Splits) -> None:
+    """Refuse data a classifier cannot learn from or be scored on; warn of a split too small for its
+    scores to mean anything (with 2 validation images, accuracy is 0, 0.5 or 1)."""
+    if len(data.train.classes) < 2:
+        raise ValueError(f"a classifier needs at least two classes, the data have {len(data.train.classes)} "
+                         f"({', '.join(data.train.classes)}): with one, every answer is right")
+    for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
+        if getattr(data, split) is not None and len(getattr(data, split)) == 0:
+            raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
+    for split, split_name in (("val", "validation"), ("test", "test")):
+        size = len(getattr(data, split)) if getattr(data, split) is not None else MIN_SCORED_IMAGES
+        if size < MIN_SCORED_IMAGES:
+            warnings.warn(f"the {split_name} split holds only {size} images: its accuracy moves in steps of "
+                          f"{1 / size:.0%}, too coarse to pick the best epoch or compare optimizers; use more data "
+                          f"(or a larger held-out fraction)", stacklevel=2)
+
+
+def warn_of_a_slow_start(args: argparse.Namespace) -> None:
+    """A large Swin from scratch on a CPU trains for days; say so before it starts."""
+    if args.device == "cpu" and args.pretrained is None and args.model != "swin_mini":
+        warnings.warn(f"{args.model} at {args.img_size} px trains from scratch on the CPU: Swin-T goes at about one "
+                      f"image a second on 2 cores, hours an epoch, and learns little from scratch on a small data "
+                      f"set. Pass --device gpu and --pretrained ImageNet weights, or --model swin_mini for a "
+                      f"quick try", stacklevel=2)
 
 
 def check_image_size(args: argparse.Namespace) -> None:
@@ -267,6 +300,19 @@ def output_folder(args: argparse.Namespace, name: str, data: Splits) -> Path:
     except FileExistsError:
         raise FileExistsError(f"another run has just begun in {folder}; choose another --out") from None
     return folder
+
+
+def remove_unfinished_writes(folder: Path) -> None:
+    """Delete the checkpoints an earlier process of the run was writing when it was killed (kill -9,
+    a power cut): minigrad.save's temporary files beside each optimizer's last.npz and best.npz, and
+    nothing else. Called with the run's lock held, so that no other process is writing them now."""
+    unfinished = [temporary for name in OPTIMIZERS for checkpoint in ("last.npz", "best.npz")
+                  for temporary in temporary_files_of(folder / name / checkpoint)]
+    for path in unfinished:
+        path.unlink()
+    if unfinished:
+        say(f"Removed what a process killed while saving left unfinished: "
+            f"{', '.join(str(path.relative_to(folder)) for path in unfinished)}")
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@ is written, nothing of the user's overwritten, the run's lock, the split's diges
 going on with the settings the run started with."""
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +140,53 @@ def test_the_default_model_is_swin_mini_on_the_synthetic_set_and_swin_t_on_real_
     # The image size is the variant's: 64 px for swin_mini, 224 for the others.
     assert seen == [("swin_mini", 64), ("swin_t", 224), ("swin_t", 384), ("swin_b", 224)]
     assert "no data in this test" in capsys.readouterr().err
+
+
+class Fixed(Dataset):
+    """``size`` examples of ``classes``, labelled in turn."""
+
+    def __init__(self, size: int, classes: list[str]):
+        self.labels, self.classes = np.arange(size) % len(classes), classes
+
+    def example_names(self) -> list[str]:
+        return [f"example {index}" for index in range(len(self))]
+
+
+def test_one_class_is_refused_and_splits_too_small_to_score_are_warned_of():
+    with pytest.raises(ValueError, match="at least two classes, the data have 1 \\(Black\\)"):
+        runs.check_data(training.Splits(Fixed(50, ["Black"]), Fixed(30, ["Black"]), None))
+    with pytest.warns(UserWarning) as caught:
+        runs.check_data(training.Splits(Fixed(50, ["Black", "Red"]), Fixed(2, ["Black", "Red"]),
+                                        Fixed(19, ["Black", "Red"])))
+    assert [str(warning.message).split(":")[0] for warning in caught] == [
+        "the validation split holds only 2 images", "the test split holds only 19 images"]
+    assert "steps of 50%" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runs.check_data(training.Splits(Fixed(50, ["Black", "Red"]), Fixed(20, ["Black", "Red"]), None))
+
+
+def test_dvm_colours_below_two_are_refused_before_the_scan(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_dvm, "dvm_colours", lambda *args, **kwargs: pytest.fail("the data were scanned"))
+    message = usage_error(capsys, run_dvm, ["--data", str(tmp_path), "--colours", "1", "--model", "swin_mini"])
+    assert "--colours must be at least 2, got 1" in message
+
+
+def test_a_large_model_from_scratch_on_the_cpu_is_warned_of():
+    parser = runs.make_parser("test")
+    messages = {}
+    for argv in (["--model", "swin_t"], ["--model", "swin_t", "--pretrained", "w.npz"], ["--model", "swin_mini"],
+                 ["--model", "swin_t", "--device", "cuda"]):
+        args = parser.parse_args(argv)
+        args.img_size, args.device = 224, args.device.replace("cuda", "gpu")  # as main leaves them
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs.warn_of_a_slow_start(args)
+        messages[" ".join(argv)] = [str(warning.message) for warning in caught]
+    [message] = messages.pop("--model swin_t")
+    assert all(not found for found in messages.values()), messages
+    assert "swin_t at 224 px trains from scratch on the CPU" in message
+    assert "--device gpu and --pretrained" in message and "--model swin_mini" in message
 
 
 def test_a_damaged_checkpoint_met_on_resume_is_named_with_the_way_to_go_on(tmp_path, capsys):
@@ -280,3 +329,22 @@ def test_resume_refuses_data_whose_classes_were_renamed(tmp_path):
     after = training.Splits(*(Named(split.names, split.labels, ["Black", "Crimson"]) for split in before[:2]), None)
     with pytest.raises(ValueError, match="other classes"):
         runs.output_folder(args, "folder", after)
+
+
+def test_resume_removes_the_unfinished_checkpoints_a_killed_process_left_and_nothing_else(tmp_path, capsys):
+    folder = run_dvm(TINY + ["--out", str(tmp_path / "run"), "--epochs", "1", "--optimizers", "sgd"])
+    # What minigrad.save leaves when kill -9 stops it mid-write (its temporary name, before os.replace):
+    written = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", lambda source, target: written.append(Path(source)))
+        minigrad.save({"x": np.zeros(3)}, folder / "sgd" / "last.npz")
+    [unfinished] = written
+    assert unfinished.exists() and unfinished.parent == folder / "sgd"
+    mine = [folder / "sgd" / "notes.tmp", folder / "notes.npz.tmp", folder / "sgd" / ".last.npz.tmp.txt"]
+    for path in mine:
+        path.write_text("the user's")
+    run_dvm(["--resume", "--out", str(folder), "--epochs", "2"])
+    assert not unfinished.exists()
+    assert f"left unfinished: sgd/{unfinished.name}" in capsys.readouterr().out
+    assert all(path.read_text() == "the user's" for path in mine)
+    assert [row["epoch"] for row in minigrad.load(folder / "sgd" / "last.npz")["history"]] == [1, 2]
