@@ -22,6 +22,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy  # noqa: E402
 
 
+# Fixed, not by the order of --optimizers, so that two runs' curves read alike.
+OPTIMIZER_COLOURS = {"adam": "C0", "radam": "C1", "adamw": "C2", "sgd": "C3"}
+
+
 def confusion_matrix(labels: numpy.ndarray, predictions: numpy.ndarray, num_classes: int) -> numpy.ndarray:
     """counts[i, j]: examples of true class i predicted as class j."""
     labels, predictions = numpy.asarray(labels), numpy.asarray(predictions)
@@ -51,29 +55,40 @@ def macro_f1(confusion: numpy.ndarray) -> float:
 
 
 def plot_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Path) -> None:
-    """Loss, accuracy and macro-F1 per epoch, one line per optimizer (train solid, validation dashed)."""
+    """Loss, accuracy and macro-F1 per epoch, one colour per optimizer whatever the order it trained
+    in (train solid, validation dashed), and a dotted line at each one's best epoch (best validation
+    accuracy, the epoch of its best.npz)."""
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = (("loss", "loss"), ("acc", "accuracy"), ("f1", "validation macro-F1"))
-    for (key, title), axis in zip(panels, axes):
-        for index, (name, rows) in enumerate(histories.items()):
+    panels = (("loss", "loss", "cross-entropy"), ("acc", "accuracy", "accuracy"),
+              ("f1", "validation macro-F1", "macro-F1"))
+    for (key, title, quantity), axis in zip(panels, axes):
+        for name, rows in histories.items():
             if not rows:
                 continue
             epochs = [row["epoch"] for row in rows]
-            colour = f"C{index}"
+            colour = optimizer_colour(name)
             if f"train_{key}" in rows[0]:
                 axis.plot(epochs, [row[f"train_{key}"] for row in rows], color=colour, marker=".",
                           label=f"{name} train")
             axis.plot(epochs, [row[f"val_{key}"] for row in rows], color=colour, linestyle="--", marker=".",
                       label=f"{name} validation")
-        axis.set(title=title, xlabel="epoch")
+            best = max(rows, key=lambda row: row["val_acc"])  # the first of a tie, as the checkpoint
+            axis.axvline(best["epoch"], color=colour, linestyle=":", alpha=0.7,
+                         label=f"{name} best epoch ({best['epoch']})")
+        axis.set(title=title, xlabel="epoch", ylabel=quantity)
         # Markers, and ticks on whole epochs even for one: a line through one point draws nothing,
         # and the locator would otherwise tick fractions of an epoch around it.
         axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def optimizer_colour(name: str) -> str:
+    """The colour of an optimizer in every plot of every run: Adam's blue is Adam's in any run."""
+    return OPTIMIZER_COLOURS.get(name, "C7")
 
 
 def plot_confusion(confusion: numpy.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
@@ -117,15 +132,17 @@ def write_history(optimizer_name: str, history: list[dict[str, float]], path: Pa
         writer.writerows(rows)
 
 
-def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_name: str) -> str:
-    """A Markdown report: per optimizer the best epoch, the scores and the speed; per class the F1."""
-    lines = [f"| optimizer | best epoch | best val accuracy | {test_name} accuracy | {test_name} macro-F1 "
-             f"| images/s (median epoch) |", "|---|---|---|---|---|---|"]
+def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_name: str,
+              settings: Mapping[str, Any]) -> str:
+    """A Markdown report: per optimizer the epochs trained, the best one, the scores and the speed;
+    per class the F1; then the settings the run trained with."""
+    lines = [f"| optimizer | epochs | best epoch | best val accuracy | {test_name} accuracy | {test_name} macro-F1 "
+             f"| images/s (median epoch) |", "|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         best = max(result["history"], key=lambda row: row["val_acc"])
         speed = numpy.median([row["images_per_s"] for row in result["history"]])
-        lines.append(f"| {name} | {best['epoch']} | {best['val_acc']:.4f} | {accuracy(result['confusion']):.4f} | "
-                     f"{macro_f1(result['confusion']):.4f} | {speed:.1f} |")
+        lines.append(f"| {name} | {len(result['history'])} | {best['epoch']} | {best['val_acc']:.4f} | "
+                     f"{accuracy(result['confusion']):.4f} | {macro_f1(result['confusion']):.4f} | {speed:.1f} |")
     lines += ["", f"Per-class F1 on the {test_name} split:", "",
               "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     per_class = {name: per_class_f1(result["confusion"]) for name, result in results.items()}
@@ -135,4 +152,8 @@ def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_n
     if any(numpy.isnan(scores).any() for scores in per_class.values()):
         # F1 is 0/0 there: "nan" in a table of scores reads as a bug. Macro-F1 leaves these classes out.
         lines += ["", f"-: a class neither in the {test_name} split nor predicted, left out of macro-F1."]
+    lines += ["", "Settings:", "", "| setting | value |", "|---|---|"]
+    for key, value in settings.items():
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        lines.append(f"| {key.replace('_', '-')} | {'-' if shown is None else shown} |")
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,6 +31,8 @@ from reporting import (accuracy, confusion_matrix, macro_f1, plot_confusion, plo
 from swin import SwinTransformer, build, load_pretrained
 
 OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
+# A mean training loss this many times log(classes), a uniform guess's, means training diverges.
+DIVERGED = 10
 
 class Splits(NamedTuple):
     train: Dataset
@@ -106,6 +109,7 @@ def train_epoch(model, optimizer, schedule, loader: DataLoader, args: argparse.N
     progress.close()
     total_loss, total_correct = read_back(loss_sum, correct)  # also waits for the device to finish
     check_finite(total_loss, steps, description)
+    warn_if_diverging(total_loss / count, logits.shape[-1], description, args)
     seconds = time.perf_counter() - start
     return {"train_loss": total_loss / count, "train_acc": total_correct / count, "steps": steps,
             "seconds": seconds, "images_per_s": count / seconds}
@@ -117,6 +121,16 @@ def check_finite(loss_sum: float, steps: int, description: str) -> None:
         raise FloatingPointError(
             f"the training loss became {loss_sum} within the first {steps} steps of {description}. Lower --lr or "
             f"turn on --clip-grad; and check the labels: on the GPU, one outside 0..classes-1 makes the loss NaN")
+
+
+def warn_if_diverging(mean_loss: float, num_classes: int, description: str, args: argparse.Namespace) -> None:
+    """Warn of a loss far above a uniform guess's, log(classes): the weights are running away, though
+    still finite (a learning rate of 1e6 without clipping reached 2.4e14), and nothing is learnt."""
+    if mean_loss > DIVERGED * math.log(num_classes):
+        hint = "enable --clip-grad (e.g. 5)" if args.clip_grad == 0 else "lower --clip-grad"
+        warnings.warn(f"the training loss of {description} is {mean_loss:.3g}, over {DIVERGED} times a uniform "
+                      f"guess's ({math.log(num_classes):.2f}): training diverges. Lower --lr (it is {args.lr:g}) or "
+                      f"{hint}", stacklevel=2)
 
 
 def say(message: str) -> None:
@@ -248,12 +262,32 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
                                           args.device, f"{name} {test_name}")
         confusion = confusion_matrix(labels, predictions, len(classes))
         plot_confusion(confusion, classes, folder / f"confusion_{name}.png",
-                       f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}")
+                       f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}, "
+                       f"macro-F1 {macro_f1(confusion):.3f}")
         results[name] = {"confusion": confusion, "history": history}
     if results:
-        summary = summarize(results, classes, test_name)
+        summary = summarize(results, classes, test_name, settings_of(args))
         (folder / "summary.md").write_text(summary)
         say(summary)
+        say(where_everything_went(folder, list(results)))
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that decide what a run learns, for its summary (not where its files go)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+            if key not in ("out", "resume", "log_every")}
+
+
+def where_everything_went(folder: Path, optimizers: Sequence[str]) -> str:
+    lines = [f"Everything is in {folder}:",
+             "  summary.md                  the scores above, and the settings",
+             "  curves.png                  loss, accuracy and macro-F1 per epoch; history.csv, the numbers"]
+    for name in optimizers:
+        lines += [f"  {f'confusion_{name}.png':<27} the confusion matrix of {name}'s best model",
+                  f"  {f'{name}/best.npz':<27} that model (python examples/predict.py {folder / name / 'best.npz'} "
+                  f"photo.jpg)",
+                  f"  {f'{name}/last.npz':<27} the last epoch's (--resume --out {folder} goes on from it)"]
+    return "\n".join(lines)
 
 
 def cold_kernel_cache() -> Path | None:

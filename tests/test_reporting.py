@@ -114,7 +114,8 @@ def test_the_curves_of_a_single_epoch_mark_its_points_at_a_whole_epoch(tmp_path,
     row = {"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "train_acc": 0.1, "val_acc": 0.2, "val_f1": 0.15}
     reporting.plot_curves({"adam": [row]}, tmp_path / "curves.png")
     for axis in drawn_axes:
-        assert all(line.get_marker() not in ("None", "", None) for line in axis.get_lines())
+        curves = [line for line in axis.get_lines() if "best epoch" not in line.get_label()]
+        assert curves and all(line.get_marker() not in ("None", "", None) for line in curves)
         ticks = [tick for tick in axis.get_xticks() if axis.get_xlim()[0] <= tick <= axis.get_xlim()[1]]
         assert ticks == [1]
 
@@ -130,7 +131,8 @@ def test_the_curves_draw_each_optimizers_columns_in_a_colour_of_its_own(tmp_path
     loss, acc, f1 = drawn_axes
     drawn = {axis.get_title(): {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()),
                                                    line.get_linestyle(), line.get_color())
-                                for line in axis.get_lines()} for axis in drawn_axes}
+                                for line in axis.get_lines() if "best epoch" not in line.get_label()}
+             for axis in drawn_axes}
     assert drawn["loss"] == {"adam train": ([1, 2], [2.0, 1.5], "-", "C0"),
                              "adam validation": ([1, 2], [2.5, 2.25], "--", "C0"),
                              "radam train": ([1], [2.1], "-", "C1"),
@@ -144,12 +146,32 @@ def test_the_curves_draw_each_optimizers_columns_in_a_colour_of_its_own(tmp_path
 # The summary
 
 
+def test_the_curves_keep_each_optimizers_colour_whatever_the_order_and_mark_its_best_epoch(tmp_path, drawn_axes):
+    def rows(accuracies):
+        return [{"epoch": epoch, "train_loss": 1.0, "val_loss": 1.0, "train_acc": 0.5, "val_acc": accuracy,
+                 "val_f1": accuracy} for epoch, accuracy in enumerate(accuracies, 1)]
+
+    histories = {"radam": rows([0.2, 0.6, 0.6]), "sgd": rows([0.1, 0.2, 0.3]), "adam": rows([0.5, 0.4, 0.45])}
+    reporting.plot_curves(histories, tmp_path / "curves.png")
+    for axis, quantity in zip(drawn_axes, ("cross-entropy", "accuracy", "macro-F1")):
+        assert axis.get_xlabel() == "epoch" and axis.get_ylabel() == quantity
+        lines = {line.get_label(): line for line in axis.get_lines()}
+        for name, colour, best in (("adam", "C0", 1), ("radam", "C1", 2), ("sgd", "C3", 3)):
+            assert lines[f"{name} validation"].get_color() == colour
+            marker = lines[f"{name} best epoch ({best})"]  # the first epoch of a tie, as best.npz
+            assert list(marker.get_xdata()) == [best, best] and marker.get_color() == colour
+
+
 def test_summary_gives_the_best_epoch_the_scores_and_the_median_speed():
     history = [{"epoch": 1, "val_acc": 0.5, "images_per_s": 10.0}, {"epoch": 2, "val_acc": 0.75, "images_per_s": 40.0},
                {"epoch": 3, "val_acc": 0.625, "images_per_s": 100.0}]
     confusion = np.array([[3, 1], [0, 2]])  # accuracy 5/6; F1 6/7 and 4/5, macro 0.8286
-    summary = reporting.summarize({"adam": {"confusion": confusion, "history": history}}, ["Red", "Black"], "test")
-    assert "| adam | 2 | 0.7500 | 0.8333 | 0.8286 | 40.0 |" in summary
+    settings = {"model": "swin_mini", "optimizers": ["adam", "radam"], "lr": 0.001, "pretrained": None}
+    summary = reporting.summarize({"adam": {"confusion": confusion, "history": history}}, ["Red", "Black"], "test",
+                                  settings)
+    assert "| adam | 3 | 2 | 0.7500 | 0.8333 | 0.8286 | 40.0 |" in summary  # 3 epochs, the best the second
+    for line in ("| model | swin_mini |", "| optimizers | adam radam |", "| lr | 0.001 |", "| pretrained | - |"):
+        assert line in summary.split("Settings:")[1]
     assert "| Red | 0.857 |" in summary and "| Black | 0.800 |" in summary
 
 
@@ -158,10 +180,10 @@ def test_summary_gives_each_optimizer_its_column_and_the_first_epoch_of_a_tie():
             {"epoch": 3, "val_acc": 0.75, "images_per_s": 10.0}]
     results = {"adam": {"confusion": np.array([[3, 1], [0, 2]]), "history": tied},  # F1 6/7 and 4/5
                "sgd": {"confusion": np.array([[0, 4], [0, 2]]), "history": tied[:1]}}  # F1 0 and 4/8
-    summary = reporting.summarize(results, ["Red", "Black"], "validation")
+    summary = reporting.summarize(results, ["Red", "Black"], "validation", {})
     # The best checkpoint keeps the first epoch of a tie: the summary names that one.
-    assert "| adam | 2 | 0.7500 | 0.8333 | 0.8286 | 10.0 |" in summary
-    assert "| sgd | 1 | 0.5000 | 0.3333 | 0.2500 | 10.0 |" in summary
+    assert "| adam | 3 | 2 | 0.7500 | 0.8333 | 0.8286 | 10.0 |" in summary
+    assert "| sgd | 1 | 1 | 0.5000 | 0.3333 | 0.2500 | 10.0 |" in summary
     assert "| class | adam | sgd |" in summary and "validation accuracy" in summary
     assert "| Red | 0.857 | 0.000 |" in summary and "| Black | 0.800 | 0.500 |" in summary
 
@@ -170,8 +192,8 @@ def test_summary_marks_a_class_absent_from_the_test_split_and_never_predicted():
     history = [{"epoch": 1, "val_acc": 0.5, "images_per_s": 10.0}]
     confusion = np.array([[2, 0, 1], [0, 0, 0], [0, 0, 3]])  # no Black, and none predicted
     summary = reporting.summarize({"adam": {"confusion": confusion, "history": history}}, ["Red", "Black", "Blue"],
-                                 "test")
+                                 "test", {})
     assert "| Black | - |" in summary and "nan" not in summary
     assert "-: a class neither in the test split nor predicted, left out of macro-F1." in summary
     assert "left out" not in reporting.summarize({"adam": {"confusion": np.eye(2, dtype=int), "history": history}},
-                                                ["Red", "Black"], "test")
+                                                ["Red", "Black"], "test", {})

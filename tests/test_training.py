@@ -3,7 +3,9 @@ repeats an uninterrupted run bit for bit, the schedule, an epoch's means, evalua
 weights, a loss that stops being finite, and the host-device traffic of an epoch on the stand-in GPU."""
 import argparse
 import pickle
+import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,10 @@ import training
 # A whole run
 
 
-def test_a_run_on_the_synthetic_set_writes_every_report(tmp_path):
+def test_a_run_on_the_synthetic_set_writes_every_report(tmp_path, capsys, monkeypatch):
+    titles = []
+    monkeypatch.setattr(training, "plot_confusion", lambda confusion, classes, path, title: (titles.append(title),
+                                                                                           path.write_bytes(b"png")))
     folder = run_dvm(TINY + ["--out", str(tmp_path / "run")])
     for name in ("config.json", "history.csv", "curves.png", "confusion_adam.png", "confusion_radam.png",
                  "summary.md", "adam/last.npz", "adam/best.npz", "radam/last.npz", "radam/best.npz"):
@@ -39,7 +44,15 @@ def test_a_run_on_the_synthetic_set_writes_every_report(tmp_path):
     with Image.open(folder / "curves.png") as image:
         assert image.width > 500
     summary = (folder / "summary.md").read_text()
-    assert "| adam |" in summary and "| radam |" in summary and "| Beige |" in summary
+    assert "| adam | 2 |" in summary and "| radam | 2 |" in summary and "| Beige |" in summary
+    assert "| batch-size | 8 |" in summary and "| model | swin_mini |" in summary and "| lr |" in summary
+    assert all(re.fullmatch(r"swin_mini, (adam|radam): test accuracy [01]\.\d{3}, macro-F1 [01]\.\d{3}", title)
+               for title in titles) and len(titles) == 2
+    # The end of the run says where everything went.
+    end = capsys.readouterr().out.split(f"Everything is in {folder}:")[1]
+    for name in ("summary.md", "curves.png", "history.csv", "confusion_adam.png", "adam/best.npz", "radam/last.npz",
+                 f"--resume --out {folder}", f"predict.py {folder / 'radam' / 'best.npz'}"):
+        assert name in end, name
     checkpoint = minigrad.load(folder / "adam" / "last.npz")
     assert checkpoint["classes"] == list(SyntheticCarColours().classes)
     assert [row["epoch"] for row in checkpoint["history"]] == [1, 2]
@@ -125,7 +138,7 @@ def test_resuming_one_optimizer_keeps_the_others_history(tmp_path):
     # --max-steps counts the steps the run has already taken: 2 before, 2 more now.
     assert [int(row["steps"]) for row in read_history(folder) if row["optimizer"] == "radam"] == [2, 2]
     summary = (folder / "summary.md").read_text()
-    assert "| adam | 1 |" in summary and "| radam |" in summary  # the report still shows both
+    assert "| adam | 1 | 1 |" in summary and "| radam | 2 |" in summary  # the report still shows both
 
 
 def test_each_epoch_draws_a_new_order_and_a_set_smaller_than_a_batch_still_trains(tmp_path, monkeypatch):
@@ -324,6 +337,22 @@ def test_a_loss_that_becomes_nan_stops_the_run_with_what_to_check(tmp_path, caps
     message = capsys.readouterr().err
     assert "the training loss became nan within the first 2 steps of adam epoch 1/2" in message
     assert "Lower --lr" in message and f"The epochs before it are saved in {tmp_path / 'run'}" in message
+
+
+def test_a_loss_that_explodes_while_staying_finite_is_warned_of_with_what_to_change(tmp_path, monkeypatch):
+    cross_entropy = training.F.cross_entropy
+    monkeypatch.setattr(training.F, "cross_entropy", lambda *args, **kwargs: cross_entropy(*args, **kwargs) * 1e4)
+    with pytest.warns(UserWarning, match="training diverges") as caught:
+        run_dvm(TINY + ["--out", str(tmp_path / "run"), "--optimizers", "sgd", "--clip-grad", "0", "--lr", "1e-8"])
+    messages = [str(warning.message) for warning in caught if "diverges" in str(warning.message)]
+    assert len(messages) == 2 and "sgd epoch 1/2" in messages[0] and "sgd epoch 2/2" in messages[1]
+    assert "Lower --lr (it is 1e-08) or enable --clip-grad" in messages[0]
+
+
+def test_a_healthy_loss_is_not_warned_of(tmp_path):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*diverges")
+        run_dvm(TINY + ["--out", str(tmp_path / "run"), "--optimizers", "sgd", "--epochs", "1"])
 
 
 def test_a_loss_that_becomes_nan_between_progress_updates_stops_the_run_at_the_epochs_end(tmp_path, capsys,
