@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
-from datasets.synthetic import COLOURS, SyntheticCarColours
+from datasets.synthetic import COLOURS, LIGHT, SyntheticCarColours
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Compose, Normalize, RandomHorizontalFlip,
                                  RandomResizedCrop, Resize, ToArray, eval_transform, train_transform)
 
@@ -844,11 +844,22 @@ def colour_by_class() -> dict:
 
 @pytest.mark.parametrize("name", list(COLOURS))
 def test_synthetic_paint_is_the_label_colour_under_some_lighting(colour_by_class, name):
-    # The paint is COLOURS[name] * light, light in [0.7, 1.25], plus noise: the median car colour lies
-    # near that segment of colours (a few levels of noise, and the windows and wheels pulling the median).
+    # The paint is COLOURS[name] * light, light in LIGHT (0.9 to 1.1), plus noise: the median car colour
+    # lies near that segment of colours (a few levels of noise, and the windows and wheels pulling the median).
     car, paint = colour_by_class["car"][name], numpy.array(COLOURS[name], dtype=numpy.float64)
-    light = numpy.clip(car @ paint / (paint @ paint), 0.7, 1.25)
+    light = numpy.clip(car @ paint / (paint @ paint), *LIGHT)
     assert numpy.linalg.norm(car - light * paint) < 15, (car, light * paint)
+
+
+def test_synthetic_cars_stand_under_a_sky_and_fill_most_of_the_frame():
+    dataset = SyntheticCarColours(size=40, image_size=64, split="val", seed=3)
+    for index in range(len(dataset)):
+        pixels = numpy.asarray(dataset.image(index), dtype=numpy.float64)
+        sky = numpy.median(pixels[0], axis=0)
+        assert sky[2] >= sky[0] - 8 and sky.min() > 60  # between clear blue and overcast grey (noise aside)
+        # The car's wheels (tyres of 15 levels, darker than any sky or ground) lie 60 % of its length apart.
+        tyres = numpy.flatnonzero((pixels.max(axis=-1) < 45).any(axis=0))
+        assert tyres.max() - tyres.min() >= 0.6 * 0.65 * 64
 
 
 def test_synthetic_paint_channels_and_brightness_follow_the_colours(colour_by_class):
