@@ -26,6 +26,8 @@ from datasets.core import ImageFiles, Transform
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # The bytes that end a whole file of the format (JPEG's EOI marker; PNG's IEND chunk with its CRC).
 END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"\x00\x00\x00\x00IEND\xaeB`\x82"}
+# What a warning of unreadable images tells the user, where the split does not depend on them.
+DELETING_IS_SAFE = "The splits do not count them: deleting them leaves a run's splits as they are"
 # Hidden files (a leading dot: .DS_Store, macOS's ._ copies) are system files too.
 SYSTEM_NAMES = ("__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini")
 
@@ -64,9 +66,10 @@ def ends_with(path: str | os.PathLike, marker: bytes) -> bool:
         return file.read() == marker
 
 
-def readable_images(paths: Sequence[str], what: str) -> list[int]:
+def readable_images(paths: Sequence[str], what: str, then: str = DELETING_IS_SAFE) -> list[int]:
     """The indices of the ``paths`` Pillow can open, checked before training (a file that fails
-    mid-epoch would stop the run), with one warning that names the others. ``what`` names the data."""
+    mid-epoch would stop the run), with one warning that names the others. ``what`` names the data;
+    ``then`` says what the user may do with the files left out."""
     unreadable, kept = [], []
     for index, path in enumerate(tqdm(paths, desc=f"checking the images of {what}", unit="image", leave=False)):
         problem = image_problem(path)
@@ -74,16 +77,17 @@ def readable_images(paths: Sequence[str], what: str) -> list[int]:
             kept.append(index)
         else:
             unreadable.append(f"{path} ({problem})")
-    warn_unreadable(what, unreadable)
+    warn_unreadable(what, unreadable, then)
     return kept
 
 
-def warn_unreadable(what: str, unreadable: Sequence[str]) -> None:
-    """One warning naming the images left out (the first ten of them), if there are any."""
+def warn_unreadable(what: str, unreadable: Sequence[str], then: str = DELETING_IS_SAFE) -> None:
+    """One warning naming the images left out (the first ten of them), if there are any, and
+    ``then``, what the user may do with them."""
     if unreadable:
         named = "; ".join(unreadable[:10]) + (f"; and {len(unreadable) - 10} more" if len(unreadable) > 10 else "")
         count = f"{len(unreadable)} images" if len(unreadable) > 1 else "image"
-        warnings.warn(f"{what}: left out the {count} Pillow cannot open: {named}", stacklevel=3)
+        warnings.warn(f"{what}: left out the {count} Pillow cannot open: {named}. {then}", stacklevel=3)
 
 
 def files_below(folder: str | os.PathLike) -> Iterator[str]:

@@ -46,9 +46,11 @@ def load_data(args: argparse.Namespace) -> Splits:
     else:
         say("No test labels (cars_test_annos_withlabels.mat) beside the folders: the best models are "
             "scored on the validation part of the training images instead.")
-    # Before the split, so that it is drawn among the images that can be read. Keep the unreadable
-    # files where they are: Stanford Cars refuses a listed image that is missing.
-    readable = readable_images(augmented.paths + (test.paths if test is not None else []), str(args.data))
+    # Before the split, so that it is drawn among the images that can be read.
+    readable = readable_images(augmented.paths + (test.paths if test is not None else []), str(args.data),
+                               then="Keep them where they are: Stanford Cars lists its images and will not load "
+                                    "with one missing (good copies in their place make another split: start a new "
+                                    "run then)")
     if test is not None:
         test = test.select([index - len(augmented) for index in readable if index >= len(augmented)])
     augmented = augmented.select([index for index in readable if index < len(augmented)])

@@ -44,6 +44,7 @@ def test_stanford_cars_leaves_out_unreadable_images_with_one_warning_naming_them
                            "--val-fraction", "0.2", "--out", str(tmp_path / "run")])
     [message] = [str(w.message) for w in caught if "Pillow cannot open" in str(w.message)]
     assert "left out the 2 images" in message and str(empty) in message and str(cut) in message
+    assert "Keep them where they are" in message
     assert (folder / "summary.md").is_file()
     with pytest.warns(UserWarning, match="Pillow cannot open"):
         loaded = train_stanford_cars.load_data(argparse.Namespace(data=tmp_path / "cars", img_size=16, seed=0,
