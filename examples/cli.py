@@ -12,7 +12,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if default is None or default is False or default is argparse.SUPPRESS or "default" in text:  # not `in`: 0 == False
+        # `is`, not `in (None, False)`: 0 == False, and a default of 0 is shown.
+        if default is None or default is False or default is argparse.SUPPRESS or "default" in text:
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})".lstrip()

@@ -59,7 +59,8 @@ def load_data(args: argparse.Namespace) -> Splits:
                                             train_tf if split == "train" else eval_tf)
                         for split, size in sizes.items()))
     if args.colours < 2:  # before the scan, which takes minutes
-        raise ValueError(f"--colours must be at least 2, got {args.colours}: a classifier of one colour is always right")
+        raise ValueError(f"--colours must be at least 2, got {args.colours}: a classifier of one colour is "
+                         f"always right")
     return Splits(*dvm_colours(args.data, train_transform(args.img_size), eval_tf, num_colours=args.colours,
                                images=args.images, seed=args.seed, max_per_class=args.max_per_class,
                                viewpoints=args.viewpoints))

@@ -34,6 +34,7 @@ OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
 # A mean training loss this many times log(classes), a uniform guess's, means training diverges.
 DIVERGED = 10
 
+
 class Splits(NamedTuple):
     train: Dataset
     val: Dataset

@@ -220,7 +220,7 @@ def interrupt_in_epoch(epoch: int, monkeypatch) -> None:
 
 
 def test_resuming_a_cosine_schedule_goes_on_where_its_rate_was(tmp_path, monkeypatch):
-    settings = TINY + ["--optimizers", "adam", "--schedule", "cosine"]
+    settings = TINY + ["--optimizers", "adam", "--schedule", "cosine", "--lr", "5e-4", "--warmup-epochs", "0"]
     straight = run_dvm(settings + ["--out", str(tmp_path / "straight")])
     interrupt_in_epoch(2, monkeypatch)
     with pytest.raises(SystemExit):
