@@ -108,7 +108,7 @@ def torch_step_time(args, images: np.ndarray, labels: np.ndarray) -> float | Non
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", "--variant", dest="model", default="swin_t", choices=sorted(VARIANTS),
-                        help="Swin variant, at its own image size")
+                        metavar="MODEL", help=f"Swin variant, at its own image size: {', '.join(sorted(VARIANTS))}")
     add_device_argument(parser)
     parser.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=2, help="images per step")
     parser.add_argument("--classes", type=int, default=11, help="classes of the model's head")
