@@ -64,8 +64,8 @@ def make_parser(description: str, default_model: str = "swin_t at 224 px") -> ar
     training = parser.add_argument_group("training")
     training.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=["adam", "radam"],
                           help="optimizers to compare, each from the same initial weights")
-    training.add_argument("--epochs", type=int, default=6, help="epochs per optimizer")
-    training.add_argument("--batch-size", type=int, default=32, help="images per step")
+    training.add_argument("--epochs", type=int, default=5, help="epochs per optimizer")
+    training.add_argument("--batch-size", type=int, default=16, help="images per step")
     training.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     training.add_argument("--weight-decay", type=float, default=0.0,
                           help="L2 for adam/radam/sgd, decoupled for adamw; never on biases, norms, bias tables")

@@ -12,6 +12,7 @@ import numpy
 import pytest
 from PIL import Image
 
+from datasets import synthetic
 from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
 from datasets.synthetic import COLOURS, LIGHT, SyntheticCarColours
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Compose, Normalize, RandomHorizontalFlip,
@@ -761,6 +762,17 @@ def test_synthetic_example_is_a_pure_function_of_seed_split_and_index():
         assert image.tobytes() == numpy.asarray(first.image(index)).tobytes()
         assert image.tobytes() == numpy.asarray(second.image(index)).tobytes()
         assert first.load(index, rng(1))[0].tobytes() == second.load(index, rng(2))[0].tobytes()
+
+
+def test_synthetic_pictures_are_drawn_once_and_kept_unless_the_set_is_too_large(monkeypatch):
+    dataset = SyntheticCarColours(size=30, image_size=32, seed=4)
+    drawn = []
+    monkeypatch.setattr(dataset, "draw", lambda index: drawn.append(index) or numpy.full((32, 32, 3), index, "uint8"))
+    assert [numpy.asarray(dataset.image(index))[0, 0, 0] for index in (3, 5, 3, 3)] == [3, 5, 3, 3]
+    assert drawn == [3, 5]
+    monkeypatch.setattr(synthetic, "MAX_KEPT_BYTES", 30 * 32 * 32 * 3 - 1)
+    assert SyntheticCarColours(size=30, image_size=32).drawn is None  # drawn anew each time
+    assert SyntheticCarColours(size=29, image_size=32).drawn == {}
 
 
 def test_synthetic_example_is_the_same_in_every_python_process():
