@@ -10,7 +10,7 @@ A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... i
     history.csv                 one row per optimizer and epoch
     curves.png                  loss, accuracy and macro-F1 of every optimizer, per epoch
     confusion_<optimizer>.png   the confusion matrix of the best model on the test split
-    summary.md                  the scores and the speed
+    summary.md                  the scores, the speed and the settings
 
 ``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too),
 with the settings it started with; nothing already there is overwritten by a new run, and while a

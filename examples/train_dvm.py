@@ -25,9 +25,9 @@ from training import Splits, say
 
 DEFAULT_MODEL = "swin_mini at 64 px without --data, swin_t at 224 px with it"  # what main trains without --model
 
-# The synthetic set's crops keep at least 70 % of the picture: its car is a band across a fifth
-# of it, which a crop of a third (the default for photos) can miss altogether, leaving a label
-# with no car to show it.
+# The synthetic set's crops keep at least 70 % of the picture: its car is a band across a quarter
+# to a half of it, which a crop of a third (the default for photos) can miss, leaving a label with
+# too little car to show it.
 SYNTHETIC_CROP_SCALE = (0.7, 1.0)
 
 
