@@ -103,6 +103,12 @@ class ImageFiles(Dataset):
     def example_names(self) -> list[str]:
         return [os.path.basename(path) for path in self.paths]  # not the folder, which may move
 
+    def select(self, indices: Sequence[int], transform: Transform | None = None) -> ImageFiles:
+        """The files at ``indices``, read with ``transform`` (by default this set's)."""
+        return ImageFiles([self.paths[index] for index in indices], self.labels[list(indices)], self.classes,
+                          transform or self.transform,
+                          None if self.boxes is None else [self.boxes[index] for index in indices])
+
 
 class Subset(Dataset):
     """The examples of ``dataset`` at ``indices``, in that order."""

@@ -18,14 +18,14 @@ import os
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from tqdm import tqdm
 
 from datasets.core import ImageFiles, Transform
-from datasets.folder import is_system_file
+from datasets.folder import image_problem, is_system_file, warn_unreadable
 
 EXAMPLE_NAME = "Bentley$$Arnage$$2000$$Silver$$10_1$$1$$image_0.jpg"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -186,15 +186,18 @@ def advert_split(advert: str, val_fraction: float, test_fraction: float, seed: i
     return "val" if draw < val_fraction else "test" if draw < val_fraction + test_fraction else "train"
 
 
-def _cap_per_class(examples: list[tuple[str, int]], limit: int, seed: int) -> list[tuple[str, int]]:
-    """At most ``limit`` examples of each label: the first in an order fixed by ``seed`` and the
-    file name (so the pick does not change when other files are added), kept in their original order."""
+def _cap_per_class(examples: list[tuple[str, int]], limit: int, seed: int,
+                   usable: Callable[[str], bool]) -> list[tuple[str, int]]:
+    """At most ``limit`` usable examples of each label: the first in an order fixed by ``seed`` and
+    the file name (so the pick does not change when other files are added, nor when an unusable
+    one is deleted), kept in their original order. ``usable`` is asked in that order, only until
+    a label has its ``limit``."""
     order = sorted(range(len(examples)), key=lambda index: _unit_hash(seed, os.path.basename(examples[index][0])))
     taken: Counter = Counter()
     kept = []
     for index in order:
-        label = examples[index][1]
-        if taken[label] < limit:
+        path, label = examples[index]
+        if taken[label] < limit and usable(path):
             taken[label] += 1
             kept.append(index)
     return [examples[index] for index in sorted(kept)]
@@ -209,7 +212,8 @@ def dvm_colours(root: str | os.PathLike, transform_train: Transform, transform_e
     Classes are the colours, most frequent first. ``max_per_class`` caps each class in each split
     (for quick runs). ``viewpoints`` (degrees, e.g. ``[315, 0, 45]`` for the front and the front
     corners) keeps only photos with those viewpoints in ``Image_table.csv``. Train gets
-    ``transform_train``; val and test get ``transform_eval``.
+    ``transform_train``; val and test get ``transform_eval``. Images Pillow cannot open (an empty
+    file, one cut short) are left out with one warning that names them.
     """
     # Checked before the scan, which takes minutes on the full data.
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -238,8 +242,24 @@ def dvm_colours(root: str | os.PathLike, transform_train: Transform, transform_e
         if photo.colour in label_of:
             split = advert_split(photo.advert, val_fraction, test_fraction, seed)
             splits[split].append((photo.path, label_of[photo.colour]))
-    if max_per_class is not None:
-        splits = {split: _cap_per_class(examples, max_per_class, seed) for split, examples in splits.items()}
+    # Images Pillow cannot open are left out before training, whichever the split: an advert's
+    # split does not depend on them, so deleting one later leaves the splits as they are.
+    unreadable = []
+    with tqdm(desc="checking the images", unit="image", leave=False) as progress:
+        def readable(path: str) -> bool:
+            progress.update()
+            problem = image_problem(path)
+            if problem is not None:
+                unreadable.append(f"{path} ({problem})")
+            return problem is None
+
+        if max_per_class is not None:
+            splits = {split: _cap_per_class(examples, max_per_class, seed, readable)
+                      for split, examples in splits.items()}
+        else:
+            splits = {split: [example for example in examples if readable(example[0])]
+                      for split, examples in splits.items()}
+    warn_unreadable(str(folder), unreadable)
     transforms = {"train": transform_train, "val": transform_eval, "test": transform_eval}
     train, val, test = (ImageFiles([path for path, _ in splits[split]], [label for _, label in splits[split]],
                                    classes, transforms[split]) for split in SPLITS)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -24,6 +24,10 @@ from tqdm import tqdm
 from datasets.core import ImageFiles, Transform
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The bytes that end a whole file of the format (JPEG's EOI marker; PNG's IEND chunk with its CRC).
+END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"\x00\x00\x00\x00IEND\xaeB`\x82"}
+# What a warning of unreadable images tells the user, where the split does not depend on them.
+DELETING_IS_SAFE = "The splits do not count them: deleting them leaves a run's splits as they are"
 # Hidden files (a leading dot: .DS_Store, macOS's ._ copies) are system files too.
 SYSTEM_NAMES = ("__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini")
 
@@ -39,14 +43,51 @@ def is_image_name(name: str) -> bool:
 
 
 def image_problem(path: str | os.PathLike) -> str | None:
-    """Why Pillow cannot open ``path`` as an image, or None if it can. Only the header is read:
-    this finds the empty file, the web page saved as .jpg, the photo too large for Pillow, but not
-    the image cut short, which fails when it is decoded."""
+    """Why Pillow cannot open ``path`` as an image, or None if it can. The header is read, and the
+    file's last bytes: a JPEG or PNG cut short (a download or copy that stopped) lacks the marker
+    that ends it, and only then is the image decoded to be sure, which costs far more than the
+    header (some cameras write bytes after the end marker of a good JPEG)."""
     try:
-        with Image.open(path):
+        with Image.open(path) as image:
+            end_marker = END_MARKERS.get(image.format or "")
+            if end_marker is not None and not ends_with(path, end_marker):
+                image.load()  # raises "image file is truncated" for a file cut short
             return None
-    except (OSError, Image.DecompressionBombError) as error:
-        return str(error)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:  # SyntaxError: a broken PNG chunk
+        return str(error) or type(error).__name__
+
+
+def ends_with(path: str | os.PathLike, marker: bytes) -> bool:
+    with open(path, "rb") as file:
+        file.seek(0, os.SEEK_END)
+        if file.tell() < len(marker):
+            return False
+        file.seek(-len(marker), os.SEEK_END)
+        return file.read() == marker
+
+
+def readable_images(paths: Sequence[str], what: str, then: str = DELETING_IS_SAFE) -> list[int]:
+    """The indices of the ``paths`` Pillow can open, checked before training (a file that fails
+    mid-epoch would stop the run), with one warning that names the others. ``what`` names the data;
+    ``then`` says what the user may do with the files left out."""
+    unreadable, kept = [], []
+    for index, path in enumerate(tqdm(paths, desc=f"checking the images of {what}", unit="image", leave=False)):
+        problem = image_problem(path)
+        if problem is None:
+            kept.append(index)
+        else:
+            unreadable.append(f"{path} ({problem})")
+    warn_unreadable(what, unreadable, then)
+    return kept
+
+
+def warn_unreadable(what: str, unreadable: Sequence[str], then: str = DELETING_IS_SAFE) -> None:
+    """One warning naming the images left out (the first ten of them), if there are any, and
+    ``then``, what the user may do with them."""
+    if unreadable:
+        named = "; ".join(unreadable[:10]) + (f"; and {len(unreadable) - 10} more" if len(unreadable) > 10 else "")
+        count = f"{len(unreadable)} images" if len(unreadable) > 1 else "image"
+        warnings.warn(f"{what}: left out the {count} Pillow cannot open: {named}. {then}", stacklevel=3)
 
 
 def files_below(folder: str | os.PathLike) -> Iterator[str]:
@@ -87,9 +128,7 @@ def image_folder(root: str | os.PathLike, transform: Transform) -> ImageFiles:
         found = ", ".join(f"{count} {suffix}" for suffix, count in not_images.most_common())
         warnings.warn(f"{root}: left out the files that are not {', '.join(IMAGE_SUFFIXES)} images ({found})",
                       stacklevel=2)
-    if unreadable:
-        warnings.warn(f"{root}: left out the {len(unreadable)} images Pillow cannot open: {'; '.join(unreadable[:3])}"
-                      + ("; ..." if len(unreadable) > 3 else ""), stacklevel=2)
+    warn_unreadable(str(root), unreadable)
     empty = sorted(set(classes) - {classes[label] for label in labels})
     if len(classes) < 2 or empty:
         found = f"found {len(classes)}: {', '.join(classes)}" if classes else "found none"

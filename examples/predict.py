@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy
 
 import minigrad
+from cli import HelpFormatter, add_device_argument
 from datasets import DataLoader, ImageFiles, eval_transform
 from datasets.folder import IMAGE_SUFFIXES, image_problem, is_image_name, is_system_file
 from minigrad import backend
@@ -81,20 +82,27 @@ def predict(model: SwinTransformer, classes: Sequence[str], paths: Sequence[Path
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a run's <optimizer>/best.npz or last.npz")
     parser.add_argument("images", type=Path, nargs="+", help="photos to classify, or folders of them")
-    parser.add_argument("--top", type=int, default=3, help="how many classes to show per photo (default: 3)")
-    parser.add_argument("--device", default="cpu", help="cpu or gpu")
+    parser.add_argument("--top", type=int, default=3, help="how many classes to show per photo")
+    add_device_argument(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = make_parser()
     args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error(f"--top must be at least 1, got {args.top}")
     try:
         device = backend.normalize_device(args.device)
         model, classes = load_classifier(args.checkpoint, device)
         photos = image_paths(args.images)
         problems = [image_problem(path) for path in photos]
         paths = [path for path, problem in zip(photos, problems) if problem is None]
-        results = predict(model, classes, paths, max(1, args.top), device) if paths else []
+        results = predict(model, classes, paths, args.top, device) if paths else []
     except (OSError, ValueError, RuntimeError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     for path, guesses in zip(paths, results):

@@ -8,6 +8,8 @@ RAdam never rectifies and stays SGD with bias-corrected momentum for good.
 
     python examples/radam_rectification.py
 """
+import argparse
+from collections.abc import Sequence
 from itertools import count
 
 from optim.radam import rectification, rho
@@ -23,7 +25,9 @@ def first_rectified_step(beta2: float) -> int | None:
     return next(t for t in count(1) if rectification(t, beta2) is not None)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    # No options; a parser all the same, so that --help answers (and a typo is refused).
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     print("rho_t (RAdam rectifies where rho_t > 5)")
     print(f"{'t':>8}" + "".join(f"{f'beta2={beta2}':>14}" for beta2 in BETA2S))
     for t in STEPS:

@@ -1,5 +1,6 @@
 """What a training run reports, computed on the host: accuracy, macro-F1, the confusion matrix,
-and the plots (loss and accuracy curves per optimizer, the confusion matrix as an image).
+the plots (loss and accuracy curves per optimizer, the confusion matrix as an image), the history
+of every epoch as CSV and the summary table.
 
 Macro-F1 is the unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN), so a rare colour
 counts as much as a common one. A class that is neither present nor predicted (F1 = 0 / 0) is
@@ -8,8 +9,10 @@ the label list; that matters only for validation sets too small to hold every cl
 """
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,6 +20,10 @@ matplotlib.use("Agg")  # files only: no display needed on a training server
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy  # noqa: E402
+
+
+# Fixed, not by the order of --optimizers, so that two runs' curves read alike.
+OPTIMIZER_COLOURS = {"adam": "C0", "radam": "C1", "adamw": "C2", "sgd": "C3"}
 
 
 def confusion_matrix(labels: numpy.ndarray, predictions: numpy.ndarray, num_classes: int) -> numpy.ndarray:
@@ -48,29 +55,40 @@ def macro_f1(confusion: numpy.ndarray) -> float:
 
 
 def plot_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Path) -> None:
-    """Loss, accuracy and macro-F1 per epoch, one line per optimizer (train solid, validation dashed)."""
+    """Loss, accuracy and macro-F1 per epoch, one colour per optimizer whatever the order it trained
+    in (train solid, validation dashed), and a dotted line at each one's best epoch (best validation
+    accuracy, the epoch of its best.npz)."""
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = (("loss", "loss"), ("acc", "accuracy"), ("f1", "validation macro-F1"))
-    for (key, title), axis in zip(panels, axes):
-        for index, (name, rows) in enumerate(histories.items()):
+    panels = (("loss", "loss", "cross-entropy"), ("acc", "accuracy", "accuracy"),
+              ("f1", "validation macro-F1", "macro-F1"))
+    for (key, title, quantity), axis in zip(panels, axes):
+        for name, rows in histories.items():
             if not rows:
                 continue
             epochs = [row["epoch"] for row in rows]
-            colour = f"C{index}"
+            colour = optimizer_colour(name)
             if f"train_{key}" in rows[0]:
                 axis.plot(epochs, [row[f"train_{key}"] for row in rows], color=colour, marker=".",
                           label=f"{name} train")
             axis.plot(epochs, [row[f"val_{key}"] for row in rows], color=colour, linestyle="--", marker=".",
                       label=f"{name} validation")
-        axis.set(title=title, xlabel="epoch")
+            best = max(rows, key=lambda row: row["val_acc"])  # the first of a tie, as the checkpoint
+            axis.axvline(best["epoch"], color=colour, linestyle=":", alpha=0.7,
+                         label=f"{name} best epoch ({best['epoch']})")
+        axis.set(title=title, xlabel="epoch", ylabel=quantity)
         # Markers, and ticks on whole epochs even for one: a line through one point draws nothing,
         # and the locator would otherwise tick fractions of an epoch around it.
         axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def optimizer_colour(name: str) -> str:
+    """The colour of an optimizer in every plot of every run: Adam's blue is Adam's in any run."""
+    return OPTIMIZER_COLOURS.get(name, "C7")
 
 
 def plot_confusion(confusion: numpy.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
@@ -98,3 +116,44 @@ def plot_confusion(confusion: numpy.ndarray, classes: Sequence[str], path: Path,
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def write_history(optimizer_name: str, history: list[dict[str, float]], path: Path) -> None:
+    """Put ``history`` in the run's CSV file in place of the optimizer's earlier rows, keeping the
+    rows of the other optimizers (also those a resumed run does not train again)."""
+    rows = []
+    if path.exists():
+        with open(path, newline="") as file:
+            rows = [row for row in csv.DictReader(file) if row["optimizer"] != optimizer_name]
+    rows += [{"optimizer": optimizer_name, **row} for row in history]
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["optimizer", *history[0]])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_name: str,
+              settings: Mapping[str, Any]) -> str:
+    """A Markdown report: per optimizer the epochs trained, the best one, the scores and the speed;
+    per class the F1; then the settings the run trained with."""
+    lines = [f"| optimizer | epochs | best epoch | best val accuracy | {test_name} accuracy | {test_name} macro-F1 "
+             f"| images/s (median epoch) |", "|---|---|---|---|---|---|---|"]
+    for name, result in results.items():
+        best = max(result["history"], key=lambda row: row["val_acc"])
+        speed = numpy.median([row["images_per_s"] for row in result["history"]])
+        lines.append(f"| {name} | {len(result['history'])} | {best['epoch']} | {best['val_acc']:.4f} | "
+                     f"{accuracy(result['confusion']):.4f} | {macro_f1(result['confusion']):.4f} | {speed:.1f} |")
+    lines += ["", f"Per-class F1 on the {test_name} split:", "",
+              "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    per_class = {name: per_class_f1(result["confusion"]) for name, result in results.items()}
+    for index, label in enumerate(classes):
+        cells = ("-" if numpy.isnan(per_class[name][index]) else f"{per_class[name][index]:.3f}" for name in results)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(numpy.isnan(scores).any() for scores in per_class.values()):
+        # F1 is 0/0 there: "nan" in a table of scores reads as a bug. Macro-F1 leaves these classes out.
+        lines += ["", f"-: a class neither in the {test_name} split nor predicted, left out of macro-F1."]
+    lines += ["", "Settings:", "", "| setting | value |", "|---|---|"]
+    for key, value in settings.items():
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        lines.append(f"| {key.replace('_', '-')} | {'-' if shown is None else shown} |")
+    return "\n".join(lines) + "\n"

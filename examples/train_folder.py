@@ -15,13 +15,16 @@ import argparse
 from pathlib import Path
 
 from datasets import ImageFiles, Subset, eval_transform, image_folder, stratified_split, train_transform
-from training import Splits, main, make_parser, say
+from runs import main, make_parser
+from training import Splits, say
+
+DEFAULT_MODEL = "swin_t at 224 px"  # what main trains without --model
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     # Not required=True: with --resume it comes from the run's config.json.
-    data.add_argument("--data", type=Path, help="a folder with one subfolder of images per class (needed)")
+    data.add_argument("--data", type=Path, help="a folder with one subfolder of images per class (needed: no default)")
     data.add_argument("--val-fraction", type=float, default=0.1, help="the part of each class used for validation")
     data.add_argument("--test-fraction", type=float, default=0.1,
                       help="the part of each class kept for the final test (0: score on the validation part)")
@@ -49,6 +52,6 @@ def load_data(args: argparse.Namespace) -> Splits:
 
 
 if __name__ == "__main__":
-    parser = make_parser(__doc__)
+    parser = make_parser(__doc__, DEFAULT_MODEL)
     add_data_arguments(parser)
     main(parser, load_data, "folder")

@@ -1,226 +1,44 @@
-"""The training run the example scripts share: several optimizers (Adam and RAdam by default)
-train the same Swin from the same initial weights on one data set, each with a progress bar, a
-checkpoint after every epoch, and accuracy and macro-F1 on the validation split; at the end the
-best model of each is scored on the test split, and the curves and confusion matrices are drawn.
+"""The training loop the example scripts share, top to bottom: build the model, train an epoch,
+evaluate, train with one optimizer (saving a checkpoint after every epoch), and run every optimizer
+(Adam and RAdam by default) from the same initial weights, scoring each best model on the test split.
 
-A run writes into a folder of its own, ``runs/<name>`` (``runs/<name>-2``, ... if that exists):
-
-    config.json                 the arguments, and the classes
-    <optimizer>/last.npz        model, optimizer, schedule and history after the latest epoch
-    <optimizer>/best.npz        the same at the best validation accuracy so far
-    history.csv                 one row per optimizer and epoch
-    curves.png                  loss, accuracy and macro-F1 of every optimizer, per epoch
-    confusion_<optimizer>.png   the confusion matrix of the best model on the test split
-    summary.md                  the scores and the speed
-
-``--resume`` continues a run in its folder from each optimizer's ``last.npz`` (after Ctrl-C too),
-with the settings it started with; nothing already there is overwritten by a new run, and while a
-process trains a run, a second one (a --resume in another terminal) stops at once. On the GPU
-a training step reads nothing back from the device: the running loss and accuracy stay there and
-reach the progress bar once per ``--log-every`` steps.
+On the GPU a training step reads nothing back from the device: the running loss and accuracy stay
+there and reach the progress bar once per ``--log-every`` steps. The command line, the run's folder,
+its lock and ``--resume``'s settings are in runs.py; the scores, plots and tables in reporting.py.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
-import csv
-import hashlib
-import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy
 from tqdm import tqdm
 
-try:
-    import fcntl
-except ImportError:  # Windows: runs there go unlocked
-    fcntl = None
-
 import minigrad
 import optim
 from datasets import DataLoader, Dataset
 from minigrad import backend
 from minigrad import functional as F
-from reporting import accuracy, confusion_matrix, macro_f1, per_class_f1, plot_confusion, plot_curves
-from swin import VARIANTS, SwinTransformer, build, load_pretrained
-from swin.model import unusable_size_reason, usable_sizes
+from reporting import (accuracy, confusion_matrix, macro_f1, plot_confusion, plot_curves, summarize,
+                       write_history)
+from swin import SwinTransformer, build, load_pretrained
 
 OPTIMIZERS = ("adam", "radam", "adamw", "sgd")
-# --resume takes every setting not given from the run's config.json, except those of this session
-# (the machine, and a cap on its steps); it may change how long the run goes, which optimizers go
-# on (each has its own checkpoints), and where its files are now.
-SESSION_SETTINGS = ("out", "resume", "device", "workers", "log_every", "max_steps")
-RESUME_MAY_CHANGE = ("epochs", "optimizers", "data", "pretrained")
+# A mean training loss this many times log(classes), a uniform guess's, means training diverges.
+DIVERGED = 10
 
 
 class Splits(NamedTuple):
     train: Dataset
     val: Dataset
     test: Dataset | None  # None: the best models are scored on the validation split instead
-
-
-def make_parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every training script takes; the script adds its data arguments."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=sorted(VARIANTS),
-                       help="Swin variant (default: swin_mini on the synthetic set, swin_t on real data)")
-    model.add_argument("--img-size", type=int, help="image side in pixels (default: the variant's, 64 or 224)")
-    model.add_argument("--pretrained", type=Path,
-                       help="official or timm Swin weights (.npz, .safetensors, .pth) to start from; the head "
-                            "is left out when the class count differs")
-    model.add_argument("--drop-path", type=float, help="stochastic depth rate (default: the variant's)")
-    training = parser.add_argument_group("training")
-    training.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=["adam", "radam"],
-                          help="optimizers to compare, each from the same initial weights (default: adam radam)")
-    training.add_argument("--epochs", type=int, default=5)
-    training.add_argument("--batch-size", type=int, default=32)
-    training.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: 5e-4)")
-    training.add_argument("--weight-decay", type=float, default=0.0,
-                          help="L2 for adam/radam/sgd, decoupled for adamw; never on biases, norms, bias tables")
-    training.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                          help="learning-rate schedule (default: constant, so Adam and RAdam differ only in "
-                               "RAdam's rectification)")
-    training.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up (cosine schedule only)")
-    training.add_argument("--label-smoothing", type=float, default=0.0)
-    training.add_argument("--clip-grad", type=float, default=5.0, help="max gradient norm; 0 turns clipping off")
-    training.add_argument("--max-steps", type=int, help="stop each optimizer after this many steps (smoke runs)")
-    system = parser.add_argument_group("system")
-    system.add_argument("--device", default="cpu", help="cpu or gpu (needs CuPy: pip install -e '.[gpu]')")
-    system.add_argument("--seed", type=int, default=0)
-    system.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="threads decoding images (default: the number of cores, at most 8)")
-    system.add_argument("--log-every", type=int, default=10, help="steps between progress-bar updates")
-    system.add_argument("--out", type=Path, help="the run's folder (default: runs/<name>, or the next free one)")
-    system.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
-    return parser
-
-
-def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespace], Splits], name: str,
-         argv: Sequence[str] | None = None) -> Path:
-    """Parse the arguments, check everything that can be checked before training (device, data,
-    model, output folder), then run. A problem found here ends with a message, not a traceback."""
-    args = parser.parse_args(argv)
-    with contextlib.ExitStack() as held:  # the run's lock, let go however main ends
-        try:
-            if args.resume:
-                restore_settings(args, parser, given_options(parser, argv), name)
-                held.enter_context(run_lock(args.out))  # before the data: another process may train it now
-            args.device = backend.normalize_device(args.device)
-            args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
-            if args.img_size is None:  # not `or`: --img-size 0 is refused, not read as "the default"
-                args.img_size = VARIANTS[args.model].get("img_size", 224)
-            check_settings(args)
-            check_image_size(args)  # these before the data: scanning a large set takes minutes
-            if not args.resume:
-                check_new_folder(args, name)
-            data = load_data(args)
-            for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
-                if getattr(data, split) is not None and len(getattr(data, split)) == 0:
-                    raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
-            initial_weights = initial_model(args, data.train.classes).state_dict()
-            folder = output_folder(args, name, data)
-            if not args.resume:
-                held.enter_context(run_lock(folder))
-        except (OSError, ValueError, RuntimeError) as error:
-            # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
-            parser.exit(2, f"{parser.prog}: error: {error}\n")
-        except KeyboardInterrupt:  # Ctrl-C while the data are scanned, which takes minutes on a large set
-            parser.exit(130, f"\n{parser.prog}: interrupted before training began; no epoch was run\n")
-        try:
-            run(args, data, folder, initial_weights)
-        except KeyboardInterrupt:
-            parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
-                             f"to go on, run the same command with --resume --out {folder}\n")
-        except FloatingPointError as error:
-            parser.exit(1, f"{parser.prog}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
-                           f"with other settings starts over from the same initial weights.\n")
-        except (OSError, ValueError) as error:  # an image that cannot be read, a full disk, a damaged checkpoint
-            parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
-                           f"fixed, --resume --out {folder} goes on (and refuses if the data now splits otherwise)\n")
-    return folder
-
-
-def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
-    """The settings named on the command line (as ``args`` attributes), not left at their defaults."""
-    without_defaults = copy.deepcopy(parser)
-    for action in without_defaults._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(without_defaults.parse_args(argv)))
-
-
-def restore_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, given: set[str], name: str) -> None:
-    """--resume: take the run's settings from its config.json, so that it goes on as it started
-    (the same split, model, batches and learning rate); refuse an option that would change one."""
-    if args.out is None or not (args.out / "config.json").is_file():
-        raise FileNotFoundError(f"--resume needs --out, the folder of an earlier run (one with config.json); "
-                                f"got {args.out}")
-    saved = json.loads((args.out / "config.json").read_text())
-    if saved.get("script") != name:
-        raise ValueError(f"--resume: {args.out} holds a run of train_{saved.get('script')}.py, not of "
-                         f"train_{name}.py; resume it with that script")
-    types = {action.dest: action.type for action in parser._actions}
-    changed = []
-    for key, value in saved.items():
-        if key in SESSION_SETTINGS or not hasattr(args, key):
-            continue
-        if key not in given:
-            setattr(args, key, Path(value) if value is not None and types.get(key) is Path else value)
-        elif key not in RESUME_MAY_CHANGE and getattr(args, key) != value:
-            changed.append(f"--{key.replace('_', '-')} {getattr(args, key)} (the run has {value})")
-    if changed:
-        raise ValueError(f"--resume goes on with the settings {args.out} started with; these would change them: "
-                         f"{', '.join(changed)}. Leave them out, or start a new run.")
-
-
-def check_settings(args: argparse.Namespace) -> None:
-    # argparse's float() takes "nan" and "inf", which pass every comparison below (or fail it
-    # with a misleading message); a NaN rate would train NaN weights for a whole epoch.
-    for option in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "clip_grad", "drop_path"):
-        value = getattr(args, option)
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"--{option.replace('_', '-')} must be a finite number, got {value}")
-    for option in ("epochs", "batch_size", "log_every"):
-        if getattr(args, option) < 1:
-            raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
-    if args.lr <= 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
-    at_least_zero = {"workers": args.workers, "weight-decay": args.weight_decay, "clip-grad": args.clip_grad,
-                     "warmup-epochs": args.warmup_epochs}
-    for option, value in at_least_zero.items():
-        if value < 0:
-            raise ValueError(f"--{option} must be at least 0, got {value}")
-    if not 0 <= args.label_smoothing <= 1:
-        raise ValueError(f"--label-smoothing must lie in [0, 1], got {args.label_smoothing}")
-    if args.drop_path is not None and not 0 <= args.drop_path < 1:
-        raise ValueError(f"--drop-path must lie in [0, 1), got {args.drop_path}")
-    if len(set(args.optimizers)) != len(args.optimizers):
-        raise ValueError(f"--optimizers names one twice: {' '.join(args.optimizers)}")
-
-
-def check_image_size(args: argparse.Namespace) -> None:
-    """Refuse an --img-size the variant cannot take, naming sizes it can, without building the model
-    (Swin-L takes seconds to build)."""
-    if args.img_size < 1:
-        raise ValueError(f"--img-size must be at least 1, got {args.img_size}")
-    settings = VARIANTS[args.model]
-    # The window swin.build gives the variant: its own, else 12 at 384 px and 7 at other sizes.
-    window = settings.get("window_size", 12 if args.img_size == 384 else 7)
-    patch, stages = settings.get("patch_size", 4), len(settings["depths"])
-    reason = unusable_size_reason(args.img_size, patch, window, stages)
-    if reason is not None:
-        raise ValueError(f"img_size={args.img_size} does not fit {args.model} (patch_size={patch}, "
-                         f"window_size={window}, {stages} stages): {reason}. Sizes that fit: "
-                         f"{usable_sizes(args.img_size, patch, window, stages)}")
 
 
 def build_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTransformer:
@@ -246,91 +64,6 @@ def initial_model(args: argparse.Namespace, classes: Sequence[str]) -> SwinTrans
             raise ValueError(f"--pretrained {args.pretrained} does not fit {args.model} with {len(classes)} classes "
                              f"at {args.img_size} px: {error}") from error
     return model
-
-
-def split_digest(data: Splits) -> str:
-    """Which examples (by name) with which labels each split holds, as one digest. --resume compares
-    it: data that now splits otherwise (a photo added, removed or renamed) would put photos the
-    model trained on into the validation or test split."""
-    digest = hashlib.sha256()
-    for split in data:
-        if split is not None:
-            for example, label in zip(split.example_names(), split.labels.tolist()):
-                digest.update(f"{example}\t{label}\n".encode())
-        digest.update(b"--\n")
-    return digest.hexdigest()[:16]
-
-
-def check_new_folder(args: argparse.Namespace, name: str) -> None:
-    """Refuse an --out that would overwrite files or mix the run into its own data."""
-    data_folder = getattr(args, "data", None)
-    if data_folder is not None and (Path(args.out or "runs").resolve() / "_").is_relative_to(data_folder.resolve()):
-        # A scan of the class folders would take the run's plots for photos of a class "runs" next
-        # time, and --resume would find the data changed.
-        raise ValueError(f"the run's folder {args.out or Path('runs') / name} lies inside the data folder "
-                         f"{data_folder}; pass an --out outside it")
-    if args.out is not None:
-        if args.out.exists() and not args.out.is_dir():
-            raise FileExistsError(f"--out {args.out} is a file; name a folder for the run")
-        if args.out.exists() and any(args.out.iterdir()):
-            raise FileExistsError(f"--out {args.out} already holds files; choose another folder, or pass "
-                                  f"--resume to continue the run in it")
-
-
-def output_folder(args: argparse.Namespace, name: str, data: Splits) -> Path:
-    """The run's folder: a fresh one, or with --resume the one given, checked to hold this run."""
-    config = {"script": name, "model": args.model, "img_size": args.img_size, "classes": list(data.train.classes),
-              "split": split_digest(data)}
-    if args.resume:  # restore_settings has found its config.json
-        saved = json.loads((args.out / "config.json").read_text())
-        if saved.get("split", config["split"]) != config["split"]:  # runs of older versions have no digest
-            raise ValueError(f"--resume: the data now splits otherwise than when {args.out} started (a photo added, "
-                             f"removed or renamed), so photos it trained on would be validated or tested; "
-                             f"start a new run")
-        changed = [key for key in config if saved.get(key) != config[key] and key != "split"]
-        if changed:
-            raise ValueError(f"--resume: {args.out} holds a run with other {', '.join(changed)} "
-                             f"({', '.join(f'{key}={saved.get(key)!r}' for key in changed)}); start a new run instead")
-        return args.out
-    check_new_folder(args, name)  # again: the data took a while, and another run may have begun
-    if args.out is not None:
-        folder = args.out
-        folder.mkdir(parents=True, exist_ok=True)
-    else:
-        folder, number = Path("runs") / name, 1
-        while True:  # mkdir, not exists(): of two runs started together, each gets a folder of its own
-            try:
-                folder.mkdir(parents=True)
-                break
-            except FileExistsError:
-                number += 1
-                folder = Path("runs") / f"{name}-{number}"
-    # Absolute paths, so that --resume finds the files from any working directory.
-    settings = {key: str(value.absolute()) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    try:
-        with open(folder / "config.json", "x") as file:  # "x": never over the config of a run begun meanwhile
-            file.write(json.dumps({**settings, **config}, indent=2) + "\n")
-    except FileExistsError:
-        raise FileExistsError(f"another run has just begun in {folder}; choose another --out") from None
-    return folder
-
-
-@contextlib.contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """Hold the run's config.json locked while this process trains the run, so that a second one
-    (a --resume typed while the run goes on in another terminal) stops at once instead of writing
-    the same checkpoints and history. The system lets go of the lock when the process ends, also
-    when it is killed."""
-    with open(folder / "config.json", "rb") as file:
-        if fcntl is not None:
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise FileExistsError(f"another process is training the run in {folder} now; let it finish (or "
-                                      f"stop it), then --resume --out {folder} goes on from its last epoch") from None
-            except OSError:  # a file system without locks (some network ones): go on unlocked
-                pass
-        yield
 
 
 def make_optimizer(name: str, model: SwinTransformer, lr: float, weight_decay: float) -> optim.Optimizer:
@@ -377,6 +110,7 @@ def train_epoch(model, optimizer, schedule, loader: DataLoader, args: argparse.N
     progress.close()
     total_loss, total_correct = read_back(loss_sum, correct)  # also waits for the device to finish
     check_finite(total_loss, steps, description)
+    warn_if_diverging(total_loss / count, logits.shape[-1], description, args)
     seconds = time.perf_counter() - start
     return {"train_loss": total_loss / count, "train_acc": total_correct / count, "steps": steps,
             "seconds": seconds, "images_per_s": count / seconds}
@@ -388,6 +122,16 @@ def check_finite(loss_sum: float, steps: int, description: str) -> None:
         raise FloatingPointError(
             f"the training loss became {loss_sum} within the first {steps} steps of {description}. Lower --lr or "
             f"turn on --clip-grad; and check the labels: on the GPU, one outside 0..classes-1 makes the loss NaN")
+
+
+def warn_if_diverging(mean_loss: float, num_classes: int, description: str, args: argparse.Namespace) -> None:
+    """Warn of a loss far above a uniform guess's, log(classes): the weights are running away, though
+    still finite (a learning rate of 1e6 without clipping reached 2.4e14), and nothing is learnt."""
+    if mean_loss > DIVERGED * math.log(num_classes):
+        hint = "enable --clip-grad (e.g. 5)" if args.clip_grad == 0 else "lower --clip-grad"
+        warnings.warn(f"the training loss of {description} is {mean_loss:.3g}, over {DIVERGED} times a uniform "
+                      f"guess's ({math.log(num_classes):.2f}): training diverges. Lower --lr (it is {args.lr:g}) or "
+                      f"{hint}", stacklevel=2)
 
 
 def say(message: str) -> None:
@@ -492,20 +236,6 @@ def best_model(args: argparse.Namespace, classes: Sequence[str], checkpoints: Pa
     return model.to(args.device)
 
 
-def write_history(optimizer_name: str, history: list[dict[str, float]], path: Path) -> None:
-    """Put ``history`` in the run's CSV file in place of the optimizer's earlier rows, keeping the
-    rows of the other optimizers (also those a resumed run does not train again)."""
-    rows = []
-    if path.exists():
-        with open(path, newline="") as file:
-            rows = [row for row in csv.DictReader(file) if row["optimizer"] != optimizer_name]
-    rows += [{"optimizer": optimizer_name, **row} for row in history]
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["optimizer", *history[0]])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: dict[str, Any]) -> None:
     """Train with each optimizer, score each best model on the test split, and report."""
     classes = data.train.classes
@@ -533,36 +263,35 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
                                           args.device, f"{name} {test_name}")
         confusion = confusion_matrix(labels, predictions, len(classes))
         plot_confusion(confusion, classes, folder / f"confusion_{name}.png",
-                       f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}")
+                       f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}, "
+                       f"macro-F1 {macro_f1(confusion):.3f}")
         results[name] = {"confusion": confusion, "history": history}
     if results:
-        summary = summarize(results, classes, test_name)
+        summary = summarize(results, classes, test_name, settings_of(args))
         (folder / "summary.md").write_text(summary)
         say(summary)
+        say(where_everything_went(folder, list(results)))
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that decide what a run learns, for its summary (not where its files go)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+            if key not in ("out", "resume", "log_every")}
+
+
+def where_everything_went(folder: Path, optimizers: Sequence[str]) -> str:
+    lines = [f"Everything is in {folder}:",
+             "  summary.md                  the scores above, and the settings",
+             "  curves.png                  loss, accuracy and macro-F1 per epoch; history.csv, the numbers"]
+    for name in optimizers:
+        lines += [f"  {f'confusion_{name}.png':<27} the confusion matrix of {name}'s best model",
+                  f"  {f'{name}/best.npz':<27} that model (python examples/predict.py {folder / name / 'best.npz'} "
+                  f"photo.jpg)",
+                  f"  {f'{name}/last.npz':<27} the last epoch's (--resume --out {folder} goes on from it)"]
+    return "\n".join(lines)
 
 
 def cold_kernel_cache() -> Path | None:
     """CuPy's kernel cache folder when it is still empty (a first run on this machine), else None."""
     folder = Path(os.environ.get("CUPY_CACHE_DIR") or Path.home() / ".cupy" / "kernel_cache")
     return None if folder.is_dir() and any(folder.iterdir()) else folder
-
-
-def summarize(results: dict[str, dict[str, Any]], classes: Sequence[str], test_name: str) -> str:
-    """A Markdown report: per optimizer the best epoch, the scores and the speed; per class the F1."""
-    lines = [f"| optimizer | best epoch | best val accuracy | {test_name} accuracy | {test_name} macro-F1 "
-             f"| images/s (median epoch) |", "|---|---|---|---|---|---|"]
-    for name, result in results.items():
-        best = max(result["history"], key=lambda row: row["val_acc"])
-        speed = numpy.median([row["images_per_s"] for row in result["history"]])
-        lines.append(f"| {name} | {best['epoch']} | {best['val_acc']:.4f} | {accuracy(result['confusion']):.4f} | "
-                     f"{macro_f1(result['confusion']):.4f} | {speed:.1f} |")
-    lines += ["", f"Per-class F1 on the {test_name} split:", "",
-              "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
-    per_class = {name: per_class_f1(result["confusion"]) for name, result in results.items()}
-    for index, label in enumerate(classes):
-        cells = ("-" if numpy.isnan(per_class[name][index]) else f"{per_class[name][index]:.3f}" for name in results)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if any(numpy.isnan(scores).any() for scores in per_class.values()):
-        # F1 is 0/0 there: "nan" in a table of scores reads as a bug. Macro-F1 leaves these classes out.
-        lines += ["", f"-: a class neither in the {test_name} split nor predicted, left out of macro-F1."]
-    return "\n".join(lines) + "\n"

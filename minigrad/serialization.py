@@ -7,6 +7,7 @@ the target in one step, so an interrupted save never leaves a half-written check
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -64,7 +65,10 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     manifest = json.dumps(_encode(obj, arrays))
     arrays[_MANIFEST] = numpy.frombuffer(manifest.encode(), dtype=numpy.uint8)
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".tmp")
+    # Named after the file it becomes (".last.npz.k2j4x8.tmp"), so that what a process killed mid-write
+    # leaves behind can be told from the user's own files and removed (temporary_files_of).
+    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.",
+                                         suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             numpy.savez(file, **arrays)
@@ -73,6 +77,13 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def temporary_files_of(path: str | os.PathLike) -> list[Path]:
+    """The temporary files ``save(..., path)`` leaves beside ``path`` when its process is killed
+    mid-write (an interrupted save cleans up after itself)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
 
 
 def _umask() -> int:

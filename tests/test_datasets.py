@@ -12,8 +12,9 @@ import numpy
 import pytest
 from PIL import Image
 
+from datasets import synthetic
 from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
-from datasets.synthetic import COLOURS, SyntheticCarColours
+from datasets.synthetic import COLOURS, LIGHT, SyntheticCarColours
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Compose, Normalize, RandomHorizontalFlip,
                                  RandomResizedCrop, Resize, ToArray, eval_transform, train_transform)
 
@@ -763,6 +764,17 @@ def test_synthetic_example_is_a_pure_function_of_seed_split_and_index():
         assert first.load(index, rng(1))[0].tobytes() == second.load(index, rng(2))[0].tobytes()
 
 
+def test_synthetic_pictures_are_drawn_once_and_kept_unless_the_set_is_too_large(monkeypatch):
+    dataset = SyntheticCarColours(size=30, image_size=32, seed=4)
+    drawn = []
+    monkeypatch.setattr(dataset, "draw", lambda index: drawn.append(index) or numpy.full((32, 32, 3), index, "uint8"))
+    assert [numpy.asarray(dataset.image(index))[0, 0, 0] for index in (3, 5, 3, 3)] == [3, 5, 3, 3]
+    assert drawn == [3, 5]
+    monkeypatch.setattr(synthetic, "MAX_KEPT_BYTES", 30 * 32 * 32 * 3 - 1)
+    assert SyntheticCarColours(size=30, image_size=32).drawn is None  # drawn anew each time
+    assert SyntheticCarColours(size=29, image_size=32).drawn == {}
+
+
 def test_synthetic_example_is_the_same_in_every_python_process():
     # Another process hashes strings with another key (PYTHONHASHSEED): the split must not be seeded by hash().
     script = ("from datasets.synthetic import SyntheticCarColours; d = SyntheticCarColours(size=20, split='val'); "
@@ -844,11 +856,22 @@ def colour_by_class() -> dict:
 
 @pytest.mark.parametrize("name", list(COLOURS))
 def test_synthetic_paint_is_the_label_colour_under_some_lighting(colour_by_class, name):
-    # The paint is COLOURS[name] * light, light in [0.7, 1.25], plus noise: the median car colour lies
-    # near that segment of colours (a few levels of noise, and the windows and wheels pulling the median).
+    # The paint is COLOURS[name] * light, light in LIGHT (0.9 to 1.1), plus noise: the median car colour
+    # lies near that segment of colours (a few levels of noise, and the windows and wheels pulling the median).
     car, paint = colour_by_class["car"][name], numpy.array(COLOURS[name], dtype=numpy.float64)
-    light = numpy.clip(car @ paint / (paint @ paint), 0.7, 1.25)
+    light = numpy.clip(car @ paint / (paint @ paint), *LIGHT)
     assert numpy.linalg.norm(car - light * paint) < 15, (car, light * paint)
+
+
+def test_synthetic_cars_stand_under_a_sky_and_fill_most_of_the_frame():
+    dataset = SyntheticCarColours(size=40, image_size=64, split="val", seed=3)
+    for index in range(len(dataset)):
+        pixels = numpy.asarray(dataset.image(index), dtype=numpy.float64)
+        sky = numpy.median(pixels[0], axis=0)
+        assert sky[2] >= sky[0] - 8 and sky.min() > 60  # between clear blue and overcast grey (noise aside)
+        # The car's wheels (tyres of 15 levels, darker than any sky or ground) lie 60 % of its length apart.
+        tyres = numpy.flatnonzero((pixels.max(axis=-1) < 45).any(axis=0))
+        assert tyres.max() - tyres.min() >= 0.6 * 0.65 * 64
 
 
 def test_synthetic_paint_channels_and_brightness_follow_the_colours(colour_by_class):
