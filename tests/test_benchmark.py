@@ -1,10 +1,11 @@
 """examples/benchmark.py, and the table of variants of ``python -m swin``."""
+import json
 import re
 import sys
 
 import pytest
 
-from swin import VARIANTS
+from swin import VARIANTS, swin_mini
 
 from example_scripts import usage_error
 import benchmark
@@ -15,57 +16,101 @@ def run_benchmark(monkeypatch, argv):
     benchmark.main()
 
 
-@pytest.mark.parametrize("option", ["--batch-size", "--classes", "--repeats"])
+@pytest.mark.parametrize("option", ["--batch-size", "--classes", "--steps"])
 def test_the_benchmark_refuses_counts_below_one(monkeypatch, capsys, option):
     message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv), [option, "0"])
     assert f"{option} must be at least 1, got 0" in message
 
 
-def test_the_benchmark_refuses_to_time_the_stand_in_gpu(monkeypatch, capsys):
+def test_the_benchmark_refuses_an_image_size_the_model_cannot_take(monkeypatch, capsys):
+    message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv), ["--model", "swin_mini",
+                                                                                 "--img-size", "60"])
+    assert "--img-size 60 does not fit swin_mini" in message
+
+
+def test_the_benchmark_never_writes_over_a_json_file(monkeypatch, capsys, tmp_path):
+    (tmp_path / "figures.json").write_text("mine")
+    message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv),
+                          ["--json", str(tmp_path / "figures.json")])
+    assert "exists already" in message and (tmp_path / "figures.json").read_text() == "mine"
+
+
+def test_the_benchmark_times_minigrad_on_the_cpu_and_writes_its_figures(monkeypatch, capsys, tmp_path):
+    run_benchmark(monkeypatch, ["--model", "swin_mini", "--batch-size", "1", "--steps", "2", "--warmup", "0",
+                                "--device", "CPU", "--no-torch", "--json", str(tmp_path / "figures.json")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("swin_mini, batch 1, 64 px, on cpu (")
+    assert re.fullmatch(r"  minigrad +[\d.]+ \([\d.]+-[\d.]+\) +[\d.]+ \([\d.]+-[\d.]+\) +[\d.]+ +[\d.]+ +\d+",
+                        lines[2]), lines[2]
+    assert lines[3] == "  PyTorch eager not measured: --no-torch"
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    ours = figures["minigrad"]
+    assert ours["train_step"]["min_s"] <= ours["train_step"]["median_s"] <= ours["train_step"]["max_s"]
+    assert ours["images_per_s"] == pytest.approx(1 / ours["train_step"]["median_s"])
+    flops = swin_mini(num_classes=11).flops()
+    assert figures["multiply_adds_per_image"] == flops
+    assert ours["train_gflop_per_s"] == pytest.approx(6 * flops / ours["train_step"]["median_s"] / 1e9)
+    assert ours["peak_memory_bytes"] > 0
+
+
+class Scripted:
+    """A contender whose steps take set times, and that logs the order they ran in."""
+
+    log: list = []
+
+    def __init__(self, name, step_s, forward_s, memory):
+        self.name, self.step_s, self.forward_s, self.memory = name, step_s, forward_s, memory
+        self.model = swin_mini(num_classes=11)
+
+    def train_step(self):
+        Scripted.log.append((self.name, "train_step"))
+
+    def forward(self):
+        Scripted.log.append((self.name, "forward"))
+
+    def clock(self, run):
+        run()
+        return self.step_s if Scripted.log[-1][1] == "train_step" else self.forward_s
+
+
+def test_the_benchmark_interleaves_the_two_frameworks_and_reports_the_ratios(monkeypatch, capsys):
+    Scripted.log = []
+    monkeypatch.setattr(benchmark, "Minigrad", lambda args, images, labels: Scripted("minigrad", 0.5, 0.2, 0))
+    monkeypatch.setattr(benchmark, "Torch", lambda args, images, labels: Scripted("torch", 0.2, 0.1, 0))
+    monkeypatch.setattr(benchmark, "torch_available", lambda args: None)
+    memory = iter([300 * 2**20, 200 * 2**20])
+    monkeypatch.setattr(benchmark, "_peak_since_now", lambda device, framework: lambda: next(memory))
+    run_benchmark(monkeypatch, ["--model", "swin_mini", "--batch-size", "4", "--steps", "3", "--warmup", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:3] == ["minigrad", "500.0", "(500.0-500.0)"]
+    assert lines[3].split()[:4] == ["PyTorch", "eager", "200.0", "(200.0-200.0)"]
+    assert lines[2].split()[5] == "8.0" and lines[3].split()[6] == "20.0"  # images/s
+    assert lines[2].split()[7] == "300" and lines[3].split()[8] == "200"  # peak MB
+    assert lines[4] == "  minigrad / PyTorch: training step 2.50, forward 2.00, peak memory 1.50"
+    timed = [entry for entry in Scripted.log[4:] if entry[1] == "train_step"][2:]  # after both memory runs
+    assert [name for name, _ in timed[:6]] == ["minigrad", "torch"] * 3  # one of each in turn
+
+
+def test_on_the_stand_in_gpu_the_benchmark_counts_array_operations(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
-    message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv), ["--device", "gpu"])
-    assert "MINIGRAD_FAKE_GPU=1 serves 'gpu' on the CPU" in message and "unset it" in message
-
-
-def test_the_benchmark_times_a_step_on_the_cpu(monkeypatch, capsys):
-    run_benchmark(monkeypatch, ["--model", "swin_mini", "--batch-size", "1", "--repeats", "1", "--warmup", "0",
-                                "--update", "--device", "CPU"])
+    run_benchmark(monkeypatch, ["--model", "swin_mini", "--batch-size", "1", "--device", "cuda",
+                                "--json", str(tmp_path / "counts.json")])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "swin_mini, batch 1, 64 px, forward + backward + clipping + AdamW, median of 1, on cpu"
-    assert re.fullmatch(r"  minigrad +\d+\.\d ms/step +\d+\.\d images/s", lines[1])
-    assert lines[2].startswith("  PyTorch eager   not measured")  # no timm name for swin_mini
-
-
-def test_the_benchmark_reports_the_ratio_of_the_times(monkeypatch, capsys):
-    monkeypatch.setattr(benchmark, "minigrad_step_time", lambda args, images, labels: 0.5)
-    monkeypatch.setattr(benchmark, "torch_step_time", lambda args, images, labels: 0.2)
-    run_benchmark(monkeypatch, ["--model", "swin_mini", "--batch-size", "4"])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["minigrad", "500.0", "ms/step", "8.0", "images/s"]
-    assert lines[2].split() == ["PyTorch", "eager", "200.0", "ms/step", "20.0", "images/s"]
-    assert lines[3] == "  minigrad / PyTorch time ratio: 2.50"
+    assert "stand-in GPU" in lines[0] and "not times" in lines[0]
+    counts = json.loads((tmp_path / "counts.json").read_text())["array_operations"]
+    assert lines[-2] == f"array operations per step: {counts['total']}"
+    assert counts["total"] == sum(counts[phase] for phase in ("forward", "backward", "clipping", "optimizer", "other"))
+    assert 0 < counts["optimizer"] < 40 and 0 < counts["clipping"] < 20  # packed: not per parameter
 
 
 def test_the_benchmark_takes_the_trainers_option_names_and_its_own_earlier_ones(monkeypatch, capsys):
-    monkeypatch.setattr(benchmark, "minigrad_step_time", lambda args, images, labels: 0.5)
-    monkeypatch.setattr(benchmark, "torch_step_time", lambda args, images, labels: None)
-    for argv in (["--model", "swin_mini", "--batch-size", "3"], ["--variant", "swin_mini", "--batch", "3"]):
+    monkeypatch.setattr(benchmark, "measure", lambda args, images, labels: {"args": vars(args)})
+    monkeypatch.setattr(benchmark, "print_report", lambda results, steps: print(results["args"]))
+    for argv in (["--model", "swin_mini", "--batch-size", "3", "--steps", "2"],
+                 ["--variant", "swin_mini", "--batch", "3", "--repeats", "2"]):
         run_benchmark(monkeypatch, argv)
-        assert capsys.readouterr().out.startswith("swin_mini, batch 3, 64 px")
-    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")  # cuda is the trainers' alias of gpu: here the stand-in, refused
-    message = usage_error(capsys, lambda argv: run_benchmark(monkeypatch, argv), ["--device", "cuda"])
-    assert "MINIGRAD_FAKE_GPU=1 serves 'gpu'" in message
-
-
-def test_a_timing_warms_up_then_takes_the_median_of_the_clock():
-    steps, times = [], iter([3.0, 1.0, 10.0])
-
-    def clock(step):
-        step()
-        return next(times)
-
-    assert benchmark.median_seconds(lambda: steps.append(1), 3, 2, clock) == 3.0
-    assert len(steps) == 2 + 3
+        printed = capsys.readouterr().out
+        assert "'model': 'swin_mini'" in printed and "'batch_size': 3" in printed and "'steps': 2" in printed
 
 
 def test_python_m_swin_answers_help_and_a_typo_without_building_a_model(monkeypatch, capsys):
