@@ -6,7 +6,9 @@ not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, 
 Each op here is written twice:
 
 - in NumPy (``*_reference``), the reference: the CPU runs it, and so does the stand-in GPU, which
-  counts it as the one launch CuPy makes;
+  counts it as the one launch CuPy makes. GELU, whose erf and exp cost more than moving memory, runs
+  on the CPU in row blocks on several threads (NumPy and SciPy let go of Python's lock in their
+  loops), the same arithmetic element for element;
 - in CUDA (``SOURCE``), for CuPy: one kernel, templated on float and double, compiled by NVRTC at
   its first use. The row kernels (softmax, LayerNorm) give each row to one warp of 32 threads,
   which sum and take maxima with shuffles: Swin's rows are short (49 scores, 96 to 768 channels).
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+import os
+import threading
+from typing import Any, Callable
 
 from minigrad import backend
 
@@ -154,6 +158,32 @@ def _launch(kernel: str, threads: int, *args: Any) -> None:
     function(((threads + _THREADS - 1) // _THREADS,), (_THREADS,), args)
 
 
+_THREADED_SIZE = 1 << 20  # elements: below this, starting threads costs more than it saves
+
+
+def _in_threads(reference: Callable[..., Any], *arrays: Any) -> Any:
+    """``reference`` on ``arrays`` (all of one shape), in blocks of rows on up to four threads when
+    they are large; the blocks' results put back together."""
+    threads = min(4, os.cpu_count() or 1, len(arrays[0]) if arrays[0].ndim else 1)
+    if arrays[0].size < _THREADED_SIZE or threads < 2:
+        return reference(*arrays)
+    xp = backend.get_array_module(arrays[0])
+    bounds = [len(arrays[0]) * i // threads for i in range(threads + 1)]
+    results: list[Any] = [None] * threads
+
+    def run(block: int) -> None:
+        results[block] = reference(*(a[bounds[block]:bounds[block + 1]] for a in arrays))
+
+    workers = [threading.Thread(target=run, args=(block,)) for block in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if isinstance(results[0], tuple):
+        return tuple(xp.concatenate(parts) for parts in zip(*results))
+    return xp.concatenate(results)
+
+
 def _rows(x) -> tuple[int, int]:
     n = x.shape[-1] if x.ndim else 1
     return x.size // max(n, 1), n
@@ -177,7 +207,7 @@ def gelu_reference(x):
 
 def gelu(x) -> tuple[Any, Any]:
     """``(x Phi(x), Phi(x))``."""
-    return backend.fused("gelu_forward", gelu_reference, _gelu_kernel, x)
+    return backend.fused("gelu_forward", lambda x: _in_threads(gelu_reference, x), _gelu_kernel, x)
 
 
 def _gelu_kernel(x):
@@ -198,7 +228,13 @@ def gelu_backward_reference(x, cdf, grad):
 
 def gelu_backward(x, cdf, grad):
     """``grad (Phi(x) + x phi(x))``."""
-    return backend.fused("gelu_backward", gelu_backward_reference, _gelu_backward_kernel, x, cdf, grad)
+    return backend.fused("gelu_backward", _gelu_backward_in_threads, _gelu_backward_kernel, x, cdf, grad)
+
+
+def _gelu_backward_in_threads(x, cdf, grad):
+    if grad.shape != x.shape:  # a broadcast gradient: one block
+        return gelu_backward_reference(x, cdf, grad)
+    return _in_threads(gelu_backward_reference, x, cdf, grad)
 
 
 def _gelu_backward_kernel(x, cdf, grad):

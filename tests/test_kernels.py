@@ -126,3 +126,15 @@ def test_dropout_keep_is_the_scale_where_the_sample_reaches_p(device, dtype, p):
     keep = backend.asnumpy(kernels.dropout_keep(backend.to_device(uniform, device), p, scale))
     assert keep.dtype == dtype
     np.testing.assert_array_equal(keep, np.where(uniform >= dtype(p), dtype(scale), dtype(0)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_of_large_arrays_in_threads_is_bit_for_bit_the_one_thread_reference(dtype):
+    x = values((1100, 1000), dtype)  # over _THREADED_SIZE elements: computed in row blocks
+    grad = values((1100, 1000), dtype, 1)
+    assert x.size >= kernels._THREADED_SIZE
+    y, cdf = kernels.gelu(x)
+    expected_y, expected_cdf = kernels.gelu_reference(x)
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(cdf, expected_cdf)
+    np.testing.assert_array_equal(kernels.gelu_backward(x, cdf, grad), kernels.gelu_backward_reference(x, cdf, grad))
