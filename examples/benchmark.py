@@ -304,7 +304,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", type=int, default=11, help="classes of the model's head")
     parser.add_argument("--no-torch", action="store_true", help="time minigrad alone, even where torch is installed")
     parser.add_argument("--profile", action="store_true", help="also print where minigrad's step goes, op by op")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure to this JSON file (default: print them only)")
     return parser
 
 
