@@ -583,7 +583,7 @@ class FakeGpuArray:
 
     # NumPy's functions hand stand-in arrays to CuPy's, as CuPy's arrays have them do.
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        function = _stand_in_ufunc(ufunc.__name__)
+        function = _cupy_callable(ufunc.__name__)
         if method != "__call__":
             function = getattr(function, method, None)
         if function is None:
@@ -716,9 +716,9 @@ cupyx = types.SimpleNamespace(
     scipy=types.SimpleNamespace(special=_ModuleStandIn("cupyx.scipy.special", "special", scipy.special)))
 
 
-def _stand_in_ufunc(name: str) -> Ufunc | None:
-    """The stand-in's ``cupy.<name>`` or ``cupyx.scipy.special.<name>``, as CuPy's
-    ``__array_ufunc__`` looks for it; None where neither has it."""
+def _cupy_callable(name: str) -> Any:
+    """The stand-in's ``cupy.<name>`` or ``cupyx.scipy.special.<name>`` (a ufunc, or a function
+    such as matmul), as CuPy's ``__array_ufunc__`` looks for it; None where neither has it."""
     for module in (cupy, cupyx.scipy.special):
         try:
             return getattr(module, name)
