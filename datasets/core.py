@@ -133,17 +133,28 @@ class DataLoader:
     ``shuffle`` draws a new order each epoch from ``(seed, epoch)``; call ``set_epoch`` before
     each epoch (the training loop does). ``num_workers`` threads decode images ahead of the
     consumer (Pillow releases the GIL while decoding); 0 decodes in the calling thread.
+
+    For data parallelism (minigrad.distributed), ``world_size`` processes each load their
+    ``rank``'s share of every batch: the batches are those of one process (``batch_size`` is the
+    global batch, split evenly), whatever the number of ranks, and each image is seen once an
+    epoch, with the same augmentation (drawn from the seed, the epoch and the image's index).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
-                 seed: int = 0, num_workers: int = 0):
+                 seed: int = 0, num_workers: int = 0, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size = {world_size}), got {rank}")
+        if batch_size % world_size:
+            raise ValueError(f"a batch of {batch_size} does not split evenly over {world_size} processes: "
+                             f"choose a batch size that is a multiple of {world_size}")
         self.dataset, self.batch_size = dataset, batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.seed, self.num_workers = seed, num_workers
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -151,15 +162,20 @@ class DataLoader:
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.dataset), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        # A last batch smaller than the number of processes leaves some of them without a share.
+        return full + (1 if rest and not self.drop_last and self.rank < rest else 0)
 
     def batch_indices(self) -> list[numpy.ndarray]:
-        """The indices of each batch of this epoch, in order."""
+        """The indices of each batch of this epoch (of this process's share of it), in order."""
         count = len(self.dataset)
         order = (numpy.random.default_rng([self.seed, self.epoch]).permutation(count) if self.shuffle
                  else numpy.arange(count))
-        return [order[start:start + self.batch_size] for start in range(0, len(self) * self.batch_size,
-                                                                         self.batch_size)]
+        full, rest = divmod(count, self.batch_size)
+        batches = [order[start:start + self.batch_size]
+                   for start in range(0, (full + (1 if rest and not self.drop_last else 0)) * self.batch_size,
+                                      self.batch_size)]
+        shares = [numpy.array_split(batch, self.world_size)[self.rank] for batch in batches]
+        return [share for share in shares if len(share)]
 
     def collate(self, indices: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
         """Load the examples at ``indices`` and stack them into one batch."""

@@ -926,3 +926,44 @@ def test_eval_transform_matches_timms_default_eval_transform(size, width, height
     image = Image.fromarray(numpy.random.default_rng(size).integers(0, 256, (height, width, 3), dtype=numpy.uint8))
     reference = reference_transform(image).numpy()
     numpy.testing.assert_allclose(eval_transform(size)(image, rng()), reference, rtol=1e-6, atol=1e-6)
+
+
+class Numbered(Dataset):
+    """Example i is an image of value i and label i: which examples a batch holds is plain to see."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self, index: int, rng):
+        return numpy.full((1, 1, 1), index, dtype=numpy.float32), index
+
+
+@pytest.mark.parametrize("count, batch_size, drop_last", [(20, 4, True), (22, 4, False), (21, 6, False)])
+def test_ranks_share_each_batch_of_one_process_and_see_each_image_once(count, batch_size, drop_last):
+    whole = DataLoader(Numbered(count), batch_size, shuffle=True, drop_last=drop_last, seed=3)
+    whole.set_epoch(2)
+    expected = [labels for _, labels in whole]
+    for world_size in (2, 3, 6):
+        if batch_size % world_size:
+            continue
+        shards = [DataLoader(Numbered(count), batch_size, shuffle=True, drop_last=drop_last, seed=3, rank=rank,
+                             world_size=world_size) for rank in range(world_size)]
+        for shard in shards:
+            shard.set_epoch(2)
+        batches = [[labels for _, labels in shard] for shard in shards]
+        assert [len(b) for b in batches] == [len(shard) for shard in shards]
+        for step, labels in enumerate(expected):  # the ranks' shares, in rank order, make the batch
+            shares = [b[step] for b in batches if step < len(b)]
+            numpy.testing.assert_array_equal(numpy.concatenate(shares), labels)
+            if len(labels) == batch_size:
+                assert all(len(share) == batch_size // world_size for share in shares)
+
+
+def test_a_batch_that_does_not_split_evenly_over_the_ranks_is_refused():
+    with pytest.raises(ValueError, match="a batch of 6 does not split evenly over 4 processes"):
+        DataLoader(Numbered(8), 6, rank=0, world_size=4)
+    with pytest.raises(ValueError, match=r"rank must lie in \[0, world_size = 2\)"):
+        DataLoader(Numbered(8), 4, rank=2, world_size=2)
