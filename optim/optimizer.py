@@ -81,7 +81,8 @@ class Optimizer:
                     if parameter.grad is not None:
                         grad = -parameter.grad if group.get("maximize") else parameter.grad
                         self.update(parameter, grad, self.state.setdefault(parameter, {}), group)
-                self._blocks.pop(index)  # the states may now disagree: pack them anew next step
+                if block.shared_state is not None:  # the states may disagree now: pack them anew
+                    self._blocks.pop(index, None)
 
     def _blocks_of_group(self, index: int, group: dict[str, Any]) -> list[FlatBlock]:
         """The group's parameters packed by device and dtype (see optim/flat.py), packed anew

@@ -200,3 +200,25 @@ def test_gradients_written_into_the_packed_buffer_equal_those_of_an_unpacked_mod
     assert all(p.grad is view for p, view in zip(packed.parameters(), block.grad_views))
     for mine, reference in zip(packed.parameters(), plain.parameters()):
         np.testing.assert_array_equal(backend.asnumpy(mine.grad), backend.asnumpy(reference.grad))
+
+
+def test_a_group_of_two_dtypes_with_a_parameter_never_given_a_gradient_steps_the_others(device):
+    """A frozen parameter in the group: each block steps one parameter at a time, for ever, as exactly."""
+    packed = parameters(device) + parameters(device, np.float32, seed=1)
+    alone = parameters(device) + parameters(device, np.float32, seed=1)
+    packed_optimizer = optim.Adam(packed, lr=0.01)
+    alone_optimizers = [optim.Adam([p], lr=0.01) for p in alone]
+    never = {0, len(SHAPES)}  # one parameter of each dtype
+    frozen = host([packed[i] for i in sorted(never)])
+    for step in range(4):
+        for i, params in enumerate(zip(packed, alone)):
+            grad = None if i in never else gradients(step)[i % len(SHAPES)].astype(params[0].dtype)
+            for p in params:
+                p.grad = None if grad is None else backend.to_device(grad, device)
+        packed_optimizer.step()
+        for optimizer in alone_optimizers:
+            optimizer.step()
+    for mine, reference in zip(host(packed), host(alone)):
+        np.testing.assert_array_equal(mine, reference)
+    for value, before in zip(host([packed[i] for i in sorted(never)]), frozen):
+        np.testing.assert_array_equal(value, before)
