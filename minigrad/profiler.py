@@ -107,12 +107,14 @@ class Profile:
 
     def _finish(self) -> None:
         """Read the CUDA events, waiting for the GPU once, at the end."""
-        for row in self.rows.values():
-            if row.events:
-                row.events[-1][1].synchronize()
-                cupy = backend.array_module_for("gpu")
-                row.seconds += sum(cupy.cuda.get_elapsed_time(start, end) for start, end in row.events) / 1000
-                row.events.clear()
+        timed = [row for row in self.rows.values() if row.events]
+        if not timed:
+            return
+        cuda = backend.array_module_for("gpu").cuda
+        cuda.get_current_stream().synchronize()  # every event recorded is then complete
+        for row in timed:
+            row.seconds += sum(cuda.get_elapsed_time(start, end) for start, end in row.events) / 1000
+            row.events.clear()
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ class FlatBlock:
         self.shared_state: dict[str, Any] | None = {}  # what update() reads and writes
         self.packed: dict[str, Any] = {}  # the packed state arrays whose views the states hold
         self.state_views: dict[str, list[Any]] = {}
-        self._pack_state([state.get(p) for p in parameters])
+        self._pack_state(self.states)
 
     def _views(self, flat) -> list[Any]:
         views, offset = [], 0
