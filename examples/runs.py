@@ -35,7 +35,7 @@ except ImportError:  # Windows: runs there go unlocked
     fcntl = None
 
 from cli import HelpFormatter, add_device_argument
-from minigrad import backend
+from minigrad import backend, distributed
 from minigrad.serialization import temporary_files_of
 from swin import VARIANTS, settings_of
 from swin.model import unusable_size_reason, usable_sizes
@@ -92,28 +92,39 @@ def make_parser(description: str, default_model: str = "swin_t at 224 px") -> ar
 def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespace], Splits], name: str,
          argv: Sequence[str] | None = None) -> Path:
     """Parse the arguments, check everything that can be checked before training (device, data,
-    model, output folder), then run. A problem found here ends with a message, not a traceback."""
+    model, output folder), then run. A problem found here ends with a message, not a traceback.
+
+    Under mpiexec every rank runs this; rank 0 alone makes, locks and writes the run's folder, and
+    an error on any rank ends them all (instead of leaving the others waiting for it)."""
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as held:  # the run's lock, let go however main ends
+    main_rank = distributed.is_main()
+    with distributed.ending_all_ranks_on_error(), contextlib.ExitStack() as held:  # the lock, let go however main ends
+        if not main_rank:  # rank 0 warns of what every rank would
+            held.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
         try:
             if args.resume:
                 restore_settings(args, parser, given_options(parser, argv), name)
-                held.enter_context(run_lock(args.out))  # before the data: another process may train it now
-                remove_unfinished_writes(args.out)
+                if main_rank:
+                    held.enter_context(run_lock(args.out))  # before the data: another process may train it now
+                    remove_unfinished_writes(args.out)
+            if str(args.device).lower() in ("gpu", "cuda"):
+                distributed.use_local_gpu()  # before the check below starts CUDA on a GPU not this rank's
             args.device = backend.normalize_device(args.device)
             args.model = args.model or ("swin_mini" if getattr(args, "data", None) is None else "swin_t")
             if args.img_size is None:  # not `or`: --img-size 0 is refused, not read as "the default"
                 args.img_size = VARIANTS[args.model].get("img_size", 224)
             check_settings(args)
             check_image_size(args)  # these before the data: scanning a large set takes minutes
-            if not args.resume:
+            if not args.resume and main_rank:
                 check_new_folder(args, name)
             data = load_data(args)
-            check_data(data)
+            check_data(data, args.batch_size)
             warn_of_a_slow_start(args)
             initial_weights = initial_model(args, data.train.classes).state_dict()
-            folder = output_folder(args, name, data)
-            if not args.resume:
+            distributed.broadcast_(initial_weights.values())  # every rank starts from rank 0's weights
+            folder = distributed.broadcast_object(output_folder(args, name, data) if main_rank else None)
+            if not args.resume and main_rank:
                 held.enter_context(run_lock(folder))
         except (OSError, ValueError, RuntimeError) as error:
             # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
@@ -189,11 +200,15 @@ def check_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"--label-smoothing must lie in [0, 1], got {args.label_smoothing}")
     if args.drop_path is not None and not 0 <= args.drop_path < 1:
         raise ValueError(f"--drop-path must lie in [0, 1), got {args.drop_path}")
+    ranks = distributed.world_size()
+    if args.batch_size % ranks:
+        raise ValueError(f"--batch-size {args.batch_size} does not split evenly over the {ranks} processes of "
+                         f"mpiexec: pass a multiple of {ranks}")
     if len(set(args.optimizers)) != len(args.optimizers):
         raise ValueError(f"--optimizers names one twice: {' '.join(args.optimizers)}")
 
 
-def check_data(data: Splits) -> None:
+def check_data(data: Splits, batch_size: int) -> None:
     """Refuse data a classifier cannot learn from or be scored on; warn of a split too small for its
     scores to mean anything (with 2 validation images, accuracy is 0, 0.5 or 1)."""
     if len(data.train.classes) < 2:
@@ -202,6 +217,10 @@ def check_data(data: Splits) -> None:
     for split, split_name in (("train", "training"), ("val", "validation"), ("test", "test")):
         if getattr(data, split) is not None and len(getattr(data, split)) == 0:
             raise ValueError(f"the {split_name} split is empty: the data set is too small for it")
+    if distributed.world_size() > 1 and len(data.train) < batch_size:
+        raise ValueError(f"the training split holds {len(data.train)} images, less than one batch of {batch_size}: "
+                         f"the {distributed.world_size()} processes would have no whole batch to share; lower "
+                         f"--batch-size")
     for split, split_name in (("val", "validation"), ("test", "test")):
         size = len(getattr(data, split)) if getattr(data, split) is not None else MIN_SCORED_IMAGES
         if size < MIN_SCORED_IMAGES:

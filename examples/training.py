@@ -5,6 +5,10 @@ evaluate, train with one optimizer (saving a checkpoint after every epoch), and 
 On the GPU a training step reads nothing back from the device: the running loss and accuracy stay
 there and reach the progress bar once per ``--log-every`` steps. The command line, the run's folder,
 its lock and ``--resume``'s settings are in runs.py; the scores, plots and tables in reporting.py.
+
+Under ``mpiexec -n N`` the same code trains data-parallel (minigrad.distributed): each rank loads
+and computes its 1/N of every batch, the gradients are averaged before clipping, and the losses
+and confusion counts are summed over the ranks; rank 0 alone writes files and draws progress bars.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from tqdm import tqdm
 import minigrad
 import optim
 from datasets import DataLoader, Dataset
-from minigrad import backend
+from minigrad import backend, distributed
 from minigrad import functional as F
 from reporting import (accuracy, confusion_matrix, macro_f1, plot_confusion, plot_curves, summarize,
                        write_history)
@@ -81,34 +85,61 @@ def make_schedule(args: argparse.Namespace, optimizer: optim.Optimizer, steps_pe
                                                                                             * steps_per_epoch)))
 
 
+def loader_of(dataset: Dataset, args: argparse.Namespace, shuffle: bool = False) -> DataLoader:
+    """This rank's batches of ``dataset``: the training ones shuffled, dropping a last incomplete
+    batch (unless it is the only one, in one process); under mpiexec, each rank's share of them."""
+    ranks = distributed.world_size()
+    return DataLoader(dataset, args.batch_size, shuffle=shuffle, seed=args.seed, num_workers=args.workers,
+                      drop_last=shuffle and (len(dataset) > args.batch_size or ranks > 1),
+                      rank=distributed.rank(), world_size=ranks)
+
+
+def progress_bar(iterable, description: str) -> tqdm:
+    """A progress bar on rank 0 (when its output is a terminal), none on the others."""
+    return tqdm(iterable, desc=description, unit="step", leave=False, dynamic_ncols=True,
+                disable=None if distributed.is_main() else True)
+
+
+def training_step(model, optimizer, images, labels, args: argparse.Namespace):
+    """Forward, loss, backward, the gradients averaged over the ranks, clipping and the update, on
+    one batch (this rank's share of it). Returns the loss and the logits, left on the device."""
+    with distributed.share_of_batch(len(labels)):  # drop-path masks cut from the whole batch's
+        logits = model(minigrad.tensor(images))
+    loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
+    optimizer.zero_grad()
+    loss.backward()
+    distributed.all_reduce_mean_(optim.packed_gradients(model.parameters()))
+    if args.clip_grad > 0:
+        optim.clip_grad_norm_(model.parameters(), args.clip_grad)
+    optimizer.step()
+    return loss, logits
+
+
 def train_epoch(model, optimizer, schedule, loader: DataLoader, args: argparse.Namespace, description: str,
                 max_steps: int | None) -> dict[str, float]:
-    """One pass over ``loader`` (or ``max_steps`` steps of it); returns the mean loss, accuracy and speed."""
+    """One pass over ``loader`` (or ``max_steps`` steps of it); returns the mean loss, accuracy and speed,
+    over all ranks."""
     model.train()
     loss_sum, correct, count, steps = 0.0, 0, 0, 0  # the first two become device scalars
-    progress = tqdm(loader, desc=description, unit="step", leave=False, dynamic_ncols=True, disable=None)
+    progress = progress_bar(loader, description)
     start = time.perf_counter()
     for images, labels in progress:
         images, labels = backend.to_device(images, args.device), backend.to_device(labels, args.device)
-        logits = model(minigrad.tensor(images))
-        loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
-        optimizer.zero_grad()
-        loss.backward()
-        if args.clip_grad > 0:
-            optim.clip_grad_norm_(model.parameters(), args.clip_grad)
-        optimizer.step()
+        loss, logits = training_step(model, optimizer, images, labels, args)
         schedule.step()
         loss_sum = loss_sum + loss.data.astype("float64") * len(labels)
         correct = correct + (logits.data.argmax(axis=1) == labels).sum()
         count, steps = count + len(labels), steps + 1
         if steps % args.log_every == 0:
-            running_loss, running_correct = read_back(loss_sum, correct)
+            running_loss, running_correct, running_count = summed_over_ranks(*read_back(loss_sum, correct), count)
             check_finite(running_loss, steps, description)
-            progress.set_postfix(loss=f"{running_loss / count:.4f}", acc=f"{running_correct / count:.3f}")
+            progress.set_postfix(loss=f"{running_loss / running_count:.4f}",
+                                 acc=f"{running_correct / running_count:.3f}")
         if steps == max_steps:
             break
     progress.close()
-    total_loss, total_correct = read_back(loss_sum, correct)  # also waits for the device to finish
+    # read_back also waits for the device to finish.
+    total_loss, total_correct, count = summed_over_ranks(*read_back(loss_sum, correct), count)
     check_finite(total_loss, steps, description)
     warn_if_diverging(total_loss / count, logits.shape[-1], description, args)
     seconds = time.perf_counter() - start
@@ -135,9 +166,10 @@ def warn_if_diverging(mean_loss: float, num_classes: int, description: str, args
 
 
 def say(message: str) -> None:
-    """Print between progress bars, at once even when the output goes to a log file."""
-    tqdm.write(message)
-    sys.stdout.flush()
+    """Print between progress bars, at once even when the output goes to a log file (on rank 0)."""
+    if distributed.is_main():
+        tqdm.write(message)
+        sys.stdout.flush()
 
 
 def read_back(*scalars) -> list[float]:
@@ -146,25 +178,33 @@ def read_back(*scalars) -> list[float]:
     return backend.asnumpy(xp.stack([xp.asarray(s, dtype=xp.float64) for s in scalars])).tolist()
 
 
-def evaluate(model, loader: DataLoader, device: str, description: str) -> tuple[float, numpy.ndarray, numpy.ndarray]:
-    """Mean loss, true labels and predicted labels over ``loader``, in eval mode and without a graph."""
+def summed_over_ranks(*numbers: float) -> list[float]:
+    """Each number's sum over the ranks (itself, in one process), in one collective."""
+    return distributed.all_reduce_sum(numpy.array(numbers, dtype=numpy.float64)).tolist()
+
+
+def evaluate(model, loader: DataLoader, device: str, description: str, num_classes: int) -> tuple[float, numpy.ndarray]:
+    """Mean loss and confusion matrix over ``loader`` (over every rank's share of the split), in
+    eval mode and without a graph."""
     model.eval()
     loss_sum, predictions, labels_seen = 0.0, [], []
     with minigrad.no_grad():
-        for images, labels in tqdm(loader, desc=description, unit="step", leave=False, dynamic_ncols=True,
-                                   disable=None):
+        for images, labels in progress_bar(loader, description):
             logits = model(minigrad.tensor(backend.to_device(images, device)))
             loss = F.cross_entropy(logits, backend.to_device(labels, device))
             loss_sum = loss_sum + loss.data.astype("float64") * len(labels)
             predictions.append(logits.data.argmax(axis=1))
             labels_seen.append(labels)
-    xp = backend.get_array_module(predictions[0])
-    labels_all = numpy.concatenate(labels_seen)
-    return read_back(loss_sum)[0] / len(labels_all), labels_all, backend.asnumpy(xp.concatenate(predictions))
+    # A rank may hold no image of a split smaller than the ranks: its share adds nothing.
+    labels_seen = numpy.concatenate(labels_seen) if labels_seen else numpy.zeros(0, dtype=numpy.int64)
+    predicted = (backend.asnumpy(backend.get_array_module(predictions[0]).concatenate(predictions)) if predictions
+                 else labels_seen)
+    confusion = distributed.all_reduce_sum(confusion_matrix(labels_seen, predicted, num_classes))
+    loss_sum, count = summed_over_ranks(*read_back(loss_sum), len(labels_seen))
+    return loss_sum / count, confusion
 
 
-def scores(labels: numpy.ndarray, predictions: numpy.ndarray, num_classes: int) -> dict[str, float]:
-    confusion = confusion_matrix(labels, predictions, num_classes)
+def scores(confusion: numpy.ndarray) -> dict[str, float]:
     return {"acc": accuracy(confusion), "f1": macro_f1(confusion)}
 
 
@@ -175,13 +215,12 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
     model = build_model(args, data.train.classes)
     model.load_state_dict(initial_weights)  # the pretrained file is read once, in main
     model.to(args.device)
-    train_loader = DataLoader(data.train, args.batch_size, shuffle=True, drop_last=len(data.train) > args.batch_size,
-                              seed=args.seed, num_workers=args.workers)
-    val_loader = DataLoader(data.val, args.batch_size, num_workers=args.workers)
+    train_loader, val_loader = loader_of(data.train, args, shuffle=True), loader_of(data.val, args)
     optimizer = make_optimizer(optimizer_name, model, args.lr, args.weight_decay)
     schedule = make_schedule(args, optimizer, len(train_loader))
     checkpoints = folder / optimizer_name
-    checkpoints.mkdir(exist_ok=True)
+    if distributed.is_main():
+        checkpoints.mkdir(exist_ok=True)
     history: list[dict[str, float]] = []
     if args.resume and (checkpoints / "last.npz").exists():
         state = minigrad.load(checkpoints / "last.npz")
@@ -206,27 +245,37 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
         row = {"epoch": epoch, "lr": schedule.get_last_lr()[0]}
         row.update(train_epoch(model, optimizer, schedule, train_loader, args,
                                f"{optimizer_name} epoch {epoch}/{args.epochs}", steps_left))
-        val_loss, labels, predictions = evaluate(model, val_loader, args.device, f"{optimizer_name} validation")
-        row.update(val_loss=val_loss, **{f"val_{key}": value for key, value in
-                                         scores(labels, predictions, len(data.val.classes)).items()})
+        val_loss, confusion = evaluate(model, val_loader, args.device, f"{optimizer_name} validation",
+                                       len(data.val.classes))
+        row.update(val_loss=val_loss, **{f"val_{key}": value for key, value in scores(confusion).items()})
         history.append(row)
         if steps_left is not None:
             steps_left -= row["steps"]
-
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                 "history": history, "classes": list(data.train.classes),
-                 "architecture": {"name": args.model, "img_size": args.img_size}}
-        if row["val_acc"] > max((earlier["val_acc"] for earlier in history[:-1]), default=-1.0):
-            minigrad.save(state, checkpoints / "best.npz")
-        write_history(optimizer_name, history, folder / "history.csv")
-        plot_curves(histories, folder / "curves.png")
-        # last.npz last: --resume goes on after the epoch it holds, so by then the epoch's best.npz and
-        # history rows must be written; a Ctrl-C before it makes --resume train the epoch again.
-        minigrad.save(state, checkpoints / "last.npz")
+        if distributed.is_main():
+            save_epoch(model, optimizer, schedule, args, data, folder, optimizer_name, histories)
+        distributed.barrier()  # the other ranks read best.npz at the end: wait until it is written
         say(f"{optimizer_name} epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
             f"val loss {val_loss:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_f1']:.3f} | "
             f"{row['images_per_s']:.1f} img/s")
     return best_model(args, data.train.classes, checkpoints) if (checkpoints / "best.npz").exists() else model
+
+
+def save_epoch(model, optimizer, schedule, args: argparse.Namespace, data: Splits, folder: Path, optimizer_name: str,
+               histories: dict[str, list]) -> None:
+    """After an epoch: the checkpoints (best.npz when the validation accuracy is the best so far),
+    the history and the curves."""
+    history = histories[optimizer_name]
+    checkpoints = folder / optimizer_name
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+             "history": history, "classes": list(data.train.classes),
+             "architecture": {"name": args.model, "img_size": args.img_size}}
+    if history[-1]["val_acc"] > max((earlier["val_acc"] for earlier in history[:-1]), default=-1.0):
+        minigrad.save(state, checkpoints / "best.npz")
+    write_history(optimizer_name, history, folder / "history.csv")
+    plot_curves(histories, folder / "curves.png")
+    # last.npz last: --resume goes on after the epoch it holds, so by then the epoch's best.npz and
+    # history rows must be written; a Ctrl-C before it makes --resume train the epoch again.
+    minigrad.save(state, checkpoints / "last.npz")
 
 
 def best_model(args: argparse.Namespace, classes: Sequence[str], checkpoints: Path) -> SwinTransformer:
@@ -259,14 +308,13 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
         history = histories[name]
         if not history:
             continue
-        _, labels, predictions = evaluate(model, DataLoader(test_set, args.batch_size, num_workers=args.workers),
-                                          args.device, f"{name} {test_name}")
-        confusion = confusion_matrix(labels, predictions, len(classes))
-        plot_confusion(confusion, classes, folder / f"confusion_{name}.png",
-                       f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}, "
-                       f"macro-F1 {macro_f1(confusion):.3f}")
+        _, confusion = evaluate(model, loader_of(test_set, args), args.device, f"{name} {test_name}", len(classes))
+        if distributed.is_main():
+            plot_confusion(confusion, classes, folder / f"confusion_{name}.png",
+                           f"{args.model}, {name}: {test_name} accuracy {accuracy(confusion):.3f}, "
+                           f"macro-F1 {macro_f1(confusion):.3f}")
         results[name] = {"confusion": confusion, "history": history}
-    if results:
+    if results and distributed.is_main():
         summary = summarize(results, classes, test_name, settings_of(args))
         (folder / "summary.md").write_text(summary)
         say(summary)

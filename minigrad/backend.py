@@ -14,9 +14,10 @@ test tool: this module only loads it when asked, and otherwise knows nothing of 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy
 import scipy.special
@@ -278,9 +279,40 @@ def _generator(device: str):
 
 def random_uniform(shape: tuple[int, ...], dtype, device: str):
     """Uniform samples in [0, 1) of ``shape`` and ``dtype`` on ``device``."""
-    return _generator(device).random_sample(shape, dtype=dtype)
+    return _draw(_generator(device).random_sample, shape, dtype)
 
 
 def random_normal(shape: tuple[int, ...], dtype, device: str):
     """Standard normal samples of ``shape`` and ``dtype`` on ``device``."""
-    return _generator(device).standard_normal(shape, dtype=dtype)
+    return _draw(_generator(device).standard_normal, shape, dtype)
+
+
+# In data-parallel training (minigrad.distributed) each process holds rows start:start+count of a
+# global batch of total rows: (start, count, total), or None in a process that holds the whole batch.
+_batch_share: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def batch_share(start: int, count: int, total: int) -> Iterator[None]:
+    """Within this block, this process holds rows ``start:start + count`` of a batch of ``total``:
+    a draw whose first axis grows with the batch (a mask per sample, per window, per token) is
+    drawn for the whole batch and cut to this process's rows. So the drop-path and dropout masks
+    of a data-parallel step are those one process would draw for the whole batch, and every
+    process's generator moves on as that one process's would."""
+    global _batch_share
+    if not 0 <= start < start + count <= total:
+        raise ValueError(f"rows {start}:{start + count} are not a share of a batch of {total}")
+    outer, _batch_share = _batch_share, (start, count, total)
+    try:
+        yield
+    finally:
+        _batch_share = outer
+
+
+def _draw(sample: Callable, shape: tuple[int, ...], dtype):
+    if _batch_share is None or not shape or shape[0] % _batch_share[1]:
+        return sample(shape, dtype=dtype)
+    start, count, total = _batch_share
+    per_row = shape[0] // count  # 1 for a mask per sample, the windows of an image for one per window
+    whole = sample((per_row * total,) + tuple(shape[1:]), dtype=dtype)
+    return whole[per_row * start:per_row * (start + count)]

@@ -5,7 +5,9 @@ Each holds a whole copy of the model and computes the gradients of its own 1/N o
 before each optimizer step, an all-reduce averages the gradients over the ranks, so every rank
 takes the same step and the copies stay equal (they start equal: rank 0's weights are broadcast).
 The mean of N equal shares of a batch's gradient is the gradient of the whole batch, so N ranks
-train as one process would on the same batches.
+train as one process would on the same batches. Random masks (drop-path, dropout) are drawn as
+one process would draw them for the whole batch, each rank keeping its own rows
+(``share_of_batch``), so even those agree.
 
 Processes and hosts talk through MPI (mpi4py; ``pip install -e ".[mpi]"`` brings it and an MPI
 library as wheels). Gradients on GPUs go through NCCL (``cupy.cuda.nccl``), device to device, with
@@ -65,6 +67,38 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def local_rank() -> int:
+    """This process's number among the ranks on its own machine (0 without mpiexec)."""
+    world = _world()
+    if world is None:
+        return 0
+    from mpi4py import MPI
+
+    return world.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+
+
+def use_local_gpu() -> None:
+    """Put this rank on a GPU of its own, the ``local_rank()``-th of those its machine shows, before
+    anything starts CUDA. (Where ``CUDA_VISIBLE_DEVICES`` shows each rank one GPU, that one.)"""
+    if world_size() == 1 or backend.cupy is None:
+        return
+    runtime = backend.cupy.cuda.runtime
+    try:
+        count = runtime.getDeviceCount()
+    except runtime.CUDARuntimeError:
+        return  # no GPU here: asking for device "gpu" says why
+    backend.cupy.cuda.Device(local_rank() % count).use()
+
+
+def share_of_batch(rows: int) -> contextlib.AbstractContextManager:
+    """A block in which this rank holds its ``rows`` rows of a global batch split evenly over the
+    ranks: the random masks drawn in it (drop-path, dropout) are cut from the whole batch's, as
+    one process would draw them (``backend.batch_share``)."""
+    if world_size() == 1:
+        return contextlib.nullcontext()
+    return backend.batch_share(rank() * rows, rows, world_size() * rows)
+
+
 def all_reduce_mean_(arrays: Iterable[Any]) -> None:
     """Replace each array, in place, by its mean over the ranks (the gradients before a step).
 
@@ -92,6 +126,19 @@ def broadcast_(arrays: Iterable[Any], root: int = 0) -> None:
             _nccl().broadcast_(array, root)
         else:
             _world().Bcast(array, root=root)
+
+
+def broadcast_object(value: Any, root: int = 0) -> Any:
+    """Rank ``root``'s ``value`` (any picklable object: the run's folder), on every rank."""
+    world = _world()
+    return value if world is None else world.bcast(value, root=root)
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (rank 0 has written a checkpoint the others will read)."""
+    world = _world()
+    if world is not None:
+        world.Barrier()
 
 
 def all_reduce_sum(value: Any) -> Any:

@@ -154,16 +154,16 @@ class Fixed(Dataset):
 
 def test_one_class_is_refused_and_splits_too_small_to_score_are_warned_of():
     with pytest.raises(ValueError, match="at least two classes, the data have 1 \\(Black\\)"):
-        runs.check_data(training.Splits(Fixed(50, ["Black"]), Fixed(30, ["Black"]), None))
+        runs.check_data(training.Splits(Fixed(50, ["Black"]), Fixed(30, ["Black"]), None), 8)
     with pytest.warns(UserWarning) as caught:
         runs.check_data(training.Splits(Fixed(50, ["Black", "Red"]), Fixed(2, ["Black", "Red"]),
-                                        Fixed(19, ["Black", "Red"])))
+                                        Fixed(19, ["Black", "Red"])), 8)
     assert [str(warning.message).split(":")[0] for warning in caught] == [
         "the validation split holds only 2 images", "the test split holds only 19 images"]
     assert "steps of 50%" in str(caught[0].message)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        runs.check_data(training.Splits(Fixed(50, ["Black", "Red"]), Fixed(20, ["Black", "Red"]), None))
+        runs.check_data(training.Splits(Fixed(50, ["Black", "Red"]), Fixed(20, ["Black", "Red"]), None), 8)
 
 
 def test_dvm_colours_below_two_are_refused_before_the_scan(tmp_path, capsys, monkeypatch):

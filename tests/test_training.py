@@ -21,6 +21,7 @@ from minigrad.testing import fake_gpu
 from swin import swin_mini
 
 from example_scripts import TINY, read_history, run_dvm, usage_error
+from reporting import confusion_matrix
 import runs
 import train_dvm
 import training
@@ -111,7 +112,7 @@ def test_ctrl_c_while_an_epoch_is_saved_loses_neither_its_best_checkpoint_nor_it
     """--resume goes on after the epoch in last.npz: by the time that is written, the epoch's best.npz
     and history.csv row must be written too, or a Ctrl-C between them loses them for good."""
     accuracies = iter([0.5, 0.75, 0.75])  # epoch 2 is the best; the resumed run draws the third if it retrains it
-    monkeypatch.setattr(training, "scores", lambda labels, predictions, classes: {"acc": next(accuracies), "f1": 0.5})
+    monkeypatch.setattr(training, "scores", lambda confusion: {"acc": next(accuracies), "f1": 0.5})
     save = minigrad.save
 
     def interrupted_at_epoch_2s_best(state, path):
@@ -167,13 +168,13 @@ def test_each_epoch_draws_a_new_order_and_a_set_smaller_than_a_batch_still_train
 
 def test_the_best_checkpoint_is_the_first_epoch_of_the_best_validation_accuracy(tmp_path, monkeypatch):
     accuracies = iter([0.5, 0.75, 0.75])
-    monkeypatch.setattr(training, "scores", lambda labels, predictions, classes: {"acc": next(accuracies), "f1": 0.5})
+    monkeypatch.setattr(training, "scores", lambda confusion: {"acc": next(accuracies), "f1": 0.5})
     evaluate, tested = training.evaluate, {}
 
-    def recording(model, loader, device, description):
+    def recording(model, loader, device, description, num_classes):
         if description == "sgd test":
             tested.update({key: np.array(value) for key, value in model.state_dict().items()})
-        return evaluate(model, loader, device, description)
+        return evaluate(model, loader, device, description, num_classes)
 
     monkeypatch.setattr(training, "evaluate", recording)
     folder = run_dvm(TINY + ["--synthetic-size", "6", "--optimizers", "sgd", "--epochs", "3",
@@ -427,10 +428,9 @@ def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing, 
     for postfix, seen in zip(postfixes, (8, 16, 20)):
         assert float(postfix["loss"]) == pytest.approx(smoothed[:seen].mean(), abs=1e-4)
         assert float(postfix["acc"]) == pytest.approx(correct[:seen].mean(), abs=1e-3)
-    loss, seen, predictions = training.evaluate(model, DataLoader(data, 8), "cpu", "test")
+    loss, confusion = training.evaluate(model, DataLoader(data, 8), "cpu", "test", 11)
     assert loss == pytest.approx(losses.mean(), rel=1e-5)  # validation loss: never smoothed
-    np.testing.assert_array_equal(seen, labels)
-    np.testing.assert_array_equal(predictions, logits.argmax(axis=1))
+    np.testing.assert_array_equal(confusion, confusion_matrix(labels, logits.argmax(axis=1), 11))
 
 
 def test_evaluation_switches_drop_path_off():
@@ -441,9 +441,9 @@ def test_evaluation_switches_drop_path_off():
         logits = model.eval()(minigrad.tensor(images)).data.astype(np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
     losses = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(8), labels]
-    loss, _, predictions = training.evaluate(model.train(), DataLoader(data, 8), "cpu", "test")
+    loss, confusion = training.evaluate(model.train(), DataLoader(data, 8), "cpu", "test", 11)
     assert loss == pytest.approx(losses.mean(), rel=1e-5)
-    np.testing.assert_array_equal(predictions, logits.argmax(axis=1))
+    np.testing.assert_array_equal(confusion, confusion_matrix(labels, logits.argmax(axis=1), 11))
 
 
 def test_a_training_epoch_reads_from_the_device_once_per_logging_interval(monkeypatch, tmp_path):
@@ -462,6 +462,6 @@ def test_a_training_epoch_reads_from_the_device_once_per_logging_interval(monkey
     # and 4 and once at the end; nothing else crosses.
     assert result["steps"] == 5
     assert fake_gpu.transfer_count.count - before == 2 * 5 + 3
-    loss, labels, predictions = training.evaluate(model, DataLoader(SyntheticCarColours(
-        16, 32, split="val", transform=eval_transform(32)), 8), "gpu", "test")
-    assert predictions.shape == labels.shape == (16,) and isinstance(predictions, np.ndarray) and loss > 0
+    loss, confusion = training.evaluate(model, DataLoader(SyntheticCarColours(
+        16, 32, split="val", transform=eval_transform(32)), 8), "gpu", "test", 11)
+    assert isinstance(confusion, np.ndarray) and confusion.sum() == 16 and loss > 0
