@@ -103,11 +103,12 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
             held.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
         try:
-            if args.resume:
+            if args.resume and main_rank:
                 restore_settings(args, parser, given_options(parser, argv), name)
-                if main_rank:
-                    held.enter_context(run_lock(args.out))  # before the data: another process may train it now
-                    remove_unfinished_writes(args.out)
+                held.enter_context(run_lock(args.out))  # before the data: another process may train it now
+                remove_unfinished_writes(args.out)
+            if args.resume:  # the other ranks take the settings from rank 0, which alone reads the folder
+                vars(args).update(distributed.broadcast_object(vars(args) if main_rank else None))
             if str(args.device).lower() in ("gpu", "cuda"):
                 distributed.use_local_gpu()  # before the check below starts CUDA on a GPU not this rank's
             args.device = backend.normalize_device(args.device)

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -222,8 +222,9 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
     if distributed.is_main():
         checkpoints.mkdir(exist_ok=True)
     history: list[dict[str, float]] = []
-    if args.resume and (checkpoints / "last.npz").exists():
-        state = minigrad.load(checkpoints / "last.npz")
+    last = checkpoints / "last.npz"
+    state = read_on_rank_0(lambda: minigrad.load(last) if args.resume and last.exists() else None)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -253,11 +254,11 @@ def train_with(optimizer_name: str, args: argparse.Namespace, data: Splits, fold
             steps_left -= row["steps"]
         if distributed.is_main():
             save_epoch(model, optimizer, schedule, args, data, folder, optimizer_name, histories)
-        distributed.barrier()  # the other ranks read best.npz at the end: wait until it is written
         say(f"{optimizer_name} epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
             f"val loss {val_loss:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_f1']:.3f} | "
             f"{row['images_per_s']:.1f} img/s")
-    return best_model(args, data.train.classes, checkpoints) if (checkpoints / "best.npz").exists() else model
+    best = best_model(args, data.train.classes, checkpoints)
+    return model if best is None else best
 
 
 def save_epoch(model, optimizer, schedule, args: argparse.Namespace, data: Splits, folder: Path, optimizer_name: str,
@@ -278,11 +279,22 @@ def save_epoch(model, optimizer, schedule, args: argparse.Namespace, data: Split
     minigrad.save(state, checkpoints / "last.npz")
 
 
-def best_model(args: argparse.Namespace, classes: Sequence[str], checkpoints: Path) -> SwinTransformer:
-    """The model at the best validation accuracy of an optimizer's run, on the device."""
+def best_model(args: argparse.Namespace, classes: Sequence[str], checkpoints: Path) -> SwinTransformer | None:
+    """The model at the best validation accuracy of an optimizer's run, on the device (None before
+    its first epoch is saved)."""
+    best = checkpoints / "best.npz"
+    weights = read_on_rank_0(lambda: minigrad.load(best)["model"] if best.exists() else None)
+    if weights is None:
+        return None
     model = build_model(args, classes)
-    model.load_state_dict(minigrad.load(checkpoints / "best.npz")["model"])
+    model.load_state_dict(weights)
     return model.to(args.device)
+
+
+def read_on_rank_0(read: Callable[[], Any]) -> Any:
+    """What ``read()``, a look into the run's folder, gives on rank 0, handed to every rank: only
+    rank 0 uses the folder, so ranks on other machines need no shared disk for it."""
+    return distributed.broadcast_object(read() if distributed.is_main() else None)
 
 
 def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: dict[str, Any]) -> None:
@@ -297,8 +309,10 @@ def run(args: argparse.Namespace, data: Splits, folder: Path, initial_weights: d
         say(f"The first steps compile CuPy's GPU kernels, so the progress bar waits a while; they are kept in "
             f"{empty_cache} for later runs.")
     # The run's other optimizers (with --resume) stay in its curves and summary.
-    others = [name for name in OPTIMIZERS if name not in args.optimizers and (folder / name / "last.npz").is_file()]
-    histories = {name: minigrad.load(folder / name / "last.npz")["history"] for name in others}
+    histories = read_on_rank_0(lambda: {name: minigrad.load(folder / name / "last.npz")["history"]
+                                        for name in OPTIMIZERS if name not in args.optimizers
+                                        and (folder / name / "last.npz").is_file()})
+    others = list(histories)
     results = {}
     for name in others + args.optimizers:
         if name in args.optimizers:

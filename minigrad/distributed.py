@@ -154,17 +154,24 @@ def all_reduce_sum(value: Any) -> Any:
 @contextlib.contextmanager
 def ending_all_ranks_on_error() -> Iterator[None]:
     """Within this block, an exception on one rank prints its message and ends every rank
-    (``MPI_Abort``), instead of leaving the others waiting in a collective for ever."""
+    (``MPI_Abort``), instead of leaving the others waiting in a collective for ever. A
+    ``sys.exit`` with an error status (a script's own error message, printed already) ends them
+    all with that status."""
     try:
         yield
     except BaseException as error:
         world = _world()
-        if world is None or world.Get_size() == 1 or isinstance(error, SystemExit) and not error.code:
+        exiting = isinstance(error, SystemExit)
+        if world is None or world.Get_size() == 1 or exiting and not error.code:
             raise
-        message = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        sys.stderr.write(f"[rank {world.Get_rank()} of {world.Get_size()}] {message}")
+        where = f"[rank {world.Get_rank()} of {world.Get_size()}]"
+        if exiting:
+            sys.stderr.write(f"{where} stopped (exit status {error.code}); ending every rank\n")
+        else:
+            sys.stderr.write(f"{where} " + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
         sys.stderr.flush()
-        world.Abort(error.code if isinstance(error, SystemExit) and isinstance(error.code, int) else 1)
+        world.Abort(error.code if exiting and isinstance(error.code, int) else 1)
+        raise  # Abort ends this process too; should it come back, the error still goes on up
 
 
 class _Nccl:
@@ -173,6 +180,9 @@ class _Nccl:
     def __init__(self) -> None:
         from cupy.cuda import nccl
 
+        if not nccl.available:
+            raise RuntimeError("training on several GPUs needs NCCL, which CuPy cannot load here: "
+                               "pip install -e \".[multi-gpu]\" (CUDA 12) or -e \".[multi-gpu-cuda13]\" (CUDA 13)")
         world = _world()
         unique_id = world.bcast(nccl.get_unique_id() if world.Get_rank() == 0 else None, root=0)
         self._nccl = nccl
