@@ -10,8 +10,9 @@ one process would draw them for the whole batch, each rank keeping its own rows
 (``share_of_batch``), so even those agree.
 
 Processes and hosts talk through MPI (mpi4py; ``pip install -e ".[mpi]"`` brings it and an MPI
-library as wheels). Gradients on GPUs go through NCCL (``cupy.cuda.nccl``), device to device, with
-NCCL's id handed from rank 0 to the others over MPI. An optimizer that packs its parameters
+library as wheels). On GPUs each rank takes one of its machine's (``use_local_gpu``), and the
+gradients go through NCCL (``cupy.cuda.nccl``), device to device, with NCCL's id handed from rank
+0 to the others over MPI. An optimizer that packs its parameters
 (optim/flat.py) gives a few flat gradient arrays, so a Swin step is a few all-reduces, not 173.
 
 Run without ``mpiexec``, this is one process, rank 0 of 1: every function here is then a no-op,
@@ -134,13 +135,6 @@ def broadcast_object(value: Any, root: int = 0) -> Any:
     return value if world is None else world.bcast(value, root=root)
 
 
-def barrier() -> None:
-    """Wait until every rank gets here (rank 0 has written a checkpoint the others will read)."""
-    world = _world()
-    if world is not None:
-        world.Barrier()
-
-
 def all_reduce_sum(value: Any) -> Any:
     """The sum over the ranks of a host value: a number or a NumPy array (loss sums, counts)."""
     world = _world()
@@ -175,7 +169,7 @@ def ending_all_ranks_on_error() -> Iterator[None]:
 
 
 class _Nccl:
-    """NCCL over the ranks' GPUs (one each: set CUDA_VISIBLE_DEVICES per rank), its id sent by MPI."""
+    """NCCL over the ranks' GPUs (one each: ``use_local_gpu``), its id sent by MPI."""
 
     def __init__(self) -> None:
         from cupy.cuda import nccl

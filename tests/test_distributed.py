@@ -326,3 +326,41 @@ def test_nccl_reduces_and_broadcasts_gpu_arrays_in_place_with_one_rank(tmp_path)
     assert report["gradients"] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5] and report["in place"]
     assert report["weights"] == [0.0, 1.0, 2.0, 3.0]
     assert "contiguous" in report["refused"]
+
+
+def test_each_rank_takes_the_gpu_of_its_number_on_its_machine(monkeypatch):
+    used = []
+
+    class Runtime:
+        class CUDARuntimeError(RuntimeError):
+            pass
+
+        count = 4
+
+        @classmethod
+        def getDeviceCount(cls):
+            if cls.count is None:
+                raise cls.CUDARuntimeError("cudaErrorNoDevice")
+            return cls.count
+
+    class Device:
+        def __init__(self, number):
+            self.number = number
+
+        def use(self):
+            used.append(self.number)
+
+    cuda = type("cuda", (), {"runtime": Runtime, "Device": Device})
+    monkeypatch.setattr(backend, "cupy", type("cupy", (), {"cuda": cuda}))
+    monkeypatch.setattr(distributed, "world_size", lambda: 8)
+    for local in (0, 3, 5):  # 8 ranks over two machines of 4 GPUs; a 5th rank on one wraps round
+        monkeypatch.setattr(distributed, "local_rank", lambda: local)
+        distributed.use_local_gpu()
+    Runtime.count = 1  # CUDA_VISIBLE_DEVICES shows this rank one GPU: that one
+    distributed.use_local_gpu()
+    Runtime.count = None  # no GPU: nothing chosen, and asking for "gpu" says why later
+    distributed.use_local_gpu()
+    assert used == [0, 3, 1, 0]
+    monkeypatch.setattr(distributed, "world_size", lambda: 1)  # one process: the GPU CUDA gives it
+    distributed.use_local_gpu()
+    assert used == [0, 3, 1, 0]

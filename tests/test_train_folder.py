@@ -261,9 +261,9 @@ def test_too_few_photos_for_a_test_split_score_on_validation(tmp_path, monkeypat
     write_class_folders(tmp_path / "photos", {"Red": 6, "Black": 6})
     evaluate, scored = training.evaluate, []
 
-    def recording(model, loader, device, description):
+    def recording(model, loader, device, description, num_classes):
         scored.append((description, len(loader.dataset)))
-        return evaluate(model, loader, device, description)
+        return evaluate(model, loader, device, description, num_classes)
 
     monkeypatch.setattr(training, "evaluate", recording)
     folder = run_folder(["--data", str(tmp_path / "photos"), "--model", "swin_mini", "--img-size", "32",
