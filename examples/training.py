@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import minigrad
 import optim
-from datasets import DataLoader, Dataset
+from datasets import DataLoader, Dataset, PrefetchLoader
 from minigrad import backend
 from minigrad import functional as F
 from reporting import (accuracy, confusion_matrix, macro_f1, plot_confusion, plot_curves, summarize,
@@ -86,10 +86,10 @@ def train_epoch(model, optimizer, schedule, loader: DataLoader, args: argparse.N
     """One pass over ``loader`` (or ``max_steps`` steps of it); returns the mean loss, accuracy and speed."""
     model.train()
     loss_sum, correct, count, steps = 0.0, 0, 0, 0  # the first two become device scalars
-    progress = tqdm(loader, desc=description, unit="step", leave=False, dynamic_ncols=True, disable=None)
+    progress = tqdm(PrefetchLoader(loader, args.device), desc=description, unit="step", leave=False,
+                    dynamic_ncols=True, disable=None)
     start = time.perf_counter()
     for images, labels in progress:
-        images, labels = backend.to_device(images, args.device), backend.to_device(labels, args.device)
         logits = model(minigrad.tensor(images))
         loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
         optimizer.zero_grad()
@@ -151,15 +151,15 @@ def evaluate(model, loader: DataLoader, device: str, description: str) -> tuple[
     model.eval()
     loss_sum, predictions, labels_seen = 0.0, [], []
     with minigrad.no_grad():
-        for images, labels in tqdm(loader, desc=description, unit="step", leave=False, dynamic_ncols=True,
-                                   disable=None):
-            logits = model(minigrad.tensor(backend.to_device(images, device)))
-            loss = F.cross_entropy(logits, backend.to_device(labels, device))
+        for images, labels in tqdm(PrefetchLoader(loader, device), desc=description, unit="step", leave=False,
+                                   dynamic_ncols=True, disable=None):
+            logits = model(minigrad.tensor(images))
+            loss = F.cross_entropy(logits, labels)
             loss_sum = loss_sum + loss.data.astype("float64") * len(labels)
             predictions.append(logits.data.argmax(axis=1))
             labels_seen.append(labels)
     xp = backend.get_array_module(predictions[0])
-    labels_all = numpy.concatenate(labels_seen)
+    labels_all = backend.asnumpy(xp.concatenate(labels_seen))
     return read_back(loss_sum)[0] / len(labels_all), labels_all, backend.asnumpy(xp.concatenate(predictions))
 
 
