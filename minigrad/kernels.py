@@ -151,8 +151,8 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 }
 """
 
-KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "normalize_pixels", "softmax_forward", "softmax_backward", "layer_norm_forward",
-           "layer_norm_backward")
+KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "normalize_pixels", "softmax_forward", "softmax_backward",
+           "layer_norm_forward", "layer_norm_backward")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
 

@@ -23,8 +23,9 @@ def test_every_pixel_value_normalises_bit_for_bit_as_to_array_then_normalize():
     normalized = normalize_pixels(PILToArray()(image, rng()))
     assert normalized.dtype == np.float32
     np.testing.assert_array_equal(normalized, expected)
-    custom = Compose([ToArray(), Normalize((0.5, 0.25, 0.0), (0.3, 0.7, 1.1))])(image, rng())
-    np.testing.assert_array_equal(normalize_pixels(PILToArray()(image, rng()), (0.5, 0.25, 0.0), (0.3, 0.7, 1.1)), custom)
+    mean, std = (0.5, 0.25, 0.0), (0.3, 0.7, 1.1)
+    custom = Compose([ToArray(), Normalize(mean, std)])(image, rng())
+    np.testing.assert_array_equal(normalize_pixels(PILToArray()(image, rng()), mean, std), custom)
 
 
 @pytest.mark.parametrize("recipe", [train_transform, eval_transform])

@@ -22,7 +22,8 @@ NumPy, but behave as CuPy's arrays do wherever the two differ, so a GPU bug show
   ``nonzero`` and one-argument ``where``, whose result size the host must read first).
 - ``cupy.cuda`` streams, events and pinned memory are played with CuPy's timing rules at their
   strictest: a copy from pinned memory on a non-blocking stream happens only when something waits
-  for it (``Stream``), so a missing wait or a host buffer refilled too early shows on the CPU.
+  for it (``Stream``), so a missing wait, or a pinned buffer refilled before anything waited for
+  the copy from it, shows on the CPU.
 - ``operation_count`` counts the kernels CuPy would launch: every operation that computes or copies
   on the device, by name; views (reshape, transpose, slicing, ``asarray`` of a device array) launch
   none. On a GPU each launch costs 5-10 us of host time, so this count is the GPU's speed proxy.
@@ -175,7 +176,8 @@ def _members(cls) -> dict:
             if callable(getattr(cls, name)) else {"kind": "value"} for name in _public_names(cls)}
 
 
-PLAYED_CUDA_CLASSES = ("Stream", "Event")  # and functions: what the stand-in plays of cupy.cuda
+# What the stand-in plays of cupy.cuda (a test holds its signatures to CuPy's).
+PLAYED_CUDA_CLASSES = ("Stream", "Event")
 PLAYED_CUDA_FUNCTIONS = ("get_current_stream", "alloc_pinned_memory")
 
 
@@ -698,8 +700,9 @@ class Stream:
     A copy on a non-blocking stream (``ndarray.set(array, stream=s)``) is left until something waits
     for it: ``s.synchronize()``, or an event recorded on ``s`` after it, which the host synchronizes
     or a stream waits for. That is the latest a GPU may do it, so code that reads the target before
-    waiting finds the old values there, and code that refills a pinned host buffer before the copy
-    from it has ended sends the new contents, as on a GPU. (Kernels, on any stream, run at once.)
+    waiting finds the old values there, and code that refills a pinned host buffer before anything
+    waited for the copy from it sends the new contents, as a GPU may. (Kernels, on any stream, run
+    at once, so a copy waited for by a stream is done then, not later.)
     """
 
     null: Stream  # the default stream, set below
