@@ -1,12 +1,14 @@
-"""Datasets and the DataLoader: images on disk (or drawn in memory) to float32 batches on the host.
+"""Datasets and the DataLoader: images on disk (or drawn in memory) to batches on the host.
 
 A dataset is a sequence of labelled examples. ``dataset.load(index, rng)`` returns one as
-``(image, label)``, the image a ``(3, H, W)`` float32 array once the dataset's transform has run.
+``(image, label)``, the image a ``(3, H, W)`` array once the dataset's transform has run: uint8
+pixels with ``train_transform`` and ``eval_transform``, float32 with ``ToArray``.
 Random augmentation draws from ``rng``, a generator the DataLoader derives from
 ``(seed, epoch, index)``: a batch comes out the same whichever thread decoded it and however many
 threads there are, so a run can be repeated exactly.
 
-Batches stay on the host as NumPy arrays; the training loop moves each to the device in one copy.
+Batches stay on the host as NumPy arrays; ``PrefetchLoader`` (datasets/prefetch.py) moves each to
+the device and normalises it there.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class Dataset:
         return len(self.labels)
 
     def load(self, index: int, rng: numpy.random.Generator) -> tuple[numpy.ndarray, int]:
-        """Example ``index`` as ``(image (3, H, W) float32, label)``, augmented with ``rng``."""
+        """Example ``index`` as ``(image (3, H, W), label)``, augmented with ``rng``."""
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> tuple[numpy.ndarray, int]:
@@ -128,7 +130,8 @@ class Subset(Dataset):
 
 
 class DataLoader:
-    """Batches of ``(images (B, 3, H, W) float32, labels (B,) int64)`` as NumPy arrays.
+    """Batches of ``(images (B, 3, H, W), labels (B,) int64)`` as NumPy arrays, the images in the
+    dtype the transform gives (uint8 pixels with ``train_transform`` and ``eval_transform``).
 
     ``shuffle`` draws a new order each epoch from ``(seed, epoch)``; call ``set_epoch`` before
     each epoch (the training loop does). ``num_workers`` threads decode images ahead of the

@@ -2,12 +2,15 @@
 
 Each transform is called as ``transform(image, rng)``; the random ones draw only from ``rng``,
 which the DataLoader derives from (seed, epoch, index), so augmentation is reproducible.
-``ToArray`` turns the Pillow image into a ``(3, H, W)`` float32 array in [0, 1]; ``Normalize``
-then works on that array.
+``PILToArray`` turns the Pillow image into a ``(3, H, W)`` uint8 array, the pixels as they are;
+``ToArray`` into a float32 one in [0, 1], on which ``Normalize`` then works.
 
 ``train_transform`` and ``eval_transform`` are the recipes the training scripts use: a random
 resized crop and a horizontal flip for training (no colour jitter: the colour is the label in
-DVM-Car), and a resize to ``size / 0.875`` then a centre crop for evaluation, as timm does.
+DVM-Car), and a resize to ``size / 0.875`` then a centre crop for evaluation, as timm does. Both
+end in uint8 pixels: a batch of them is a quarter of float32's bytes in the loader's queue and on
+the way to the GPU, and ``PrefetchLoader`` (datasets/prefetch.py) normalises it where it arrives,
+to the very numbers ``ToArray`` then ``Normalize`` give.
 """
 from __future__ import annotations
 
@@ -140,12 +143,22 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
-class ToArray:
-    """A Pillow RGB image as a ``(3, H, W)`` float32 array in [0, 1]."""
+class PILToArray:
+    """A Pillow RGB image as a ``(3, H, W)`` uint8 array, the pixels as they are (torchvision's
+    ``PILToTensor``)."""
 
     def __call__(self, image: Image.Image, rng: numpy.random.Generator) -> numpy.ndarray:
-        pixels = numpy.asarray(image.convert("RGB"), dtype=numpy.float32)
-        return numpy.ascontiguousarray(pixels.transpose(2, 0, 1)) / 255.0
+        return numpy.ascontiguousarray(numpy.asarray(image.convert("RGB")).transpose(2, 0, 1))
+
+    def __repr__(self) -> str:
+        return "PILToArray()"
+
+
+class ToArray:
+    """A Pillow RGB image as a ``(3, H, W)`` float32 array in [0, 1] (torchvision's ``ToTensor``)."""
+
+    def __call__(self, image: Image.Image, rng: numpy.random.Generator) -> numpy.ndarray:
+        return PILToArray()(image, rng).astype(numpy.float32) / 255.0
 
     def __repr__(self) -> str:
         return "ToArray()"
@@ -166,10 +179,12 @@ class Normalize:
 
 
 def train_transform(size: int, scale: tuple[float, float] = (0.35, 1.0)) -> Compose:
-    """Training augmentation: random resized crop (keeping most of the car), flip, normalise."""
-    return Compose([RandomResizedCrop(size, scale=scale), RandomHorizontalFlip(), ToArray(), Normalize()])
+    """Training augmentation: random resized crop (keeping most of the car), flip; uint8 pixels,
+    normalised later, a batch at a time (``PrefetchLoader``)."""
+    return Compose([RandomResizedCrop(size, scale=scale), RandomHorizontalFlip(), PILToArray()])
 
 
 def eval_transform(size: int) -> Compose:
-    """Evaluation: resize the shorter side to ``size / 0.875``, crop the centre, normalise."""
-    return Compose([Resize(math.floor(size / EVAL_CROP_FRACTION)), CenterCrop(size), ToArray(), Normalize()])
+    """Evaluation: resize the shorter side to ``size / 0.875``, crop the centre; uint8 pixels,
+    normalised later, a batch at a time (``PrefetchLoader``)."""
+    return Compose([Resize(math.floor(size / EVAL_CROP_FRACTION)), CenterCrop(size), PILToArray()])

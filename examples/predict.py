@@ -18,7 +18,7 @@ import numpy
 
 import minigrad
 from cli import HelpFormatter, add_device_argument
-from datasets import DataLoader, ImageFiles, eval_transform
+from datasets import DataLoader, ImageFiles, PrefetchLoader, eval_transform
 from datasets.folder import IMAGE_SUFFIXES, image_problem, is_image_name, is_system_file
 from minigrad import backend
 from minigrad import functional as F
@@ -74,8 +74,8 @@ def predict(model: SwinTransformer, classes: Sequence[str], paths: Sequence[Path
     photos = ImageFiles(paths, [0] * len(paths), classes, eval_transform(model.img_size))
     results = []
     with minigrad.no_grad():
-        for images, _ in DataLoader(photos, batch_size=32):
-            logits = model(minigrad.tensor(backend.to_device(images, device)))
+        for images, _ in PrefetchLoader(DataLoader(photos, batch_size=32), device):
+            logits = model(minigrad.tensor(images))
             probabilities = backend.asnumpy(F.softmax(logits, axis=-1).data)
             ranked = numpy.argsort(-probabilities, axis=1, kind="stable")[:, :top]
             results += [[(classes[k], float(row[k])) for k in order] for row, order in zip(probabilities, ranked)]

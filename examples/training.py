@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import minigrad
 import optim
-from datasets import DataLoader, Dataset
+from datasets import DataLoader, Dataset, PrefetchLoader
 from minigrad import backend, distributed
 from minigrad import functional as F
 from reporting import (accuracy, confusion_matrix, macro_f1, plot_confusion, plot_curves, summarize,
@@ -121,10 +121,9 @@ def train_epoch(model, optimizer, schedule, loader: DataLoader, args: argparse.N
     over all ranks."""
     model.train()
     loss_sum, correct, count, steps = 0.0, 0, 0, 0  # the first two become device scalars
-    progress = progress_bar(loader, description)
+    progress = progress_bar(PrefetchLoader(loader, args.device), description)
     start = time.perf_counter()
     for images, labels in progress:
-        images, labels = backend.to_device(images, args.device), backend.to_device(labels, args.device)
         loss, logits = training_step(model, optimizer, images, labels, args)
         schedule.step()
         loss_sum = loss_sum + loss.data.astype("float64") * len(labels)
@@ -189,16 +188,17 @@ def evaluate(model, loader: DataLoader, device: str, description: str, num_class
     model.eval()
     loss_sum, predictions, labels_seen = 0.0, [], []
     with minigrad.no_grad():
-        for images, labels in progress_bar(loader, description):
-            logits = model(minigrad.tensor(backend.to_device(images, device)))
-            loss = F.cross_entropy(logits, backend.to_device(labels, device))
+        for images, labels in progress_bar(PrefetchLoader(loader, device), description):
+            logits = model(minigrad.tensor(images))
+            loss = F.cross_entropy(logits, labels)
             loss_sum = loss_sum + loss.data.astype("float64") * len(labels)
             predictions.append(logits.data.argmax(axis=1))
             labels_seen.append(labels)
-    # A rank may hold no image of a split smaller than the ranks: its share adds nothing.
-    labels_seen = numpy.concatenate(labels_seen) if labels_seen else numpy.zeros(0, dtype=numpy.int64)
-    predicted = (backend.asnumpy(backend.get_array_module(predictions[0]).concatenate(predictions)) if predictions
-                 else labels_seen)
+    if labels_seen:  # on the device: read back once, at the end
+        xp = backend.get_array_module(labels_seen[0])
+        labels_seen, predicted = (backend.asnumpy(xp.concatenate(arrays)) for arrays in (labels_seen, predictions))
+    else:  # a rank may hold no image of a split smaller than the ranks: its share adds nothing
+        labels_seen = predicted = numpy.zeros(0, dtype=numpy.int64)
     confusion = distributed.all_reduce_sum(confusion_matrix(labels_seen, predicted, num_classes))
     loss_sum, count = summed_over_ranks(*read_back(loss_sum), len(labels_seen))
     return loss_sum / count, confusion

@@ -1,5 +1,5 @@
-"""Fused kernels: GELU, softmax and LayerNorm, forward and backward, and dropout's multiplier,
-one GPU launch each.
+"""Fused kernels: GELU, softmax and LayerNorm, forward and backward, dropout's multiplier and the
+normalisation of a batch of uint8 pixels, one GPU launch each.
 
 On a GPU, what Swin's glue costs is the number of kernels launched (5-10 us of host time each),
 not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, each a launch.
@@ -65,6 +65,18 @@ __global__ void dropout_keep(const T* uniform, T* keep, double p, double scale, 
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= size) return;
     keep[i] = uniform[i] >= (T)p ? (T)scale : (T)0;
+}
+
+// out = (pixel / 255 - mean[c]) / std[c], c the channel of element i of (..., channels, plane):
+// the order of the host's ToArray then Normalize, each step rounded to T, so both agree bit for bit
+// (NVRTC divides as IEEE does unless told -prec-div=false; nothing here can contract into an fma).
+template <typename T>
+__global__ void normalize_pixels(const unsigned char* pixels, const T* mean, const T* std, T* out, long long size,
+                                 long long plane, int channels) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    int c = (int)((i / plane) % channels);
+    out[i] = ((T)pixels[i] / (T)255 - mean[c]) / std[c];
 }
 
 // One warp a row of n: the row's index and this thread's lane, or false past the last row.
@@ -139,8 +151,8 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 }
 """
 
-KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "softmax_forward", "softmax_backward", "layer_norm_forward",
-           "layer_norm_backward")
+KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "normalize_pixels", "softmax_forward", "softmax_backward",
+           "layer_norm_forward", "layer_norm_backward")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
 
@@ -151,9 +163,12 @@ def _compiled():
     return cupy.RawModule(code=SOURCE, options=("-std=c++14",), name_expressions=NAME_EXPRESSIONS)
 
 
+_TYPE_NAMES = {"float32": "float", "float64": "double"}
+
+
 def _launch(kernel: str, threads: int, *args: Any) -> None:
-    """Run ``kernel`` for the dtype of the first array among ``args`` over ``threads`` threads."""
-    t = {"float32": "float", "float64": "double"}[str(args[0].dtype)]
+    """Run ``kernel`` for the dtype of the first floating-point array among ``args`` over ``threads`` threads."""
+    t = next(_TYPE_NAMES[str(a.dtype)] for a in args if str(a.dtype) in _TYPE_NAMES)
     function = _compiled().get_function(f"{kernel}<{t}>")
     function(((threads + _THREADS - 1) // _THREADS,), (_THREADS,), args)
 
@@ -271,6 +286,36 @@ def _dropout_keep_kernel(uniform, p: float, scale: float):
         _launch("dropout_keep", uniform.size, uniform, keep, xp.float64(p), xp.float64(scale),
                 xp.int64(uniform.size))
     return keep
+
+
+# ---- uint8 pixels to normalised floats
+
+
+def normalize_pixels_reference(pixels, mean, std):
+    images = pixels.astype(mean.dtype)
+    images /= 255.0  # in place, each step rounded to the dtype as ToArray's and Normalize's are
+    images -= mean
+    images /= std
+    return images
+
+
+def normalize_pixels(pixels, mean, std):
+    """``(pixels / 255 - mean) / std`` in ``mean``'s dtype: ``pixels`` uint8 ``(..., C, H, W)``, ``mean``
+    and ``std`` of shape ``(C, 1, 1)``."""
+    return backend.fused("normalize_pixels", normalize_pixels_reference, _normalize_pixels_kernel, pixels, mean, std)
+
+
+def _normalize_pixels_kernel(pixels, mean, std):
+    xp = backend.get_array_module(pixels)
+    pixels, mean, std = (xp.ascontiguousarray(a) for a in (pixels, mean, std))
+    if (str(pixels.dtype) != "uint8" or not _fusable(mean, std) or pixels.ndim < 3
+            or mean.shape != (pixels.shape[-3], 1, 1) or std.shape != mean.shape):
+        return normalize_pixels_reference(pixels, mean, std)
+    images = xp.empty(pixels.shape, dtype=mean.dtype)
+    if pixels.size:
+        _launch("normalize_pixels", pixels.size, pixels, mean, std, images, xp.int64(pixels.size),
+                xp.int64(pixels.shape[-2] * pixels.shape[-1]), xp.int32(pixels.shape[-3]))
+    return images
 
 
 # ---- softmax over the last axis

@@ -15,8 +15,10 @@ from PIL import Image
 from datasets import synthetic
 from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
 from datasets.synthetic import COLOURS, LIGHT, SyntheticCarColours
-from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Compose, Normalize, RandomHorizontalFlip,
-                                 RandomResizedCrop, Resize, ToArray, eval_transform, train_transform)
+from datasets.prefetch import normalize_pixels
+from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Compose, Normalize, PILToArray,
+                                 RandomHorizontalFlip, RandomResizedCrop, Resize, ToArray, eval_transform,
+                                 train_transform)
 
 BLUE = 7  # the blue channel of every coordinate image
 
@@ -233,7 +235,7 @@ def test_workers_give_the_same_batches_with_a_random_transform(tmp_path):
         loader.set_epoch(2)
     assert_same_batches(*loaders)
     images, labels = next(iter(loaders[0]))
-    assert images.shape == (3, 3, 16, 16) and images.dtype == numpy.float32 and labels.dtype == numpy.int64
+    assert images.shape == (3, 3, 16, 16) and images.dtype == numpy.uint8 and labels.dtype == numpy.int64
 
 
 def test_workers_give_the_same_synthetic_batches():
@@ -664,6 +666,15 @@ def test_to_array_shape_dtype_and_range():
     assert grey.shape == (3, 2, 3) and numpy.all(grey == numpy.float32(0.4))
 
 
+def test_pil_to_array_gives_the_pixels_as_they_are_channels_first():
+    pixels = coordinates(6, 4)
+    out = PILToArray()(Image.fromarray(pixels), rng())
+    assert out.shape == (3, 4, 6) and out.dtype == numpy.uint8 and out.flags.c_contiguous and out.flags.writeable
+    numpy.testing.assert_array_equal(out, pixels.transpose(2, 0, 1))
+    grey = PILToArray()(Image.fromarray(numpy.full((2, 3), 102, dtype=numpy.uint8), mode="L"), rng())
+    assert grey.shape == (3, 2, 3) and numpy.all(grey == 102)
+
+
 def test_normalize_is_x_minus_mean_over_std_per_channel():
     # ImageNet's statistics in RGB order, red first (torchvision's documentation, timm's IMAGENET_DEFAULT_*).
     mean, std = numpy.array([0.485, 0.456, 0.406]), numpy.array([0.229, 0.224, 0.225])
@@ -687,9 +698,8 @@ def test_eval_transform_resizes_then_crops_the_centre():
     # left = round(82 / 2) = 41, top = round(9 / 2) = 4 (round half to even, as torchvision).
     pixels = coordinates(146, 73)
     out = eval_transform(64)(Image.fromarray(pixels), rng())
-    assert out.shape == (3, 64, 64) and out.dtype == numpy.float32
-    expected = Normalize()(as_array(pixels[4:68, 41:105]), rng())
-    numpy.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    assert out.shape == (3, 64, 64) and out.dtype == numpy.uint8
+    numpy.testing.assert_array_equal(out, pixels[4:68, 41:105].transpose(2, 0, 1))
 
 
 def test_eval_transform_resizes_bicubically_as_timm_for_swin():
@@ -697,28 +707,27 @@ def test_eval_transform_resizes_bicubically_as_timm_for_swin():
     # 64 x 64 from left = round(45 / 2) = 22, top = round(9 / 2) = 4.
     image = Image.fromarray(numpy.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=numpy.uint8))
     resized = numpy.asarray(image.resize((109, 73), Image.Resampling.BICUBIC))
-    expected = Normalize()(as_array(resized[4:68, 22:86]), rng())
-    numpy.testing.assert_allclose(eval_transform(64)(image, rng()), expected, rtol=1e-6, atol=1e-6)
+    numpy.testing.assert_array_equal(eval_transform(64)(image, rng()), resized[4:68, 22:86].transpose(2, 0, 1))
 
 
 def test_eval_transform_rounds_the_resize_down_as_timm():
     # 32 / 0.875 = 36.57: timm resizes to floor = 36 (not 37), so a 36 x 36 image is only cropped: (36 - 32) / 2 = 2.
     pixels = coordinates(36, 36)
     out = eval_transform(32)(Image.fromarray(pixels), rng())
-    numpy.testing.assert_allclose(out, Normalize()(as_array(pixels[2:34, 2:34]), rng()), rtol=1e-6, atol=1e-6)
+    numpy.testing.assert_array_equal(out, pixels[2:34, 2:34].transpose(2, 0, 1))
 
 
 @pytest.mark.parametrize("width, height", [(100, 50), (37, 90), (300, 301)])
 def test_eval_transform_shape_from_any_image(width, height):
     out = eval_transform(64)(Image.fromarray(coordinates(width % 256, height % 256)), rng())
-    assert out.shape == (3, 64, 64) and out.dtype == numpy.float32
+    assert out.shape == (3, 64, 64) and out.dtype == numpy.uint8
 
 
 def test_train_transform_is_reproducible_for_the_same_rng_seed():
     image = Image.fromarray(numpy.random.default_rng(0).integers(0, 256, (48, 60, 3), dtype=numpy.uint8))
     transform = train_transform(32)
     first = transform(image, rng(9))
-    assert first.shape == (3, 32, 32) and first.dtype == numpy.float32
+    assert first.shape == (3, 32, 32) and first.dtype == numpy.uint8
     assert transform(image, rng(9)).tobytes() == first.tobytes()
     assert train_transform(32)(image, rng(9)).tobytes() == first.tobytes()
     assert transform(image, rng(10)).tobytes() != first.tobytes()
@@ -726,13 +735,13 @@ def test_train_transform_is_reproducible_for_the_same_rng_seed():
 
 def test_train_transform_is_the_documented_recipe():
     # A bicubic random resized crop of 35% to all of the area at aspects 3/4 to 4/3, a flip half the time,
-    # ImageNet's normalisation: the draws and the arithmetic of the pipeline spelled out.
+    # ImageNet's normalisation (of the batch, later): the draws and the arithmetic of the pipeline spelled out.
     recipe = Compose([RandomResizedCrop(24, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3),
                                         interpolation=Image.Resampling.BICUBIC),
                       RandomHorizontalFlip(p=0.5), ToArray(), Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     image = Image.fromarray(numpy.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=numpy.uint8))
     for seed in range(8):  # flips and not
-        assert train_transform(24)(image, rng(seed)).tobytes() == recipe(image, rng(seed)).tobytes()
+        assert normalize_pixels(train_transform(24)(image, rng(seed))).tobytes() == recipe(image, rng(seed)).tobytes()
 
 
 def test_train_transform_crops_keep_at_least_35_percent_of_the_image():
@@ -891,7 +900,7 @@ def test_loader_over_synthetic_with_train_transform():
     dataset = SyntheticCarColours(size=13, image_size=48, transform=train_transform(64))
     batches = list(DataLoader(dataset, 5, shuffle=True, num_workers=2))
     assert [images.shape for images, _ in batches] == [(5, 3, 64, 64), (5, 3, 64, 64), (3, 3, 64, 64)]
-    assert all(images.dtype == numpy.float32 and labels.dtype == numpy.int64 for images, labels in batches)
+    assert all(images.dtype == numpy.uint8 and labels.dtype == numpy.int64 for images, labels in batches)
     assert sorted(numpy.concatenate([labels for _, labels in batches]).tolist()) == sorted(dataset.labels.tolist())
 
 
@@ -902,7 +911,7 @@ def test_eval_transform_matches_torchvision(width, height):
     image = Image.fromarray(numpy.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=numpy.uint8))
     reference = tv.Compose([tv.Resize(73, interpolation=tv.InterpolationMode.BICUBIC), tv.CenterCrop(64),
                             tv.ToTensor(), tv.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image).numpy()
-    numpy.testing.assert_allclose(eval_transform(64)(image, rng()), reference, rtol=1e-6, atol=1e-6)
+    numpy.testing.assert_allclose(normalize_pixels(eval_transform(64)(image, rng())), reference, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.torch
@@ -925,7 +934,8 @@ def test_eval_transform_matches_timms_default_eval_transform(size, width, height
     reference_transform = timm_data.create_transform(size, is_training=False, interpolation="bicubic")
     image = Image.fromarray(numpy.random.default_rng(size).integers(0, 256, (height, width, 3), dtype=numpy.uint8))
     reference = reference_transform(image).numpy()
-    numpy.testing.assert_allclose(eval_transform(size)(image, rng()), reference, rtol=1e-6, atol=1e-6)
+    numpy.testing.assert_allclose(normalize_pixels(eval_transform(size)(image, rng())), reference, rtol=1e-6,
+                                  atol=1e-6)
 
 
 class Numbered(Dataset):

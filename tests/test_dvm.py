@@ -177,7 +177,7 @@ def test_fronts_folder_and_eval_transform(tmp_path):
                             val_fraction=0.5, test_fraction=0.2)
     assert val.classes == ["Black", "White"] and len(val) > 0
     image, label = val.load(0, numpy.random.default_rng(0))
-    assert image.shape == (3, 16, 16) and image.dtype == numpy.float32
+    assert image.shape == (3, 16, 16) and image.dtype == numpy.uint8
     assert label == val.labels[0] and Path(val.paths[0]).parents[2].name == "confirmed_fronts_clean"
 
 
@@ -229,7 +229,7 @@ def test_a_data_loader_batches_the_train_split(tmp_path):
     loader = DataLoader(train, batch_size=4, shuffle=True, num_workers=2)
     seen = []
     for (images, labels), indices in zip(loader, loader.batch_indices()):
-        assert images.shape == (len(indices), 3, 16, 16) and images.dtype == numpy.float32
+        assert images.shape == (len(indices), 3, 16, 16) and images.dtype == numpy.uint8
         assert (labels == train.labels[indices]).all()
         seen.extend(indices)
     assert sorted(seen) == list(range(len(train)))

@@ -338,6 +338,94 @@ def test_arithmetic_on_the_device_moves_nothing():
     assert type(result) is FakeGpuArray and transfers() == before
 
 
+def test_each_transfer_counts_its_bytes():
+    before = dict(fake_gpu.transfer_count.bytes)
+    array = fake_gpu.cupy.asarray(np.zeros((2, 5), np.uint8))
+    array.set(np.ones((2, 5), np.uint8))
+    array.get()
+    moved = fake_gpu.transfer_count.bytes
+    assert (moved["upload"] - before.get("upload", 0), moved["download"] - before.get("download", 0)) == (20, 10)
+
+
+# ---- streams, events and pinned memory: CuPy's names, CUDA's timing at its strictest
+
+
+def test_the_stand_ins_streams_events_and_pinned_memory_have_cupys_signatures():
+    api = fake_gpu.cupy_api()
+    for name in fake_gpu.PLAYED_CUDA_CLASSES:
+        played = getattr(fake_gpu.cupy.cuda, name)
+        assert fake_gpu._signature_text(played) == api["cuda_classes"][name]["signature"]
+        assert fake_gpu._members(played).items() <= api["cuda_classes"][name]["members"].items(), name
+    for name in fake_gpu.PLAYED_CUDA_FUNCTIONS:
+        assert fake_gpu._signature_text(getattr(fake_gpu.cupy.cuda, name)) == api["cuda"][name]["signature"]
+
+
+def test_a_cuda_name_cupy_lacks_raises_and_one_not_played_says_so():
+    with pytest.raises(AttributeError, match="has no attribute 'Streams'"):
+        fake_gpu.cupy.cuda.Streams
+    with pytest.raises(AttributeError, match="does not play cupy.cuda.MemoryPool"):
+        fake_gpu.cupy.cuda.MemoryPool
+
+
+def pinned(values: np.ndarray) -> np.ndarray:
+    """``values`` copied into pinned memory, as cupyx.empty_pinned makes it."""
+    buffer = np.ndarray(values.shape, values.dtype, buffer=fake_gpu.cupy.cuda.alloc_pinned_memory(values.nbytes))
+    buffer[...] = values
+    return buffer
+
+
+@pytest.mark.parametrize("wait", [lambda stream, event: fake_gpu.cupy.cuda.get_current_stream().wait_event(event),
+                                  lambda stream, event: event.synchronize(),
+                                  lambda stream, event: stream.synchronize()])
+def test_a_copy_from_pinned_memory_on_a_side_stream_lands_when_waited_for(wait):
+    cuda = fake_gpu.cupy.cuda
+    stream, target = cuda.Stream(non_blocking=True), fake_gpu.cupy.zeros(3, dtype=np.int64)
+    source = pinned(np.array([1, 2, 3]))
+    target.set(source, stream=stream)
+    event = stream.record()
+    assert not event.done and not stream.done
+    np.testing.assert_array_equal(target.get(), [0, 0, 0])  # read before waiting: the old values
+    source[0] = 7  # refilled before the copy ran: the copy sends the new contents
+    wait(stream, event)
+    assert event.done
+    np.testing.assert_array_equal(target.get(), [7, 2, 3])
+
+
+def test_pageable_memory_is_read_at_once_and_a_blocking_stream_copies_at_once():
+    cuda = fake_gpu.cupy.cuda
+    side, blocking = cuda.Stream(non_blocking=True), cuda.Stream()
+    target, source = fake_gpu.cupy.zeros(2), np.array([1.0, 2.0])
+    target.set(source, stream=side)
+    source[0] = 9.0  # too late: CUDA staged pageable memory before set returned
+    side.record().synchronize()
+    np.testing.assert_array_equal(target.get(), [1.0, 2.0])
+    target.set(pinned(np.array([3.0, 4.0])), stream=blocking)
+    np.testing.assert_array_equal(target.get(), [3.0, 4.0])
+
+
+def test_with_a_stream_it_is_the_current_one_and_set_copies_on_it():
+    cuda = fake_gpu.cupy.cuda
+    stream, target = cuda.Stream(non_blocking=True), fake_gpu.cupy.zeros(2)
+    assert cuda.get_current_stream() is cuda.Stream.null
+    with stream:
+        assert cuda.get_current_stream() is stream
+        target.set(pinned(np.ones(2)))
+    assert cuda.get_current_stream() is cuda.Stream.null
+    np.testing.assert_array_equal(target.get(), [0.0, 0.0])
+    stream.synchronize()
+    np.testing.assert_array_equal(target.get(), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("source, error, message", [
+    (np.zeros(3, np.float32), TypeError, "float32 array cannot be set to float64 array"),
+    (np.zeros(4), ValueError, "Shape mismatch"), ([0.0, 0.0, 0.0], TypeError, "Only numpy.ndarray")])
+def test_set_refuses_what_cupys_refuses(source, error, message):
+    with pytest.raises(error, match=message):
+        fake_gpu.cupy.zeros(3).set(source)
+    with pytest.raises(RuntimeError, match="non-contiguous"):
+        fake_gpu.cupy.zeros(6)[::2].set(np.zeros(3))
+
+
 # ---- results: NumPy's values, on the device
 
 

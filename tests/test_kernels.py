@@ -110,8 +110,10 @@ def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
     from minigrad.testing import fake_gpu
 
     x, weight, bias = on("gpu", values((4, 8), np.float32), values((8,), np.float32), values((8,), np.float32))
+    pixels, mean = on("gpu", np.zeros((2, 8, 4, 4), np.uint8), np.ones((8, 1, 1), np.float32))
     for name, run in [("gelu_forward", lambda: kernels.gelu(x)), ("softmax_forward", lambda: kernels.softmax(x)),
-                      ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5))]:
+                      ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5)),
+                      ("normalize_pixels", lambda: kernels.normalize_pixels(pixels, mean, mean))]:
         before = fake_gpu.operation_count.count
         run()
         assert fake_gpu.operation_count.count == before + 1 and fake_gpu.operation_count.kinds[name] >= 1
@@ -126,6 +128,19 @@ def test_dropout_keep_is_the_scale_where_the_sample_reaches_p(device, dtype, p):
     keep = backend.asnumpy(kernels.dropout_keep(backend.to_device(uniform, device), p, scale))
     assert keep.dtype == dtype
     np.testing.assert_array_equal(keep, np.where(uniform >= dtype(p), dtype(scale), dtype(0)))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (3, 16, 16), (1, 1, 1, 1), (0, 3, 4, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_pixels_is_bit_for_bit_its_reference(device, shape, dtype):
+    """Each step rounded as on the host, and IEEE division on the GPU: not close, equal."""
+    pixels = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    mean = np.random.default_rng(6).random((shape[-3], 1, 1)).astype(dtype)
+    std = (0.1 + np.random.default_rng(7).random((shape[-3], 1, 1))).astype(dtype)
+    images = backend.asnumpy(kernels.normalize_pixels(*on(device, pixels, mean, std)))
+    assert images.dtype == dtype and images.shape == shape
+    np.testing.assert_array_equal(images, kernels.normalize_pixels_reference(pixels, mean, std))
+    np.testing.assert_array_equal(images, (pixels.astype(dtype) / dtype(255) - mean) / std)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import minigrad
-from datasets import DataLoader, ImageFiles, SyntheticCarColours, eval_transform
+from datasets import DataLoader, ImageFiles, SyntheticCarColours, eval_transform, normalize_pixels
 from swin import swin_mini
 
 from example_scripts import TINY, run_dvm, usage_error
@@ -72,7 +72,7 @@ def test_predict_prints_the_top_classes_with_their_probabilities(tmp_path, capsy
                    "architecture": {"name": "swin_mini", "img_size": 32}}, tmp_path / "best.npz")
     photo = tmp_path / "car.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
-    image = eval_transform(32)(Image.open(photo).convert("RGB"), np.random.default_rng(0))
+    image = normalize_pixels(eval_transform(32)(Image.open(photo).convert("RGB"), np.random.default_rng(0)))
     with minigrad.no_grad():
         logits = model.eval()(minigrad.tensor(image[None])).data[0].astype(np.float64)
     probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()

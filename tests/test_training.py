@@ -14,7 +14,7 @@ from PIL import Image
 
 import minigrad
 import optim
-from datasets import DataLoader, SyntheticCarColours, eval_transform, train_transform
+from datasets import DataLoader, PrefetchLoader, SyntheticCarColours, eval_transform, train_transform
 from minigrad import backend
 from minigrad.nn import Parameter
 from minigrad.testing import fake_gpu
@@ -410,7 +410,7 @@ def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing, 
     monkeypatch.setattr(training, "tqdm", Recording)
     result = training.train_epoch(model, optimizer, training.make_schedule(args, optimizer, 3), DataLoader(data, 8),
                                   args, "test", None)
-    images, labels = next(iter(DataLoader(data, 20)))
+    images, labels = next(iter(PrefetchLoader(DataLoader(data, 20), "cpu")))
     with minigrad.no_grad():
         logits = model.eval()(minigrad.tensor(images)).data.astype(np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -436,7 +436,7 @@ def test_an_epochs_loss_and_accuracy_are_the_means_over_its_examples(smoothing, 
 def test_evaluation_switches_drop_path_off():
     model = swin_mini(img_size=32, num_classes=11, drop_path_rate=0.5)  # built in training mode
     data = SyntheticCarColours(8, 32, split="val", transform=eval_transform(32))
-    images, labels = next(iter(DataLoader(data, 8)))
+    images, labels = next(iter(PrefetchLoader(DataLoader(data, 8), "cpu")))
     with minigrad.no_grad():
         logits = model.eval()(minigrad.tensor(images)).data.astype(np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -458,10 +458,10 @@ def test_a_training_epoch_reads_from_the_device_once_per_logging_interval(monkey
     loader = DataLoader(data, 8)
     before = fake_gpu.transfer_count.count
     result = training.train_epoch(model, optimizer, schedule, loader, args, "test", None)
-    # Each of the 5 steps uploads its images and labels; the running sums come back after steps 2
-    # and 4 and once at the end; nothing else crosses.
+    # Each of the 5 steps uploads its images and labels, the pass the normalisation's mean and std; the
+    # running sums come back after steps 2 and 4 and once at the end; nothing else crosses.
     assert result["steps"] == 5
-    assert fake_gpu.transfer_count.count - before == 2 * 5 + 3
+    assert fake_gpu.transfer_count.count - before == 2 * 5 + 1 + 3
     loss, confusion = training.evaluate(model, DataLoader(SyntheticCarColours(
         16, 32, split="val", transform=eval_transform(32)), 8), "gpu", "test", 11)
     assert isinstance(confusion, np.ndarray) and confusion.sum() == 16 and loss > 0

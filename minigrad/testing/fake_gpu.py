@@ -16,10 +16,14 @@ NumPy, but behave as CuPy's arrays do wherever the two differ, so a GPU bug show
   ``cupy_api.json``, a snapshot that ``python -m minigrad.testing.fake_gpu`` writes from it.
 - Random numbers come from a stream of its own (Philox), not the CPU's, as CuPy's cuRAND stream is
   not NumPy's: no test can rely on both devices drawing the same masks.
-- ``transfer_count`` counts what crosses between host and device as CuPy incurs it: uploads (host
-  data given to ``asarray``, and index lists and NumPy index arrays, on every call), downloads
-  (every read to the host) and synchronisations (boolean masks, ``nonzero`` and one-argument
-  ``where``, whose result size the host must read first).
+- ``transfer_count`` counts what crosses between host and device as CuPy incurs it, and its bytes:
+  uploads (host data given to ``asarray`` or ``ndarray.set``, and index lists and NumPy index
+  arrays, on every call), downloads (every read to the host) and synchronisations (boolean masks,
+  ``nonzero`` and one-argument ``where``, whose result size the host must read first).
+- ``cupy.cuda`` streams, events and pinned memory are played with CuPy's timing rules at their
+  strictest: a copy from pinned memory on a non-blocking stream happens only when something waits
+  for it (``Stream``), so a missing wait, or a pinned buffer refilled before anything waited for
+  the copy from it, shows on the CPU.
 - ``operation_count`` counts the kernels CuPy would launch: every operation that computes or copies
   on the device, by name; views (reshape, transpose, slicing, ``asarray`` of a device array) launch
   none. On a GPU each launch costs 5-10 us of host time, so this count is the GPU's speed proxy.
@@ -64,15 +68,17 @@ _NOT_ON_THE_HOST = ("Implicit conversion to a NumPy array is not allowed. "
 
 
 class Tally:
-    """A running count, ``count`` in all and ``kinds`` by kind."""
+    """A running count, ``count`` in all and ``kinds`` by kind; for transfers, ``bytes`` moved by kind."""
 
     def __init__(self) -> None:
         self.count = 0
         self.kinds: collections.Counter[str] = collections.Counter()
+        self.bytes: collections.Counter[str] = collections.Counter()
 
-    def add(self, kind: str) -> None:
+    def add(self, kind: str, nbytes: int = 0) -> None:
         self.count += 1
         self.kinds[kind] += 1
+        self.bytes[kind] += nbytes
 
 
 transfer_count = Tally()  # by kind: "upload", "download", "sync"
@@ -164,20 +170,31 @@ def _public_names(namespace) -> list[str]:
     return sorted(name for name in dir(namespace) if not name.startswith("_"))
 
 
+def _members(cls) -> dict:
+    """Each public member of ``cls``: a method with its signature, or a value (a property, a constant)."""
+    return {name: {"kind": "method", "signature": _signature_text(getattr(cls, name))}
+            if callable(getattr(cls, name)) else {"kind": "value"} for name in _public_names(cls)}
+
+
+# What the stand-in plays of cupy.cuda (a test holds its signatures to CuPy's).
+PLAYED_CUDA_CLASSES = ("Stream", "Event")
+PLAYED_CUDA_FUNCTIONS = ("get_current_stream", "alloc_pinned_memory")
+
+
 def describe_cupy(cupy_module, special_module) -> dict:
     """What the stand-in needs to know of CuPy, read from the installed ``cupy`` and
-    ``cupyx.scipy.special``: every public name, each function's signature, each ufunc's type
-    loops and scatter operation, and every ndarray method's signature."""
-    ndarray = {}
-    for name in _public_names(cupy_module.ndarray):
-        member = getattr(cupy_module.ndarray, name)
-        ndarray[name] = ({"kind": "method", "signature": _signature_text(member)} if callable(member)
-                         else {"kind": "value"})
+    ``cupyx.scipy.special``: every public name (also of ``cupy.cuda``), each function's signature,
+    each ufunc's type loops and scatter operation, every ndarray method's signature, and the
+    constructor and members of the ``cupy.cuda`` classes it plays."""
     return {
         "version": cupy_module.__version__,
         "module": {name: _describe(getattr(cupy_module, name)) for name in _public_names(cupy_module)},
         "special": {name: _describe(getattr(special_module, name)) for name in _public_names(special_module)},
-        "ndarray": ndarray,
+        "ndarray": _members(cupy_module.ndarray),
+        "cuda": {name: _describe(getattr(cupy_module.cuda, name)) for name in _public_names(cupy_module.cuda)},
+        "cuda_classes": {name: {"signature": _signature_text(getattr(cupy_module.cuda, name)),
+                                "members": _members(getattr(cupy_module.cuda, name))}
+                         for name in PLAYED_CUDA_CLASSES},
     }
 
 
@@ -277,8 +294,8 @@ def _device_index(index, shape: tuple[int, ...]):
             part = part._host
         elif not (part is None or part is Ellipsis or isinstance(part, slice)
                   or (_is_scalar(part) and not isinstance(part, (bool, numpy.bool_)))):
-            transfer_count.add("upload")
             part = numpy.asarray(part)
+            transfer_count.add("upload", part.nbytes)
             if part.size == 0:
                 part = part.astype(numpy.int32)  # an empty list selects nothing: it is no mask
         if isinstance(part, numpy.ndarray) and part.dtype == bool:
@@ -316,8 +333,8 @@ def _function(name: str, numpy_function, signature: str | None):
     def call(*args, **kwargs):
         _bind(signature, qualified, args, kwargs)
         if name in _UPLOADS and args and not isinstance(args[0], FakeGpuArray):
-            transfer_count.add("upload")
             args = (numpy.asarray(_to_host(args[0])),) + args[1:]
+            transfer_count.add("upload", args[0].nbytes)
         else:
             _refuse_host_arrays(args)
             _refuse_host_arrays(kwargs.values())
@@ -428,7 +445,7 @@ class Ufunc:
                             f"{', '.join(SCATTER_DTYPES[self._scatter])} as data type")
         index = _device_index(indices, a.shape)
         if b is not None and not (isinstance(b, FakeGpuArray) or _is_scalar(b)):
-            transfer_count.add("upload")
+            transfer_count.add("upload", numpy.asarray(b).nbytes)
         self._numpy.at(a._host, index, *(() if b is None else (_to_host(b),)))
         operation_count.add(f"{self.__name__}.at")
 
@@ -503,7 +520,7 @@ class FakeGpuArray:
 
     # Reads to the host: each is a transfer, as on CuPy.
     def get(self, stream=None, order="C", out=None, blocking=True) -> numpy.ndarray:
-        transfer_count.add("download")
+        transfer_count.add("download", self._host.nbytes)
         if out is not None:
             out[...] = self._host
             return out
@@ -539,10 +556,20 @@ class FakeGpuArray:
         return format(self.get(), format_spec)
 
     def set(self, arr: numpy.ndarray, stream=None) -> None:
+        """Copy ``arr`` in, on ``stream`` (by default the current one): a copy from pinned memory on
+        a non-blocking stream is left until something waits for it (see ``Stream``)."""
         if not isinstance(arr, numpy.ndarray):
-            raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, not {type(arr)}")
-        transfer_count.add("upload")
-        self._host[...] = arr
+            raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
+        if arr.dtype != self.dtype:
+            raise TypeError(f"{arr.dtype} array cannot be set to {self.dtype} array")
+        if arr.shape != self.shape:
+            raise ValueError(f"Shape mismatch. Old shape: {self.shape}, new shape: {arr.shape}")
+        if not (self._host.flags.c_contiguous or self._host.flags.f_contiguous):
+            raise RuntimeError("Cannot set to non-contiguous array")
+        transfer_count.add("upload", arr.nbytes)
+        # CUDA reads pageable memory before the call returns, pinned memory when the copy runs.
+        source = arr if _is_pinned(arr) else arr.copy()
+        (get_current_stream() if stream is None else stream)._enqueue(_Copy(self._host, source))
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(_NOT_ON_THE_HOST)
@@ -577,7 +604,7 @@ class FakeGpuArray:
         if not (isinstance(value, FakeGpuArray) or _is_scalar(value)):
             if not _has_array_part(host_index):  # CuPy fills with it, which only a scalar can do
                 raise TypeError(f"Unsupported type {type(value)}")
-            transfer_count.add("upload")  # an advanced-index assignment uploads the values
+            transfer_count.add("upload", numpy.asarray(value).nbytes)  # an advanced-index assignment uploads them
         self._host[host_index] = _to_host(value)
         operation_count.add("setitem")
 
@@ -645,8 +672,142 @@ def fused(name: str, reference, arrays) -> Any:
 
 
 def _upload(host: numpy.ndarray) -> FakeGpuArray:
-    transfer_count.add("upload")
+    transfer_count.add("upload", host.nbytes)
     return FakeGpuArray(numpy.array(host))
+
+
+# --------------------------------------------------------------------------------------------
+# Streams, events and pinned memory: cupy.cuda.
+
+
+class _Copy:
+    """A copy from the host into a device array's memory, done once, when it runs."""
+
+    def __init__(self, target: numpy.ndarray, source: numpy.ndarray) -> None:
+        self.target, self.source, self.done = target, source, False
+
+    def run(self) -> None:
+        if not self.done:
+            self.target[...] = self.source
+            self.done = True
+
+
+class Stream:
+    """Plays ``cupy.cuda.Stream``.
+
+    The stand-in computes at once, in the order the program asks: the order of the null stream, and
+    of any stream that synchronises with it (``non_blocking=False``), whose copies it does at once.
+    A copy on a non-blocking stream (``ndarray.set(array, stream=s)``) is left until something waits
+    for it: ``s.synchronize()``, or an event recorded on ``s`` after it, which the host synchronizes
+    or a stream waits for. That is the latest a GPU may do it, so code that reads the target before
+    waiting finds the old values there, and code that refills a pinned host buffer before anything
+    waited for the copy from it sends the new contents, as a GPU may. (Kernels, on any stream, run
+    at once, so a copy waited for by a stream is done then, not later.)
+    """
+
+    null: Stream  # the default stream, set below
+
+    def __init__(self, null=False, non_blocking=False, ptds=False, priority=None) -> None:
+        self._non_blocking = bool(non_blocking) and not (null or ptds)
+        self._queued: list[_Copy] = []
+
+    @property
+    def is_non_blocking(self) -> bool:
+        return self._non_blocking
+
+    @property
+    def done(self) -> bool:
+        return all(copy.done for copy in self._queued)
+
+    def _enqueue(self, copy: _Copy) -> None:
+        if not self._non_blocking:
+            copy.run()
+            return
+        self._queued = [queued for queued in self._queued if not queued.done] + [copy]
+
+    def record(self, event=None) -> Event:
+        event = Event() if event is None else event
+        event.record(self)
+        return event
+
+    def wait_event(self, event) -> None:
+        event.synchronize()  # what this stream runs next comes after the event's copies
+
+    def synchronize(self) -> None:
+        for copy in self._queued:
+            copy.run()
+        self._queued = []
+
+    def use(self) -> Stream:
+        _current_streams[-1] = self
+        return self
+
+    def __enter__(self) -> Stream:
+        _current_streams.append(self)
+        return self
+
+    def __exit__(self, *exception) -> None:
+        _current_streams.pop()
+
+
+class Event:
+    """Plays ``cupy.cuda.Event``: it marks the copies queued on a stream when it was recorded."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False) -> None:
+        self._copies: list[_Copy] = []
+
+    @property
+    def done(self) -> bool:
+        return all(copy.done for copy in self._copies)
+
+    def record(self, stream=None) -> None:
+        self._copies = list((get_current_stream() if stream is None else stream)._queued)
+
+    def synchronize(self) -> None:
+        for copy in self._copies:
+            copy.run()
+
+
+Stream.null = Stream(null=True)
+_current_streams = [Stream.null]  # the current stream last; ``with stream:`` pushes one
+
+
+def get_current_stream(device_id=None) -> Stream:
+    return _current_streams[-1]
+
+
+class PinnedMemoryPointer(bytearray):
+    """Plays the page-locked host memory of ``cupy.cuda.alloc_pinned_memory``: a buffer that NumPy
+    arrays are made over (``numpy.ndarray(shape, dtype, buffer=pointer)``), and that copies read late."""
+
+
+def alloc_pinned_memory(size) -> PinnedMemoryPointer:
+    return PinnedMemoryPointer(size)
+
+
+def _is_pinned(array: numpy.ndarray) -> bool:
+    """Whether ``array`` lies in memory from ``alloc_pinned_memory``."""
+    base = array
+    while isinstance(base, (numpy.ndarray, memoryview)):
+        base = base.obj if isinstance(base, memoryview) else base.base
+    return isinstance(base, PinnedMemoryPointer)
+
+
+class _CudaStandIn(types.ModuleType):
+    """Plays ``cupy.cuda``: streams, events and pinned memory, with CuPy's signatures (a test holds
+    them to the installed CuPy's). Any other name of CuPy's raises that the stand-in does not play it."""
+
+    Stream, Event, PinnedMemoryPointer = Stream, Event, PinnedMemoryPointer
+    get_current_stream = staticmethod(get_current_stream)
+    alloc_pinned_memory = staticmethod(alloc_pinned_memory)
+
+    def __init__(self) -> None:
+        super().__init__("cupy.cuda", "cupy.cuda, played on the CPU by minigrad's stand-in GPU")
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name not in cupy_api()["cuda"]:
+            raise AttributeError(f"module 'cupy.cuda' has no attribute {name!r}")
+        raise AttributeError(f"the stand-in GPU does not play cupy.cuda.{name}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -700,6 +861,7 @@ class _CupyStandIn(_ModuleStandIn):
 
     ndarray = FakeGpuArray
     random = types.SimpleNamespace(RandomState=RandomState)
+    cuda = _CudaStandIn()
 
     def __init__(self) -> None:
         super().__init__("cupy", "module", numpy)
