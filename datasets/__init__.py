@@ -6,6 +6,7 @@
     for images, labels in PrefetchLoader(loader, "gpu"):
         ...                                  # images (32, 3, 64, 64) float32, labels (32,) int64, on the GPU
 """
+import minigrad  # noqa: F401 (first, before NumPy: it sets how long OpenBLAS's threads spin)
 from datasets.core import DataLoader, Dataset, ImageFiles, Subset, stratified_split
 from datasets.dvm import dvm_colours, parse_image_name, top_colours
 from datasets.folder import image_folder

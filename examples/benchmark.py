@@ -32,9 +32,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import minigrad  # before NumPy: minigrad/__init__.py tells OpenBLAS how long its threads spin
 import numpy as np
-
-import minigrad
 import optim
 from cli import HelpFormatter, add_device_argument
 from minigrad import backend
@@ -219,6 +218,10 @@ def measure(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray) ->
     missing = None if args.no_torch else torch_available(args)
     if not args.no_torch and missing is None:
         contenders["torch"] = peak_memory(lambda: Torch(args, images, labels), args.device, "torch")
+    # For the timing (after the peaks above, each measured with the C library's defaults, which the
+    # trainers' kept memory would blur: one framework would reuse what the other freed), both
+    # frameworks reuse the memory they free, as the training scripts do.
+    backend.keep_freed_host_memory()
     times: dict[str, dict[str, list[float]]] = {name: {"train_step": [], "forward": []} for name in contenders}
     for kind in ("train_step", "forward"):
         for _ in range(args.warmup):

@@ -97,6 +97,7 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     Under mpiexec every rank runs this; rank 0 alone makes, locks and writes the run's folder, and
     an error on any rank ends them all (instead of leaving the others waiting for it)."""
     args = parser.parse_args(argv)
+    backend.keep_freed_host_memory()  # a step's temporaries reuse the last step's pages
     main_rank = distributed.is_main()
     with distributed.ending_all_ranks_on_error(), contextlib.ExitStack() as held:  # the lock, let go however main ends
         if not main_rank:  # rank 0 warns of what every rank would

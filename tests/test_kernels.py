@@ -144,12 +144,28 @@ def test_normalize_pixels_is_bit_for_bit_its_reference(device, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_of_large_arrays_in_threads_is_bit_for_bit_the_one_thread_reference(dtype):
-    x = values((1100, 1000), dtype)  # over _THREADED_SIZE elements: computed in row blocks
+def test_gelu_of_large_arrays_in_blocks_is_bit_for_bit_the_one_pass_reference(dtype):
+    x = values((1100, 1000), dtype)  # many blocks, and a last one shorter than the others
     grad = values((1100, 1000), dtype, 1)
-    assert x.size >= kernels._THREADED_SIZE
+    assert x.size > 3 * kernels._BLOCK and x.size % kernels._BLOCK
     y, cdf = kernels.gelu(x)
     expected_y, expected_cdf = kernels.gelu_reference(x)
     np.testing.assert_array_equal(y, expected_y)
     np.testing.assert_array_equal(cdf, expected_cdf)
     np.testing.assert_array_equal(kernels.gelu_backward(x, cdf, grad), kernels.gelu_backward_reference(x, cdf, grad))
+    assert y.shape == cdf.shape == x.shape and y.dtype == dtype
+
+
+def test_the_float32_normal_cdf_is_within_one_unit_in_the_last_place_tail_included():
+    special = pytest.importorskip("scipy.special")
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.linspace(-14, 9, 1_000_001), rng.standard_normal(200_000) * 3,
+                        [0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0]]).astype(np.float32)
+    exact = (0.5 * special.erfc(-x.astype(np.float64) / math.sqrt(2))).astype(np.float32)  # to 1e-16
+    cdf = kernels.normal_cdf(x)
+    assert cdf.dtype == np.float32
+    units = np.abs(cdf.view(np.int32).astype(np.int64) - exact.view(np.int32).astype(np.int64))
+    assert units.max() <= 1
+    assert (units == 0).mean() > 0.99  # and almost always the float32 nearest to Phi
+    edges = kernels.normal_cdf(np.array([-np.inf, np.inf, np.nan], dtype=np.float32))
+    assert edges[0] == 0.0 and edges[1] == 1.0 and np.isnan(edges[2])
