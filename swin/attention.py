@@ -74,7 +74,7 @@ class WindowAttentionCore(Function):
         heads, d = self.heads, three_c // 3 // self.heads
         qkv = qkv.reshape(windows, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # (3, B*nW, heads, N, d)
         q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]  # each (B*nW, heads, N, d)
-        scores = q @ k.transpose(0, 1, 3, 2)  # (B*nW, heads, N, N): query x key
+        scores = kernels.matmul(q, k.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N): query x key
         scores += bias  # + (heads, N, N), the same in every window
         if mask is not None:  # the same nW masks for every image of the batch
             masks = mask.shape[0]
@@ -83,7 +83,7 @@ class WindowAttentionCore(Function):
         attention = kernels.softmax(scores)
         dropped = attention if keep is None else attention * keep
         self.q, self.k, self.v, self.attention, self.dropped, self.keep = q, k, v, attention, dropped, keep
-        out = dropped @ v  # (B*nW, heads, N, d)
+        out = kernels.matmul(dropped, v)  # (B*nW, heads, N, d)
         return out.transpose(0, 2, 1, 3).reshape(windows, n, heads * d)  # (B*nW, N, C)
 
     def backward(self, grad):
@@ -91,15 +91,15 @@ class WindowAttentionCore(Function):
         windows, n, c = grad.shape
         heads = self.heads
         grad = grad.reshape(windows, n, heads, c // heads).transpose(0, 2, 1, 3)  # (B*nW, heads, N, d)
-        grad_v = self.dropped.transpose(0, 1, 3, 2) @ grad
-        grad_dropped = grad @ self.v.transpose(0, 1, 3, 2)  # (B*nW, heads, N, N)
+        grad_v = kernels.matmul(self.dropped.transpose(0, 1, 3, 2), grad)
+        grad_dropped = kernels.matmul(grad, self.v.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N)
         if self.keep is not None:
             grad_dropped *= self.keep
         grad_scores = kernels.softmax_backward(self.attention, grad_dropped)
         grad_bias = grad_scores.sum(axis=0) if self.needs_input_grad[1] else None  # (heads, N, N)
-        grad_q = grad_scores @ self.k
+        grad_q = kernels.matmul(grad_scores, self.k)
         grad_q *= self.scale
-        grad_k = (self.q.transpose(0, 1, 3, 2) @ grad_scores).transpose(0, 1, 3, 2)
+        grad_k = kernels.matmul(self.q.transpose(0, 1, 3, 2), grad_scores).transpose(0, 1, 3, 2)
         grad_qkv = xp.stack([grad_q, grad_k, grad_v])  # (3, B*nW, heads, N, d)
         grad_qkv = grad_qkv.transpose(1, 3, 0, 2, 4).reshape(windows, n, 3 * c)  # (B*nW, N, 3C)
         return grad_qkv, grad_bias, None, None

@@ -169,3 +169,15 @@ def test_the_float32_normal_cdf_is_within_one_unit_in_the_last_place_tail_includ
     assert (units == 0).mean() > 0.99  # and almost always the float32 nearest to Phi
     edges = kernels.normal_cdf(np.array([-np.inf, np.inf, np.nan], dtype=np.float32))
     assert edges[0] == 0.0 and edges[1] == 1.0 and np.isnan(edges[2])
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_of_stacks_split_over_threads_is_bit_for_bit_numpys(dtype):
+    qkv = values((301, 49, 3, 3, 32), dtype).transpose(2, 0, 3, 1, 4)  # q, k, v as the attention takes them
+    q, k = qkv[0], qkv[1]
+    for a, b in [(q, k.transpose(0, 1, 3, 2)), (q @ k.transpose(0, 1, 3, 2), k), (q.transpose(0, 1, 3, 2), q)]:
+        assert a.size + b.size >= kernels._BLOCK  # split
+        product = kernels.matmul(a, b)
+        np.testing.assert_array_equal(product, a @ b)
+        assert product.shape == (a @ b).shape and product.dtype == dtype
+    broadcast = values((49, 32), dtype)  # leading axes that differ: NumPy's broadcasting, as it is
+    np.testing.assert_array_equal(kernels.matmul(q, broadcast.T), q @ broadcast.T)
