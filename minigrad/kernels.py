@@ -176,7 +176,7 @@ def _launch(kernel: str, threads: int, *args: Any) -> None:
     function(((threads + _THREADS - 1) // _THREADS,), (_THREADS,), args)
 
 
-_BLOCK = 1 << 16  # elements: a few arrays of a block stay in a core's cache between NumPy's passes
+BLOCK = 1 << 16  # elements: a few arrays of a block stay in a core's cache between NumPy's passes
 _BLOCK_THREADS = min(4, os.cpu_count() or 1)
 
 
@@ -185,31 +185,39 @@ def _workers() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(_BLOCK_THREADS, thread_name_prefix="minigrad-blocks")
 
 
+def for_each_block(work: Callable[[slice], Any], size: int, start: int = 0) -> None:
+    """``work(block)`` for each block of ``BLOCK`` elements of ``range(start, size)``, as a slice,
+    the blocks shared by a thread a core (NumPy lets go of Python's lock in its loops). A block's
+    arrays stay in the core's cache from one of NumPy's passes to the next, and no pass writes a
+    large temporary, whose every fresh page costs a fault."""
+    blocks = [slice(first, first + BLOCK) for first in range(start, size, BLOCK)]
+
+    def run(thread: int) -> None:
+        for block in blocks[thread::_BLOCK_THREADS]:
+            work(block)
+
+    list(_workers().map(run, range(_BLOCK_THREADS)))  # list: waits for them all, and raises what one raised
+
+
 def _in_blocks(reference: Callable[..., Any], *arrays: Any) -> Any:
-    """``reference``, an elementwise function of ``arrays`` (host arrays of one shape), evaluated a
-    block of ``_BLOCK`` elements at a time, the blocks shared by a thread a core; its results (an
-    array or a tuple of them) are written into whole arrays. The same arithmetic, element for
-    element, as ``reference(*arrays)``."""
+    """``reference``, an elementwise function of ``arrays`` (host arrays of one shape), evaluated
+    block by block (``for_each_block``); its results (an array or a tuple of them) are written into
+    whole arrays. The same arithmetic, element for element, as ``reference(*arrays)``."""
     xp = backend.get_array_module(arrays[0])
     shape, flat = arrays[0].shape, [xp.ravel(a) for a in arrays]
     size = flat[0].size
-    if size <= 2 * _BLOCK:
+    if size <= 2 * BLOCK:
         return reference(*arrays)
-    first = reference(*(f[:_BLOCK] for f in flat))
+    first = reference(*(f[:BLOCK] for f in flat))
     single = not isinstance(first, tuple)
     results = tuple(xp.empty(size, dtype=part.dtype) for part in ((first,) if single else first))
-    threads, starts = _BLOCK_THREADS, range(0, size, _BLOCK)
 
-    def write(start: int, parts: Any) -> None:
+    def write(block: slice, parts: Any) -> None:
         for whole, part in zip(results, (parts,) if single else parts):
-            whole[start:start + _BLOCK] = part
+            whole[block] = part
 
-    def run(thread: int) -> None:
-        for start in starts[1 + thread::threads]:  # block 0 is done
-            write(start, reference(*(f[start:start + _BLOCK] for f in flat)))
-
-    write(0, first)
-    list(_workers().map(run, range(threads)))  # list: waits for them all, and raises what one raised
+    write(slice(0, BLOCK), first)  # the first block tells the results' number and dtypes
+    for_each_block(lambda block: write(block, reference(*(f[block] for f in flat))), size, start=BLOCK)
     shaped = tuple(result.reshape(shape) for result in results)
     return shaped[0] if single else shaped
 
@@ -220,7 +228,7 @@ def matmul(a, b):
     matrix of 49 rows on one thread, and NumPy goes through the stack one matrix after the other.
     Each matrix's product is the one ``a @ b`` computes. (On a GPU cuBLAS spreads the stack itself.)"""
     if (backend.device_of(a) != "cpu" or a.ndim < 3 or a.shape[:-2] != b.shape[:-2] or len(a) < _BLOCK_THREADS
-            or a.size + b.size < _BLOCK):
+            or a.size + b.size < BLOCK):
         return a @ b
     xp = backend.get_array_module(a)
     out = xp.empty(a.shape[:-1] + b.shape[-1:], dtype=xp.result_type(a, b))

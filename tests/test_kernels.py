@@ -147,7 +147,7 @@ def test_normalize_pixels_is_bit_for_bit_its_reference(device, shape, dtype):
 def test_gelu_of_large_arrays_in_blocks_is_bit_for_bit_the_one_pass_reference(dtype):
     x = values((1100, 1000), dtype)  # many blocks, and a last one shorter than the others
     grad = values((1100, 1000), dtype, 1)
-    assert x.size > 3 * kernels._BLOCK and x.size % kernels._BLOCK
+    assert x.size > 3 * kernels.BLOCK and x.size % kernels.BLOCK
     y, cdf = kernels.gelu(x)
     expected_y, expected_cdf = kernels.gelu_reference(x)
     np.testing.assert_array_equal(y, expected_y)
@@ -175,7 +175,7 @@ def test_matmul_of_stacks_split_over_threads_is_bit_for_bit_numpys(dtype):
     qkv = values((301, 49, 3, 3, 32), dtype).transpose(2, 0, 3, 1, 4)  # q, k, v as the attention takes them
     q, k = qkv[0], qkv[1]
     for a, b in [(q, k.transpose(0, 1, 3, 2)), (q @ k.transpose(0, 1, 3, 2), k), (q.transpose(0, 1, 3, 2), q)]:
-        assert a.size + b.size >= kernels._BLOCK  # split
+        assert a.size + b.size >= kernels.BLOCK  # split
         product = kernels.matmul(a, b)
         np.testing.assert_array_equal(product, a @ b)
         assert product.shape == (a @ b).shape and product.dtype == dtype

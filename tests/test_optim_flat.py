@@ -222,3 +222,32 @@ def test_a_group_of_two_dtypes_with_a_parameter_never_given_a_gradient_steps_the
         np.testing.assert_array_equal(mine, reference)
     for value, before in zip(host([packed[i] for i in sorted(never)]), frozen):
         np.testing.assert_array_equal(value, before)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_large_packed_block_stepped_in_pieces_on_the_cpu_equals_the_whole_bit_for_bit(name, monkeypatch):
+    """Over four blocks of elements, the CPU updates a packed block a block at a time, in threads
+    (from its second step: the first makes the state); the whole array at once is the reference."""
+    from minigrad import kernels
+
+    shapes = [(300, 700), (4 * kernels.BLOCK + 3,), (5,)]  # the flat array ends in a short block
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    grads = [[rng.standard_normal(shape).astype(np.float32) for shape in shapes] for _ in range(8)]
+    results = []
+    for block in (kernels.BLOCK, 1 << 40):  # in pieces; then whole, every array shorter than 4 blocks
+        monkeypatch.setattr(kernels, "BLOCK", block)
+        params = [Parameter(array.copy()) for array in start]
+        optimizer = OPTIMIZERS[name](params)
+        for step in range(8):
+            for parameter, grad in zip(params, grads[step]):
+                parameter.grad = grad.copy()
+            optimizer.step()
+        results.append((host(params), optimizer.state_dict()["state"]))
+    (pieces, pieces_state), (whole, whole_state) = results
+    for mine, reference in zip(pieces, whole):
+        np.testing.assert_array_equal(mine, reference)
+    for index, state in whole_state.items():
+        assert pieces_state[index].keys() == state.keys()
+        for key, value in state.items():
+            np.testing.assert_array_equal(pieces_state[index][key], value, err_msg=key)
