@@ -99,6 +99,7 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
     args = parser.parse_args(argv)
     backend.keep_freed_host_memory()  # a step's temporaries reuse the last step's pages
     main_rank = distributed.is_main()
+    who = distributed.label() + parser.prog  # "[rank 1 of 2] train_dvm.py" under mpiexec: who stopped
     with distributed.ending_all_ranks_on_error(), contextlib.ExitStack() as held:  # the lock, let go however main ends
         if not main_rank:  # rank 0 warns of what every rank would
             held.enter_context(warnings.catch_warnings())
@@ -130,19 +131,19 @@ def main(parser: argparse.ArgumentParser, load_data: Callable[[argparse.Namespac
                 held.enter_context(run_lock(folder))
         except (OSError, ValueError, RuntimeError) as error:
             # The arguments parsed: what is wrong is the data, the model or the machine, not the usage.
-            parser.exit(2, f"{parser.prog}: error: {error}\n")
+            parser.exit(2, f"{who}: error: {error}\n")
         except KeyboardInterrupt:  # Ctrl-C while the data are scanned, which takes minutes on a large set
-            parser.exit(130, f"\n{parser.prog}: interrupted before training began; no epoch was run\n")
+            parser.exit(130, f"\n{who}: interrupted before training began; no epoch was run\n")
         try:
             run(args, data, folder, initial_weights)
         except KeyboardInterrupt:
-            parser.exit(130, f"\n{parser.prog}: interrupted. Every finished epoch is saved in {folder}; "
+            parser.exit(130, f"\n{who}: interrupted. Every finished epoch is saved in {folder}; "
                              f"to go on, run the same command with --resume --out {folder}\n")
         except FloatingPointError as error:
-            parser.exit(1, f"{parser.prog}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
+            parser.exit(1, f"{who}: error: {error}.\nThe epochs before it are saved in {folder}; a new run "
                            f"with other settings starts over from the same initial weights.\n")
         except (OSError, ValueError) as error:  # an image that cannot be read, a full disk, a damaged checkpoint
-            parser.exit(1, f"{parser.prog}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
+            parser.exit(1, f"{who}: error: {error}\nEvery finished epoch is saved in {folder}; once that is "
                            f"fixed, --resume --out {folder} goes on (and refuses if the data now splits otherwise)\n")
     return folder
 

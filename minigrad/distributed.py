@@ -24,6 +24,7 @@ import contextlib
 import functools
 import os
 import sys
+import time
 import traceback
 from typing import Any, Iterable, Iterator
 
@@ -66,6 +67,11 @@ def world_size() -> int:
 def is_main() -> bool:
     """Rank 0: the one that writes files and draws progress bars."""
     return rank() == 0
+
+
+def label() -> str:
+    """``"[rank 1 of 4] "`` under mpiexec, to begin a message with; ``""`` in one process."""
+    return f"[rank {rank()} of {world_size()}] " if world_size() > 1 else ""
 
 
 def local_rank() -> int:
@@ -158,12 +164,13 @@ def ending_all_ranks_on_error() -> Iterator[None]:
         exiting = isinstance(error, SystemExit)
         if world is None or world.Get_size() == 1 or exiting and not error.code:
             raise
-        where = f"[rank {world.Get_rank()} of {world.Get_size()}]"
         if exiting:
-            sys.stderr.write(f"{where} stopped (exit status {error.code}); ending every rank\n")
+            sys.stderr.write(f"{label()}stopped (exit status {error.code}); ending every rank\n")
         else:
-            sys.stderr.write(f"{where} " + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+            sys.stderr.write(label() + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(0.5)  # for the launcher to pass on what this rank wrote before Abort ends them all
         world.Abort(error.code if exiting and isinstance(error.code, int) else 1)
         raise  # Abort ends this process too; should it come back, the error still goes on up
 
