@@ -12,8 +12,8 @@ one process would draw them for the whole batch, each rank keeping its own rows
 Processes and hosts talk through MPI (mpi4py; ``pip install -e ".[mpi]"`` brings it and an MPI
 library as wheels). On GPUs each rank takes one of its machine's (``use_local_gpu``), and the
 gradients go through NCCL (``cupy.cuda.nccl``), device to device, with NCCL's id handed from rank
-0 to the others over MPI. An optimizer that packs its parameters
-(optim/flat.py) gives a few flat gradient arrays, so a Swin step is a few all-reduces, not 173.
+0 to the others over MPI. An optimizer that packs its parameters (optim/flat.py) gives a few flat
+gradient arrays, so a Swin step is a few all-reduces, not 173.
 
 Run without ``mpiexec``, this is one process, rank 0 of 1: every function here is then a no-op,
 and MPI is never imported.
