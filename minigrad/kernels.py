@@ -70,6 +70,20 @@ __global__ void dropout_keep(const T* uniform, T* keep, double p, double scale, 
     keep[i] = uniform[i] >= (T)p ? (T)scale : (T)0;
 }
 
+// Window attention's scores (windows, heads, n, n) plus the relative position bias (heads, n, n)
+// and, where masks > 0, the shifted windows' mask (masks, n, n) of each score's window, in place:
+// two additions, rounded one after the other, as the reference's two in-place adds.
+template <typename T>
+__global__ void add_bias_mask(T* scores, const T* bias, const T* mask, long long size, long long plane, int heads,
+                              long long masks) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    long long at = i % plane, window_head = i / plane;
+    T value = scores[i] + bias[(window_head % heads) * plane + at];
+    if (masks) value += mask[(window_head / heads % masks) * plane + at];
+    scores[i] = value;
+}
+
 // out = (pixel / 255 - mean[c]) / std[c], c the channel of element i of (..., channels, plane):
 // the order of the host's ToArray then Normalize, each step rounded to T, so both agree bit for bit
 // (NVRTC divides as IEEE does unless told -prec-div=false; nothing here can contract into an fma).
@@ -154,8 +168,8 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 }
 """
 
-KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "normalize_pixels", "softmax_forward", "softmax_backward",
-           "layer_norm_forward", "layer_norm_backward")
+KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "add_bias_mask", "normalize_pixels", "softmax_forward",
+           "softmax_backward", "layer_norm_forward", "layer_norm_backward")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
 
@@ -367,6 +381,38 @@ def _dropout_keep_kernel(uniform, p: float, scale: float):
         _launch("dropout_keep", uniform.size, uniform, keep, xp.float64(p), xp.float64(scale),
                 xp.int64(uniform.size))
     return keep
+
+
+# ---- window attention's bias and mask
+
+
+def add_bias_mask_reference(scores, bias, mask):
+    scores += bias  # (windows, heads, N, N) + (heads, N, N)
+    if mask is not None:  # the same nW masks for every image of the batch
+        by_image = scores.reshape((-1, mask.shape[0]) + scores.shape[1:])  # a view of scores
+        by_image += mask[:, None]  # + (nW, 1, N, N)
+    return scores
+
+
+def add_bias_mask(scores, bias, mask):
+    """``scores`` ``(windows, heads, N, N)`` plus ``bias`` ``(heads, N, N)`` and, unless None, the
+    mask ``(nW, N, N)`` of each window (window w's is ``mask[w % nW]``), in place; returns scores."""
+    return backend.fused("add_bias_mask", add_bias_mask_reference, _add_bias_mask_kernel, scores, bias, mask)
+
+
+def _add_bias_mask_kernel(scores, bias, mask):
+    xp = backend.get_array_module(scores)
+    bias = xp.ascontiguousarray(bias)
+    mask = None if mask is None else xp.ascontiguousarray(mask)
+    arrays = (scores, bias) if mask is None else (scores, bias, mask)
+    if not _fusable(*arrays) or scores.ndim != 4 or bias.shape != scores.shape[1:] or (
+            mask is not None and (mask.shape[1:] != scores.shape[2:] or len(scores) % len(mask))):
+        return add_bias_mask_reference(scores, bias, mask)
+    if scores.size:
+        plane = scores.shape[-1] * scores.shape[-2]
+        _launch("add_bias_mask", scores.size, scores, bias, bias if mask is None else mask, xp.int64(scores.size),
+                xp.int64(plane), xp.int32(scores.shape[1]), xp.int64(0 if mask is None else len(mask)))
+    return scores
 
 
 # ---- uint8 pixels to normalised floats

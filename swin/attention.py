@@ -75,11 +75,7 @@ class WindowAttentionCore(Function):
         qkv = qkv.reshape(windows, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # (3, B*nW, heads, N, d)
         q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]  # each (B*nW, heads, N, d)
         scores = kernels.matmul(q, k.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N): query x key
-        scores += bias  # + (heads, N, N), the same in every window
-        if mask is not None:  # the same nW masks for every image of the batch
-            masks = mask.shape[0]
-            by_image = scores.reshape(windows // masks, masks, heads, n, n)  # a view of scores
-            by_image += mask[:, None]  # + (nW, 1, N, N)
+        scores = kernels.add_bias_mask(scores, bias, mask)  # + (heads, N, N), and each window's (N, N) mask
         attention = kernels.softmax(scores)
         dropped = attention if keep is None else attention * keep
         self.q, self.k, self.v, self.attention, self.dropped, self.keep = q, k, v, attention, dropped, keep

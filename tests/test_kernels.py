@@ -113,7 +113,9 @@ def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
     pixels, mean = on("gpu", np.zeros((2, 8, 4, 4), np.uint8), np.ones((8, 1, 1), np.float32))
     for name, run in [("gelu_forward", lambda: kernels.gelu(x)), ("softmax_forward", lambda: kernels.softmax(x)),
                       ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5)),
-                      ("normalize_pixels", lambda: kernels.normalize_pixels(pixels, mean, mean))]:
+                      ("normalize_pixels", lambda: kernels.normalize_pixels(pixels, mean, mean)),
+                      ("add_bias_mask", lambda: kernels.add_bias_mask(x.reshape(1, 2, 4, 4), x.reshape(2, 4, 4),
+                                                                      x.reshape(2, 4, 4)[:1]))]:
         before = fake_gpu.operation_count.count
         run()
         assert fake_gpu.operation_count.count == before + 1 and fake_gpu.operation_count.kinds[name] >= 1
@@ -181,3 +183,22 @@ def test_matmul_of_stacks_split_over_threads_is_bit_for_bit_numpys(dtype):
         assert product.shape == (a @ b).shape and product.dtype == dtype
     broadcast = values((49, 32), dtype)  # leading axes that differ: NumPy's broadcasting, as it is
     np.testing.assert_array_equal(kernels.matmul(q, broadcast.T), q @ broadcast.T)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masks", [None, 4])
+def test_add_bias_mask_is_bit_for_bit_its_reference(device, dtype, masks):
+    windows, heads, n = 8, 3, 9  # two images of four windows
+    scores, bias = values((windows, heads, n, n), dtype), values((heads, n, n), dtype, 1)
+    mask = None if masks is None else np.where(values((masks, n, n), dtype, 2) > 0, 0, -100).astype(dtype)
+    expected = scores.astype(np.float64)
+    for w in range(windows):  # by the definition: window w of every image takes mask[w % nW]
+        expected[w] += bias
+        if mask is not None:
+            expected[w] += mask[w % masks]
+    got = backend.asnumpy(kernels.add_bias_mask(*on(device, scores.copy(), bias), None if mask is None
+                                                else on(device, mask)[0]))
+    reference = kernels.add_bias_mask_reference(scores.copy(), bias, mask)
+    np.testing.assert_array_equal(got, reference)
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    assert got.dtype == dtype
