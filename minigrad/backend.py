@@ -213,13 +213,15 @@ def scatter_add(target, index, values) -> None:
 
 def fused(name: str, reference: Callable[..., Any], kernel: Callable[..., Any], *arrays: Any) -> Any:
     """One fused operation on ``arrays`` (see minigrad/kernels.py): ``reference``, NumPy's passes,
-    on the CPU; ``kernel``, one CUDA launch, on CuPy. The stand-in GPU runs the reference on its
-    host arrays and counts the one launch CuPy would make."""
+    on the CPU; ``kernel``, one CUDA launch, on CuPy (or, where it returns NotImplemented for
+    arrays it does not take, the reference). The stand-in GPU runs the reference on its host arrays
+    and counts the one launch CuPy would make."""
     xp = get_array_module(arrays[0])
     if xp is numpy:
         return reference(*arrays)
     if xp is cupy:
-        return kernel(*arrays)
+        result = kernel(*arrays)
+        return reference(*arrays) if result is NotImplemented else result
     return _stand_in.fused(name, reference, arrays)
 
 

@@ -1,5 +1,6 @@
-"""Fused kernels: GELU, softmax and LayerNorm, forward and backward, dropout's multiplier and the
-normalisation of a batch of uint8 pixels, one GPU launch each.
+"""Fused kernels: GELU, softmax and LayerNorm, forward and backward, dropout's multiplier, the
+window attention's bias and mask, Adam's step and the normalisation of a batch of uint8 pixels,
+one GPU launch each.
 
 On a GPU, what Swin's glue costs is the number of kernels launched (5-10 us of host time each),
 not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, each a launch.
@@ -68,6 +69,45 @@ __global__ void dropout_keep(const T* uniform, T* keep, double p, double scale, 
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= size) return;
     keep[i] = uniform[i] >= (T)p ? (T)scale : (T)0;
+}
+
+// Arithmetic rounded at each operation as NumPy's passes round it: with plain operators NVRTC may
+// fuse a * b + c into one fma, rounded once, and the result would differ in the last bit.
+__device__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
+__device__ float sqrt_rn(float a) { return __fsqrt_rn(a); }
+__device__ double sqrt_rn(double a) { return __dsqrt_rn(a); }
+
+// One Adam step of a parameter array (optim/adam.py, adam_step_, in its order): p *= factor;
+// g += added p; m += (g - m)(1 - beta1); v = v beta2 + g (1 - beta2) g; with amsgrad the running
+// maximum of v (in max_v); p -= m / (sqrt(v) / root_correction + eps) * step_size.
+template <typename T>
+__global__ void adam_update(T* p, const T* grad, T* m, T* v, T* max_v, int amsgrad, long long size, double factor,
+                            double added, double beta1, double beta2, double eps, double step_size,
+                            double root_correction) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    T parameter = p[i], g = grad[i];
+    if (factor != 1.0) parameter = mul_rn(parameter, (T)factor);
+    if (added != 0.0) g = add_rn(g, mul_rn((T)added, parameter));
+    T mean = add_rn(m[i], mul_rn(sub_rn(g, m[i]), (T)(1.0 - beta1)));
+    T square = add_rn(mul_rn(v[i], (T)beta2), mul_rn(mul_rn(g, (T)(1.0 - beta2)), g));
+    m[i] = mean;
+    v[i] = square;
+    if (amsgrad) {  // NumPy's maximum: NaN wins
+        T larger = max_v[i];
+        if (!(larger >= square)) larger = square;
+        max_v[i] = larger;
+        square = larger;
+    }
+    T denominator = add_rn(div_rn(sqrt_rn(square), (T)root_correction), (T)eps);
+    p[i] = sub_rn(parameter, mul_rn(div_rn(mean, denominator), (T)step_size));
 }
 
 // Window attention's scores (windows, heads, n, n) plus the relative position bias (heads, n, n)
@@ -169,7 +209,7 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 """
 
 KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "add_bias_mask", "normalize_pixels", "softmax_forward",
-           "softmax_backward", "layer_norm_forward", "layer_norm_backward")
+           "softmax_backward", "layer_norm_forward", "layer_norm_backward", "adam_update")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
 
@@ -551,3 +591,23 @@ def _layer_norm_backward_kernel(grad, normalized, rstd, weight):
     if grad.size:
         _launch("layer_norm_backward", 32 * rows, grad, normalized, rstd, weight, dx, xp.int64(rows), xp.int32(n))
     return dx
+
+
+# ---- Adam's step
+
+
+def adam_update(parameter, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, factor: float, added: float, beta1: float,
+                beta2: float, eps: float, step_size: float, root_correction: float):
+    """The CUDA kernel of Adam's whole step, in place (the reference, and the meaning of each
+    argument: ``optim.adam.adam_step_``); NotImplemented for arrays it does not take, for which
+    ``backend.fused`` runs the reference."""
+    xp = backend.get_array_module(parameter)
+    arrays = [a for a in (parameter, grad, exp_avg, exp_avg_sq, max_exp_avg_sq) if a is not None]
+    if not _fusable(*arrays) or any(a.shape != parameter.shape for a in arrays):
+        return NotImplemented
+    if parameter.size:
+        amsgrad = max_exp_avg_sq is not None
+        _launch("adam_update", parameter.size, *arrays[:4], max_exp_avg_sq if amsgrad else exp_avg_sq,
+                xp.int32(amsgrad), xp.int64(parameter.size),
+                *(xp.float64(value) for value in (factor, added, beta1, beta2, eps, step_size, root_correction)))
+    return None

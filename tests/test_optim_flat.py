@@ -1,11 +1,13 @@
 """Optimizers over packed parameters (optim/flat.py): one pass over a flat array per group, dtype
 and device, bit for bit the result of stepping each parameter on its own."""
+import math
+
 import numpy as np
 import pytest
 
 import minigrad
 import optim
-from minigrad import backend
+from minigrad import backend, kernels
 from minigrad.nn import Parameter
 from minigrad.testing import fake_gpu
 
@@ -251,3 +253,26 @@ def test_a_large_packed_block_stepped_in_pieces_on_the_cpu_equals_the_whole_bit_
         assert pieces_state[index].keys() == state.keys()
         for key, value in state.items():
             np.testing.assert_array_equal(pieces_state[index][key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("factor, added, amsgrad", [(1.0, 0.0, False), (0.999, 0.0, True), (1.0, 0.1, False)],
+                         ids=["plain", "adamw-amsgrad", "adam-l2"])
+def test_adams_fused_step_is_bit_for_bit_its_numpy_reference(device, dtype, factor, added, amsgrad):
+    """On a GPU, Adam's step is one kernel (kernels.adam_update); on every device it equals
+    optim.adam.adam_step_, NumPy's passes, to the last bit (also where amsgrad's maximum meets NaN)."""
+    from optim.adam import adam_step_
+
+    rng = np.random.default_rng(4)
+    arrays = [rng.standard_normal(1000).astype(dtype) for _ in range(3)] + [rng.random(1000).astype(dtype)]
+    arrays.append(np.maximum(arrays[3], rng.random(1000).astype(dtype)) if amsgrad else None)
+    if amsgrad:
+        arrays[4][:2] = np.nan
+    scalars = (factor, added, 0.9, 0.999, 1e-8, 1e-3 / (1 - 0.9**3), math.sqrt(1 - 0.999**3))
+    expected = [None if a is None else a.copy() for a in arrays]
+    adam_step_(*expected, *scalars)
+    on_device = [None if a is None else backend.to_device(a.copy(), device) for a in arrays]
+    backend.fused("adam_update", adam_step_, kernels.adam_update, *on_device, *scalars)
+    for got, reference in zip(on_device, expected):
+        if reference is not None:
+            np.testing.assert_array_equal(backend.asnumpy(got), reference)
