@@ -1,6 +1,6 @@
 """Fused kernels: GELU, softmax and LayerNorm, forward and backward, dropout's multiplier, the
-window attention's bias and mask, Adam's step and the normalisation of a batch of uint8 pixels,
-one GPU launch each.
+window attention's bias and mask, Adam's and RAdam's steps and the normalisation of a batch of
+uint8 pixels, one GPU launch each.
 
 On a GPU, what Swin's glue costs is the number of kernels launched (5-10 us of host time each),
 not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, each a launch.
@@ -84,22 +84,28 @@ __device__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
 __device__ float sqrt_rn(float a) { return __fsqrt_rn(a); }
 __device__ double sqrt_rn(double a) { return __dsqrt_rn(a); }
 
-// One Adam step of a parameter array (optim/adam.py, adam_step_, in its order): p *= factor;
-// g += added p; m += (g - m)(1 - beta1); v = v beta2 + g (1 - beta2) g; with amsgrad the running
-// maximum of v (in max_v); p -= m / (sqrt(v) / root_correction + eps) * step_size.
+// Adam's and RAdam's start (optim/adam.py, in its order): p *= factor; g += added p (weight
+// decay); m += (g - m)(1 - beta1); v = v beta2 + g (1 - beta2) g. Updates p, m[i] and v[i].
+template <typename T>
+__device__ void decay_and_moments(T& parameter, T g, T* m, T* v, long long i, double factor, double added,
+                                  double beta1, double beta2) {
+    if (factor != 1.0) parameter = mul_rn(parameter, (T)factor);
+    if (added != 0.0) g = add_rn(g, mul_rn((T)added, parameter));
+    m[i] = add_rn(m[i], mul_rn(sub_rn(g, m[i]), (T)(1.0 - beta1)));
+    v[i] = add_rn(mul_rn(v[i], (T)beta2), mul_rn(mul_rn(g, (T)(1.0 - beta2)), g));
+}
+
+// One Adam step of a parameter array (adam_step_): with amsgrad the running maximum of v (in
+// max_v); p -= m / (sqrt(v) / root_correction + eps) * step_size.
 template <typename T>
 __global__ void adam_update(T* p, const T* grad, T* m, T* v, T* max_v, int amsgrad, long long size, double factor,
                             double added, double beta1, double beta2, double eps, double step_size,
                             double root_correction) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= size) return;
-    T parameter = p[i], g = grad[i];
-    if (factor != 1.0) parameter = mul_rn(parameter, (T)factor);
-    if (added != 0.0) g = add_rn(g, mul_rn((T)added, parameter));
-    T mean = add_rn(m[i], mul_rn(sub_rn(g, m[i]), (T)(1.0 - beta1)));
-    T square = add_rn(mul_rn(v[i], (T)beta2), mul_rn(mul_rn(g, (T)(1.0 - beta2)), g));
-    m[i] = mean;
-    v[i] = square;
+    T parameter = p[i];
+    decay_and_moments(parameter, grad[i], m, v, i, factor, added, beta1, beta2);
+    T mean = m[i], square = v[i];
     if (amsgrad) {  // NumPy's maximum: NaN wins
         T larger = max_v[i];
         if (!(larger >= square)) larger = square;
@@ -108,6 +114,24 @@ __global__ void adam_update(T* p, const T* grad, T* m, T* v, T* max_v, int amsgr
     }
     T denominator = add_rn(div_rn(sqrt_rn(square), (T)root_correction), (T)eps);
     p[i] = sub_rn(parameter, mul_rn(div_rn(mean, denominator), (T)step_size));
+}
+
+// One RAdam step (optim/radam.py, radam_step_): step = m / correction1 * lr; once rectified,
+// step *= root_correction / (sqrt(v) + eps), then * rect; p -= step.
+template <typename T>
+__global__ void radam_update(T* p, const T* grad, T* m, T* v, long long size, double factor, double added,
+                             double beta1, double beta2, double correction1, double lr, int rectified, double eps,
+                             double root_correction, double rect) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    T parameter = p[i];
+    decay_and_moments(parameter, grad[i], m, v, i, factor, added, beta1, beta2);
+    T step = mul_rn(div_rn(m[i], (T)correction1), (T)lr);
+    if (rectified) {
+        T adaptive = div_rn((T)root_correction, add_rn(sqrt_rn(v[i]), (T)eps));
+        step = mul_rn(mul_rn(step, adaptive), (T)rect);
+    }
+    p[i] = sub_rn(parameter, step);
 }
 
 // Window attention's scores (windows, heads, n, n) plus the relative position bias (heads, n, n)
@@ -209,7 +233,7 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 """
 
 KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "add_bias_mask", "normalize_pixels", "softmax_forward",
-           "softmax_backward", "layer_norm_forward", "layer_norm_backward", "adam_update")
+           "softmax_backward", "layer_norm_forward", "layer_norm_backward", "adam_update", "radam_update")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
 
@@ -610,4 +634,19 @@ def adam_update(parameter, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, factor: fl
         _launch("adam_update", parameter.size, *arrays[:4], max_exp_avg_sq if amsgrad else exp_avg_sq,
                 xp.int32(amsgrad), xp.int64(parameter.size),
                 *(xp.float64(value) for value in (factor, added, beta1, beta2, eps, step_size, root_correction)))
+    return None
+
+
+def radam_update(parameter, grad, exp_avg, exp_avg_sq, factor: float, added: float, beta1: float, beta2: float,
+                 correction1: float, lr: float, eps: float, root_correction: float, rect: float | None):
+    """The CUDA kernel of RAdam's whole step, in place (the reference: ``optim.radam.radam_step_``);
+    NotImplemented for arrays it does not take."""
+    xp = backend.get_array_module(parameter)
+    arrays = (parameter, grad, exp_avg, exp_avg_sq)
+    if not _fusable(*arrays) or any(a.shape != parameter.shape for a in arrays):
+        return NotImplemented
+    if parameter.size:
+        _launch("radam_update", parameter.size, *arrays, xp.int64(parameter.size),
+                *(xp.float64(value) for value in (factor, added, beta1, beta2, correction1, lr)),
+                xp.int32(rect is not None), *(xp.float64(value) for value in (eps, root_correction, rect or 0.0)))
     return None

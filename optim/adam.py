@@ -20,13 +20,6 @@ def check_adam_settings(lr: float, betas: tuple[float, float], eps: float, weigh
         raise ValueError(f"betas must lie in [0, 1), got {betas}")
 
 
-def update_moments(grad, state, beta1: float, beta2: float) -> int:
-    """m <- beta1 m + (1 - beta1) g and v <- beta2 v + (1 - beta2) g^2, in place; returns step t."""
-    t = next_step(grad, state)
-    moments_(grad, state["exp_avg"], state["exp_avg_sq"], beta1, beta2)
-    return t
-
-
 def next_step(grad, state) -> int:
     """The step count t of this update; before the first, m and v start at zero."""
     if "step" not in state:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 
-from minigrad import backend
-from optim.adam import check_adam_settings, update_moments
+from minigrad import backend, kernels
+from optim.adam import check_adam_settings, moments_, next_step
 from optim.optimizer import Optimizer
 
 
@@ -54,21 +54,34 @@ class RAdam(Optimizer):
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
 
     def update(self, parameter, grad, state, group):
-        xp = backend.get_array_module(grad)
         beta1, beta2 = group["betas"]
         lr, weight_decay = group["lr"], group["weight_decay"]
-        if weight_decay and group["decoupled_weight_decay"]:
-            parameter.data *= 1 - lr * weight_decay
-        elif weight_decay:
-            grad = grad + weight_decay * parameter.data
-        t = update_moments(grad, state, beta1, beta2)
-        step = state["exp_avg"] / (1 - beta1**t)  # the corrected mean, then, in place, the step
-        step *= lr
-        rect = rectification(t, beta2)
-        if rect is not None:
-            adaptive = xp.sqrt(state["exp_avg_sq"], out=xp.empty_like(state["exp_avg_sq"]))
-            adaptive += group["eps"]
-            xp.divide(math.sqrt(1 - beta2**t), adaptive, out=adaptive)
-            step *= adaptive
-            step *= rect
-        parameter.data -= step
+        decoupled = weight_decay and group["decoupled_weight_decay"]
+        factor, added = (1 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+        t = next_step(grad, state)
+        backend.fused("radam_update", radam_step_, kernels.radam_update, parameter.data, grad, state["exp_avg"],
+                      state["exp_avg_sq"], factor, added, beta1, beta2, 1 - beta1**t, lr, group["eps"],
+                      math.sqrt(1 - beta2**t), rectification(t, beta2))
+
+
+def radam_step_(parameter, grad, exp_avg, exp_avg_sq, factor: float, added: float, beta1: float, beta2: float,
+                correction1: float, lr: float, eps: float, root_correction: float, rect: float | None) -> None:
+    """One RAdam step on arrays, in place: weight decay (the parameter times ``factor``, ``added``
+    times it added to the gradient), the moments, the corrected mean's step, rectified when
+    ``rect`` is a number. NumPy's passes, the reference of the one CUDA kernel a GPU runs
+    (``kernels.radam_update``)."""
+    xp = backend.get_array_module(parameter)
+    if factor != 1.0:
+        parameter *= factor
+    if added:
+        grad = grad + added * parameter
+    moments_(grad, exp_avg, exp_avg_sq, beta1, beta2)
+    step = exp_avg / correction1  # the corrected mean, then, in place, the step
+    step *= lr
+    if rect is not None:
+        adaptive = xp.sqrt(exp_avg_sq, out=xp.empty_like(exp_avg_sq))
+        adaptive += eps
+        xp.divide(root_correction, adaptive, out=adaptive)
+        step *= adaptive
+        step *= rect
+    parameter -= step

@@ -276,3 +276,22 @@ def test_adams_fused_step_is_bit_for_bit_its_numpy_reference(device, dtype, fact
     for got, reference in zip(on_device, expected):
         if reference is not None:
             np.testing.assert_array_equal(backend.asnumpy(got), reference)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("factor, added, rect", [(1.0, 0.0, None), (0.999, 0.0, 0.3), (1.0, 0.1, 0.7)],
+                         ids=["momentum-steps", "decoupled-rectified", "l2-rectified"])
+def test_radams_fused_step_is_bit_for_bit_its_numpy_reference(device, dtype, factor, added, rect):
+    """RAdam's step, one kernel on a GPU (kernels.radam_update), equals optim.radam.radam_step_ to
+    the last bit on every device, before its rectification starts and after."""
+    from optim.radam import radam_step_
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(1000).astype(dtype) for _ in range(3)] + [rng.random(1000).astype(dtype)]
+    scalars = (factor, added, 0.9, 0.999, 1 - 0.9**7, 1e-3, 1e-8, math.sqrt(1 - 0.999**7), rect)
+    expected = [a.copy() for a in arrays]
+    radam_step_(*expected, *scalars)
+    on_device = [backend.to_device(a.copy(), device) for a in arrays]
+    backend.fused("radam_update", radam_step_, kernels.radam_update, *on_device, *scalars)
+    for got, reference in zip(on_device, expected):
+        np.testing.assert_array_equal(backend.asnumpy(got), reference)
