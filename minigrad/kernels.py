@@ -134,6 +134,24 @@ __global__ void radam_update(T* p, const T* grad, T* m, T* v, long long size, do
     p[i] = sub_rn(parameter, step);
 }
 
+// One SGD step (optim/sgd.py, sgd_step_): g += weight_decay p; with momentum, the buffer b = g at
+// the first step, else b momentum + dampening_complement g, and g = g + momentum b (Nesterov) or
+// b; p -= lr g.
+template <typename T>
+__global__ void sgd_update(T* p, const T* grad, T* buffer, long long size, double weight_decay, double momentum,
+                           double dampening_complement, int first, int nesterov, double lr) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    T parameter = p[i], g = grad[i];
+    if (weight_decay != 0.0) g = add_rn(g, mul_rn((T)weight_decay, parameter));
+    if (momentum != 0.0) {
+        T b = first ? g : add_rn(mul_rn(buffer[i], (T)momentum), mul_rn((T)dampening_complement, g));
+        buffer[i] = b;
+        g = nesterov ? add_rn(g, mul_rn((T)momentum, b)) : b;
+    }
+    p[i] = sub_rn(parameter, mul_rn((T)lr, g));
+}
+
 // Window attention's scores (windows, heads, n, n) plus the relative position bias (heads, n, n)
 // and, where masks > 0, the shifted windows' mask (masks, n, n) of each score's window, in place:
 // two additions, rounded one after the other, as the reference's two in-place adds.
@@ -233,7 +251,8 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 """
 
 KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "add_bias_mask", "normalize_pixels", "softmax_forward",
-           "softmax_backward", "layer_norm_forward", "layer_norm_backward", "adam_update", "radam_update")
+           "softmax_backward", "layer_norm_forward", "layer_norm_backward", "adam_update", "radam_update",
+           "sgd_update")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
 
@@ -649,4 +668,20 @@ def radam_update(parameter, grad, exp_avg, exp_avg_sq, factor: float, added: flo
         _launch("radam_update", parameter.size, *arrays, xp.int64(parameter.size),
                 *(xp.float64(value) for value in (factor, added, beta1, beta2, correction1, lr)),
                 xp.int32(rect is not None), *(xp.float64(value) for value in (eps, root_correction, rect or 0.0)))
+    return None
+
+
+def sgd_update(parameter, grad, buffer, weight_decay: float, momentum: float, dampening_complement: float,
+               first: bool, nesterov: bool, lr: float):
+    """The CUDA kernel of SGD's whole step, in place (the reference: ``optim.sgd.sgd_step_``);
+    NotImplemented for arrays it does not take."""
+    xp = backend.get_array_module(parameter)
+    arrays = (parameter, grad) if buffer is None else (parameter, grad, buffer)
+    if not _fusable(*arrays) or any(a.shape != parameter.shape for a in arrays):
+        return NotImplemented
+    if parameter.size:
+        _launch("sgd_update", parameter.size, parameter, grad, grad if buffer is None else buffer,
+                xp.int64(parameter.size), *(xp.float64(value) for value in (weight_decay, momentum,
+                                                                            dampening_complement)),
+                xp.int32(first), xp.int32(nesterov), xp.float64(lr))
     return None

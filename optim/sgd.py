@@ -1,7 +1,7 @@
 """Stochastic gradient descent with momentum (Polyak's heavy ball, or Nesterov's), as torch.optim.SGD."""
 from __future__ import annotations
 
-from minigrad import backend
+from minigrad import backend, kernels
 from optim.optimizer import Optimizer
 
 
@@ -22,17 +22,25 @@ class SGD(Optimizer):
                                       nesterov=nesterov, maximize=maximize))
 
     def update(self, parameter, grad, state, group):
-        if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * parameter.data
         momentum = group["momentum"]
-        if momentum:
-            if "momentum_buffer" not in state:
-                # an array even where grad is a NumPy scalar (a 0-d parameter's, decayed or negated)
-                state["momentum_buffer"] = backend.get_array_module(parameter.data).array(grad, copy=True)
-            else:
-                buffer = state["momentum_buffer"]
-                buffer *= momentum
-                buffer += (1 - group["dampening"]) * grad
-            buffer = state["momentum_buffer"]
-            grad = grad + momentum * buffer if group["nesterov"] else buffer
-        parameter.data -= group["lr"] * grad
+        first = bool(momentum) and "momentum_buffer" not in state
+        if first:  # an array even for a 0-d parameter; sgd_step_ fills it
+            state["momentum_buffer"] = backend.get_array_module(parameter.data).empty_like(parameter.data)
+        backend.fused("sgd_update", sgd_step_, kernels.sgd_update, parameter.data, grad, state.get("momentum_buffer"),
+                      group["weight_decay"], momentum, 1 - group["dampening"], first, group["nesterov"], group["lr"])
+
+
+def sgd_step_(parameter, grad, buffer, weight_decay: float, momentum: float, dampening_complement: float,
+              first: bool, nesterov: bool, lr: float) -> None:
+    """One SGD step on arrays, in place (``buffer``: the momentum buffer, or None without
+    momentum). NumPy's passes, the reference of the one CUDA kernel a GPU runs (``kernels.sgd_update``)."""
+    if weight_decay:
+        grad = grad + weight_decay * parameter
+    if momentum:
+        if first:
+            buffer[...] = grad
+        else:
+            buffer *= momentum
+            buffer += dampening_complement * grad
+        grad = grad + momentum * buffer if nesterov else buffer
+    parameter -= lr * grad

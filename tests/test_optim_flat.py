@@ -295,3 +295,26 @@ def test_radams_fused_step_is_bit_for_bit_its_numpy_reference(device, dtype, fac
     backend.fused("radam_update", radam_step_, kernels.radam_update, *on_device, *scalars)
     for got, reference in zip(on_device, expected):
         np.testing.assert_array_equal(backend.asnumpy(got), reference)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay, momentum, first, nesterov", [
+    (0.0, 0.0, False, False), (0.01, 0.9, True, False), (0.01, 0.9, False, False), (0.0, 0.9, False, True)],
+    ids=["plain", "first-momentum-step", "momentum", "nesterov"])
+def test_sgds_fused_step_is_bit_for_bit_its_numpy_reference(device, dtype, weight_decay, momentum, first, nesterov):
+    """SGD's step, one kernel on a GPU (kernels.sgd_update), equals optim.sgd.sgd_step_ to the last
+    bit on every device."""
+    from optim.sgd import sgd_step_
+
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(1000).astype(dtype) for _ in range(3)]
+    if not momentum:
+        arrays[2] = None
+    scalars = (weight_decay, momentum, 1 - 0.1, first, nesterov, 0.05)
+    expected = [None if a is None else a.copy() for a in arrays]
+    sgd_step_(*expected, *scalars)
+    on_device = [None if a is None else backend.to_device(a.copy(), device) for a in arrays]
+    backend.fused("sgd_update", sgd_step_, kernels.sgd_update, *on_device, *scalars)
+    for got, reference in zip(on_device, expected):
+        if reference is not None:
+            np.testing.assert_array_equal(backend.asnumpy(got), reference)
