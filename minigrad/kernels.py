@@ -1,6 +1,6 @@
 """Fused kernels: GELU, softmax and LayerNorm, forward and backward, dropout's multiplier, the
-window attention's bias and mask, Adam's and RAdam's steps and the normalisation of a batch of
-uint8 pixels, one GPU launch each.
+window attention's bias and mask, the optimizers' steps (Adam, RAdam, SGD) and the normalisation
+of a batch of uint8 pixels, one GPU launch each.
 
 On a GPU, what Swin's glue costs is the number of kernels launched (5-10 us of host time each),
 not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, each a launch.
