@@ -50,17 +50,24 @@ def moments_(grad, exp_avg, exp_avg_sq, beta1: float, beta2: float) -> None:
     exp_avg_sq += scratch
 
 
-def adam_step_(parameter, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, factor: float, added: float, beta1: float,
-               beta2: float, eps: float, step_size: float, root_correction: float) -> None:
-    """One Adam step on arrays, in place: the parameter times ``factor``, ``added`` times it added
-    to the gradient (weight decay, ``Adam.decay``), the moments, and the step. NumPy's passes, the
-    reference of the one CUDA kernel a GPU runs (``kernels.adam_update``)."""
-    xp = backend.get_array_module(parameter)
+def decay_and_moments_(parameter, grad, exp_avg, exp_avg_sq, factor: float, added: float, beta1: float,
+                       beta2: float) -> None:
+    """Weight decay, the parameter times ``factor`` and ``added`` times it added to the gradient
+    (``Adam.decay``), then the moments, in place: how Adam's and RAdam's steps begin."""
     if factor != 1.0:
         parameter *= factor
     if added:
         grad = grad + added * parameter
     moments_(grad, exp_avg, exp_avg_sq, beta1, beta2)
+
+
+def adam_step_(parameter, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, factor: float, added: float, beta1: float,
+               beta2: float, eps: float, step_size: float, root_correction: float) -> None:
+    """One Adam step on arrays, in place: weight decay and the moments (``decay_and_moments_``),
+    then the step. NumPy's passes, the reference of the one CUDA kernel a GPU runs
+    (``kernels.adam_update``)."""
+    xp = backend.get_array_module(parameter)
+    decay_and_moments_(parameter, grad, exp_avg, exp_avg_sq, factor, added, beta1, beta2)
     second_moment = exp_avg_sq
     if max_exp_avg_sq is not None:
         xp.maximum(max_exp_avg_sq, second_moment, out=max_exp_avg_sq)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from minigrad import backend, kernels
-from optim.adam import check_adam_settings, moments_, next_step
+from optim.adam import check_adam_settings, decay_and_moments_, next_step
 from optim.optimizer import Optimizer
 
 
@@ -66,16 +66,11 @@ class RAdam(Optimizer):
 
 def radam_step_(parameter, grad, exp_avg, exp_avg_sq, factor: float, added: float, beta1: float, beta2: float,
                 correction1: float, lr: float, eps: float, root_correction: float, rect: float | None) -> None:
-    """One RAdam step on arrays, in place: weight decay (the parameter times ``factor``, ``added``
-    times it added to the gradient), the moments, the corrected mean's step, rectified when
-    ``rect`` is a number. NumPy's passes, the reference of the one CUDA kernel a GPU runs
-    (``kernels.radam_update``)."""
+    """One RAdam step on arrays, in place: weight decay and the moments (``decay_and_moments_``),
+    then the corrected mean's step, rectified when ``rect`` is a number. NumPy's passes, the
+    reference of the one CUDA kernel a GPU runs (``kernels.radam_update``)."""
     xp = backend.get_array_module(parameter)
-    if factor != 1.0:
-        parameter *= factor
-    if added:
-        grad = grad + added * parameter
-    moments_(grad, exp_avg, exp_avg_sq, beta1, beta2)
+    decay_and_moments_(parameter, grad, exp_avg, exp_avg_sq, factor, added, beta1, beta2)
     step = exp_avg / correction1  # the corrected mean, then, in place, the step
     step *= lr
     if rect is not None:

@@ -269,13 +269,19 @@ def test_adams_fused_step_is_bit_for_bit_its_numpy_reference(device, dtype, fact
     if amsgrad:
         arrays[4][:2] = np.nan
     scalars = (factor, added, 0.9, 0.999, 1e-8, 1e-3 / (1 - 0.9**3), math.sqrt(1 - 0.999**3))
+    assert_fused_step_equals_its_reference("adam_update", adam_step_, kernels.adam_update, arrays, scalars, device)
+
+
+def assert_fused_step_equals_its_reference(name, reference, kernel, arrays, scalars, device):
+    """``reference`` on host copies of ``arrays`` (None: an absent state) and ``kernel``, as
+    ``backend.fused`` runs it on ``device``, leave every array the same, bit for bit."""
     expected = [None if a is None else a.copy() for a in arrays]
-    adam_step_(*expected, *scalars)
+    reference(*expected, *scalars)
     on_device = [None if a is None else backend.to_device(a.copy(), device) for a in arrays]
-    backend.fused("adam_update", adam_step_, kernels.adam_update, *on_device, *scalars)
-    for got, reference in zip(on_device, expected):
-        if reference is not None:
-            np.testing.assert_array_equal(backend.asnumpy(got), reference)
+    backend.fused(name, reference, kernel, *on_device, *scalars)
+    for got, wanted in zip(on_device, expected):
+        if wanted is not None:
+            np.testing.assert_array_equal(backend.asnumpy(got), wanted)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -289,12 +295,7 @@ def test_radams_fused_step_is_bit_for_bit_its_numpy_reference(device, dtype, fac
     rng = np.random.default_rng(5)
     arrays = [rng.standard_normal(1000).astype(dtype) for _ in range(3)] + [rng.random(1000).astype(dtype)]
     scalars = (factor, added, 0.9, 0.999, 1 - 0.9**7, 1e-3, 1e-8, math.sqrt(1 - 0.999**7), rect)
-    expected = [a.copy() for a in arrays]
-    radam_step_(*expected, *scalars)
-    on_device = [backend.to_device(a.copy(), device) for a in arrays]
-    backend.fused("radam_update", radam_step_, kernels.radam_update, *on_device, *scalars)
-    for got, reference in zip(on_device, expected):
-        np.testing.assert_array_equal(backend.asnumpy(got), reference)
+    assert_fused_step_equals_its_reference("radam_update", radam_step_, kernels.radam_update, arrays, scalars, device)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -311,10 +312,4 @@ def test_sgds_fused_step_is_bit_for_bit_its_numpy_reference(device, dtype, weigh
     if not momentum:
         arrays[2] = None
     scalars = (weight_decay, momentum, 1 - 0.1, first, nesterov, 0.05)
-    expected = [None if a is None else a.copy() for a in arrays]
-    sgd_step_(*expected, *scalars)
-    on_device = [None if a is None else backend.to_device(a.copy(), device) for a in arrays]
-    backend.fused("sgd_update", sgd_step_, kernels.sgd_update, *on_device, *scalars)
-    for got, reference in zip(on_device, expected):
-        if reference is not None:
-            np.testing.assert_array_equal(backend.asnumpy(got), reference)
+    assert_fused_step_equals_its_reference("sgd_update", sgd_step_, kernels.sgd_update, arrays, scalars, device)
