@@ -108,7 +108,8 @@ def training_step(model, optimizer, images, labels, args: argparse.Namespace):
     loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
     optimizer.zero_grad()
     loss.backward()
-    distributed.all_reduce_mean_(optim.packed_gradients(model.parameters()))
+    if distributed.world_size() > 1:  # not even the packing's walk over the parameters in one process
+        distributed.all_reduce_mean_(optim.packed_gradients(model.parameters()))
     if args.clip_grad > 0:
         optim.clip_grad_norm_(model.parameters(), args.clip_grad)
     optimizer.step()
