@@ -86,9 +86,20 @@ class Function:
         result = profiler.measured(cls.__name__, "forward", function.forward, *arrays, device=device)
         output = Tensor(result, requires_grad=record)
         if record:
-            function.inputs = tensors
+            function.inputs = [_node_of(x) for x in tensors]
+            function.output_shape = result.shape
             output._creator = function
         return output
+
+
+def _node_of(value: Any) -> Any:
+    """What the graph keeps of an input: the Function that made it (a tensor computed with grad),
+    the tensor itself (a leaf that requires grad, where its gradient goes), or None (nothing to
+    route a gradient to). Never a computed tensor's array: backward needs only what each Function
+    saved, so a tensor that only led to the next op is freed when the forward pass lets go of it."""
+    if not isinstance(value, Tensor) or not value.requires_grad:
+        return None
+    return value._creator if value._creator is not None else value
 
 
 def _is_constant(value: Any) -> bool:
@@ -203,33 +214,33 @@ class Tensor:
             backend.check_same_device([grad, self.data])
             if grad.shape != self.shape:
                 raise ValueError(f"grad has shape {grad.shape}, but the tensor has shape {self.shape}")
-        grads = {id(self): grad}
-        order, uses = _topological_order(self)
-        for tensor in order:
-            grad = grads.pop(id(tensor), None)
-            function = tensor._creator
-            if grad is None:  # every use of it had a zero (None) gradient
-                if function is not None and hasattr(function, "inputs"):
-                    _release(function)
+        root = self._creator if self._creator is not None else self
+        grads = {id(root): grad}
+        order, uses = _topological_order(root)
+        for node in order:
+            grad = grads.pop(id(node), None)
+            if isinstance(node, Tensor):  # a leaf
+                if grad is not None:
+                    profiler.measured("AccumulateGrad", "backward", node._accumulate_grad, grad)
                 continue
-            if function is None:
-                profiler.measured("AccumulateGrad", "backward", tensor._accumulate_grad, grad)
+            if grad is None:  # every use of its tensor had a zero (None) gradient
+                if hasattr(node, "inputs"):
+                    _release(node)
                 continue
-            if not hasattr(function, "inputs"):
+            if not hasattr(node, "inputs"):
                 raise RuntimeError("backward() through a graph a second time: its saved arrays were "
                                    "released after the first backward; recompute the forward pass")
-            function.grad_targets = tuple(_grad_target(t, uses) for t in function.inputs)
-            input_grads = profiler.measured(type(function).__name__, "backward", function.backward,
-                                            grad)
+            node.grad_targets = tuple(_grad_target(parent, uses) for parent in node.inputs)
+            input_grads = profiler.measured(type(node).__name__, "backward", node.backward, grad)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for tensor_in, grad_in in zip(function.inputs, input_grads):
-                if grad_in is None or not isinstance(tensor_in, Tensor) or not tensor_in.requires_grad:
+            for parent, grad_in in zip(node.inputs, input_grads):
+                if grad_in is None or parent is None:
                     continue
-                grad_in = sum_to_shape(grad_in, tensor_in.shape)
-                key = id(tensor_in)
+                grad_in = sum_to_shape(grad_in, parent.shape if isinstance(parent, Tensor) else parent.output_shape)
+                key = id(parent)
                 grads[key] = grad_in if key not in grads else grads[key] + grad_in
-            _release(function)
+            _release(node)
 
     def _accumulate_grad(self, grad) -> None:
         """Add ``grad`` to this leaf's ``.grad``. Always into an array of the leaf's own: ``grad``
@@ -314,24 +325,24 @@ def data_of(value: Any) -> Any:
     return value.data if isinstance(value, Tensor) else value
 
 
-def _topological_order(root: Tensor) -> tuple[list[Tensor], dict[int, int]]:
-    """Tensors that lead to ``root`` and require grad, each before every tensor it was made from;
-    and how many times each is an input of another (by id)."""
-    order: list[Tensor] = []
+def _topological_order(root: Any) -> tuple[list[Any], dict[int, int]]:
+    """The graph's nodes that lead to ``root`` (Functions, and leaf tensors that require grad),
+    each before every node it was made from; and how many times each is an input of another (by id)."""
+    order: list[Any] = []
     uses: dict[int, int] = {}
     expanded: set[int] = set()
     stack = [(root, False)]
     while stack:
-        tensor, inputs_done = stack.pop()
+        node, inputs_done = stack.pop()
         if inputs_done:
-            order.append(tensor)
+            order.append(node)
             continue
-        if id(tensor) in expanded:
+        if id(node) in expanded:
             continue
-        expanded.add(id(tensor))
-        stack.append((tensor, True))
-        for parent in getattr(tensor._creator, "inputs", ()):
-            if isinstance(parent, Tensor) and parent.requires_grad:
+        expanded.add(id(node))
+        stack.append((node, True))
+        for parent in getattr(node, "inputs", ()):  # a leaf has none, nor a released Function
+            if parent is not None:
                 uses[id(parent)] = uses.get(id(parent), 0) + 1
                 if id(parent) not in expanded:
                     stack.append((parent, False))
