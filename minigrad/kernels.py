@@ -10,8 +10,9 @@ Each op here is written twice:
   counts it as the one launch CuPy makes. GELU runs on the CPU in blocks of 64 k elements shared by
   the cores' threads (NumPy lets go of Python's lock in its loops): each pass over a block finds
   it in the core's cache, and no pass writes a large temporary, whose every fresh page costs a
-  fault. Its float32 normal CDF is a polynomial of our own fit (``normal_cdf``): SciPy's erf
-  branches on each value, and a branch mispredicted on random inputs cost 15 ns an element;
+  fault. Its float32 normal CDF is a polynomial of our own fit, in float32 arithmetic
+  (``normal_cdf``): SciPy's erf branches on each value, and a branch mispredicted on random
+  inputs cost 15 ns an element;
 - in CUDA (``SOURCE``), for CuPy: one kernel, templated on float and double, compiled by NVRTC at
   its first use. The row kernels (softmax, LayerNorm) give each row to one warp of 32 threads,
   which sum and take maxima with shuffles: Swin's rows are short (49 scores, 96 to 768 channels).
@@ -351,46 +352,65 @@ def _fusable(*arrays: Any) -> bool:
 # ---- GELU
 
 
-# Phi(-|x|) = t exp(P(t) - x^2 / 2), t = 1 / (1 + 0.27 |x|), P of degree 10: the exact side
-# (Phi's tail is exp(-x^2 / 2) times a slowly varying factor) taken out, P fitted by least squares,
-# on Chebyshev's basis in t over |x| <= 14 (beyond, Phi underflows float32), to
-# log(Phi(-|x|) / t) + x^2 / 2 computed from SciPy's erfcx; of the scales 0.18 to 0.3 tried for t,
-# 0.27 fits best. Relative error below 5e-9, a tenth of float32's half unit in the last place:
-# tests/test_kernels.py checks that every float32 is rounded to within one unit of the exact Phi.
+# Phi(-a) = (t / s) exp(P(u) - a^2 / 2) for a = |x|, t = 1 / (1 + 0.27 a) and u = (t - c) / s, the map
+# of t's range [1 / (1 + 0.27 * 14.5), 1] onto [-1, 1]: the exact side of Phi's tail (exp(-a^2 / 2)
+# over about a) taken out, what is left, log(Phi(-a) s / t) + a^2 / 2 (from SciPy's erfcx), varies slowly
+# and is fitted by P, of degree 8, by least squares at Chebyshev's nodes in u, each coefficient
+# rounded to float32 in turn, lowest first, and the rest refitted. The coefficients fall off by
+# about five a degree, so P's float32 evaluation by Horner's rule loses almost nothing. Beyond
+# a = 14.5 Phi(-a) underflows float32.
 _CDF_SCALE = 0.27
-_CDF_POLYNOMIAL = (0.22790733983477046, -1.3953404350711571, 3.5119855169946166, -4.662525676964828,
-                   3.657652227337091, -2.0389296538277213, 0.771638301047672, 0.010302069694246935,
-                   0.45485566795281407, 0.9974784309640583, -2.2281709691506997)
+_CDF_T_LOW = 1.0 / (1.0 + _CDF_SCALE * 14.5)
+_CDF_T_MID, _CDF_T_HALF = (1.0 + _CDF_T_LOW) / 2, (1.0 - _CDF_T_LOW) / 2
+_CDF_POLYNOMIAL = (-2.3535313606262207, 0.6707851886749268, 0.09288494288921356, -0.015083224512636662,
+                   -0.010539361275732517, 0.0004636578378267586, 0.0013921695062890649,
+                   9.009957466332708e-06, -0.00015182618517428637)
 
 
 def normal_cdf(x):
-    """Phi(x), the standard normal distribution function, in x's dtype. float64: from SciPy's erf
-    (Cephes), for the gradient checks. float32: without a branch, from float64 arithmetic on the
-    polynomial above, so within one unit in the last place everywhere, the tail included (where
-    (1 + erf) / 2 loses all its digits: Phi(-5) is 2.9e-7, and 1 + erf(-5 / sqrt 2) in float32
-    keeps one digit of it)."""
+    """Phi(x), the standard normal distribution function, in x's dtype.
+
+    float64: from SciPy's erf (Cephes), for the gradient checks. float32: from float32 arithmetic
+    on the polynomial above, some 35 passes over a block, without a branch (a branch mispredicted on
+    random inputs costs 15 ns). Within 10 units in the last place of the exact Phi everywhere, its
+    tail included, where (1 + erf) / 2, PyTorch's way, loses all its digits (Phi(-5) is 2.9e-7, and
+    1 + erf(-5 / sqrt 2) in float32 keeps one digit of it). Two roundings set that bound: NumPy's
+    float32 exp, within 3 units, and t's, which P's slope carries. a^2 / 2 is never rounded: with
+    a = h + l, h a's leading 12 bits, h^2 is exact and the rest, l (a + h), is small, so the exponent
+    is split in two, exp(-h^2 / 2) exp(P(u) - l (a + h) / 2); a rounded a^2 / 2, 98 at a = 14, would
+    put 126 units of error into the tail."""
     xp = backend.get_array_module(x)
     if x.dtype != xp.float32:
         cdf = backend.erf(x * _SQRT_HALF)  # a fresh array: the rest in place
         cdf += 1.0
         cdf *= 0.5
         return cdf
-    wide = x.astype(xp.float64)
-    t = xp.abs(wide)
-    t *= _CDF_SCALE
-    t += 1.0
-    xp.reciprocal(t, out=t)
-    tail = t * _CDF_POLYNOMIAL[0]  # P(t) by Horner's rule, in place: a pass over the block a step
-    tail += _CDF_POLYNOMIAL[1]
-    for coefficient in _CDF_POLYNOMIAL[2:]:
-        tail *= t
+    a = xp.abs(x)
+    xp.minimum(a, 16.0, out=a)  # Phi(-16) is 0 in float32 already; and inf would make l (a + h) a NaN
+    t = a * (_CDF_SCALE * _CDF_T_HALF)
+    t += _CDF_T_HALF
+    xp.reciprocal(t, out=t)  # t / s
+    u = t - _CDF_T_MID / _CDF_T_HALF
+    tail = u * _CDF_POLYNOMIAL[-1]  # P(u) by Horner's rule, in place: a pass over the block a step
+    tail += _CDF_POLYNOMIAL[-2]
+    for coefficient in reversed(_CDF_POLYNOMIAL[:-2]):
+        tail *= u
         tail += coefficient
-    wide *= wide
-    wide *= 0.5
-    tail -= wide
+    head = u  # h: a's leading 12 bits, its lower 11 cleared
+    xp.bitwise_and(a.view(xp.uint32), xp.uint32(0xFFFFF000), out=head.view(xp.uint32))
+    rest = a + head
+    a -= head  # l
+    rest *= a
+    rest *= 0.5
+    tail -= rest
     xp.exp(tail, out=tail)
+    head *= head
+    head *= -0.5
+    xp.exp(head, out=head)
+    tail *= head
     tail *= t  # Phi(-|x|)
-    return xp.where(x < 0, tail, 1.0 - tail).astype(xp.float32)
+    cdf = xp.subtract(x > 0, tail, out=tail)  # 1 - Phi(-x) for x > 0, and -Phi(x) otherwise
+    return xp.abs(cdf, out=cdf)
 
 
 def gelu_reference(x):

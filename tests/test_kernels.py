@@ -158,17 +158,21 @@ def test_gelu_of_large_arrays_in_blocks_is_bit_for_bit_the_one_pass_reference(dt
     assert y.shape == cdf.shape == x.shape and y.dtype == dtype
 
 
-def test_the_float32_normal_cdf_is_within_one_unit_in_the_last_place_tail_included():
+def test_the_float32_normal_cdf_is_within_ten_units_in_the_last_place_tail_included():
+    """The bound normal_cdf's docstring derives (NumPy's float32 exp, twice, and the rounding of t),
+    everywhere down to where Phi underflows; PyTorch's (1 + erf) / 2 is off by thousands of units
+    below -3."""
     special = pytest.importorskip("scipy.special")
     rng = np.random.default_rng(3)
-    x = np.concatenate([np.linspace(-14, 9, 1_000_001), rng.standard_normal(200_000) * 3,
+    x = np.concatenate([np.linspace(-14.5, 9, 1_000_001), rng.standard_normal(200_000) * 3,
                         [0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0]]).astype(np.float32)
     exact = (0.5 * special.erfc(-x.astype(np.float64) / math.sqrt(2))).astype(np.float32)  # to 1e-16
     cdf = kernels.normal_cdf(x)
     assert cdf.dtype == np.float32
     units = np.abs(cdf.view(np.int32).astype(np.int64) - exact.view(np.int32).astype(np.int64))
-    assert units.max() <= 1
-    assert (units == 0).mean() > 0.99  # and almost always the float32 nearest to Phi
+    assert units.max() <= 10
+    assert (units <= 2).mean() > 0.9 and (units == 0).mean() > 0.5  # and mostly the float32 nearest to Phi
+    assert ((x < -5) & (exact > 0)).sum() > 300_000  # the points reach far into the tail
     edges = kernels.normal_cdf(np.array([-np.inf, np.inf, np.nan], dtype=np.float32))
     assert edges[0] == 0.0 and edges[1] == 1.0 and np.isnan(edges[2])
 
