@@ -194,6 +194,31 @@ def test_every_node_of_a_graph_is_released():
         assert set(vars(tensor._creator)) <= {"needs_input_grad"}
 
 
+class Double(Function):
+    """2x, saving nothing for backward."""
+
+    def forward(self, x, y=None):
+        return 2.0 * x if y is None else 2.0 * x + y
+
+    def backward(self, grad):
+        return 2.0 * grad, grad
+
+
+def test_the_graph_keeps_no_array_its_backward_does_not_need():
+    """A computed tensor that only led to the next op is freed with the last name for it, as is a
+    constant input: the graph keeps Functions and leaves, not arrays (what backward needs, each
+    Function saved itself)."""
+    x = leaf(np.arange(4.0))
+    hidden, constant = Double.apply(x), Tensor(np.ones(4))
+    freed = [weakref.ref(hidden.data), weakref.ref(constant.data)]
+    out = Double.apply(hidden, constant)
+    del hidden, constant
+    gc.collect()
+    assert [ref() for ref in freed] == [None, None]
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad, [4.0] * 4)
+
+
 class CutGradient(Function):
     """The identity whose backward returns None: what it was made from gets no gradient."""
 
