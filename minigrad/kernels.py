@@ -371,14 +371,13 @@ def normal_cdf(x):
     """Phi(x), the standard normal distribution function, in x's dtype.
 
     float64: from SciPy's erf (Cephes), for the gradient checks. float32: from float32 arithmetic
-    on the polynomial above, some 35 passes over a block, without a branch (a branch mispredicted on
-    random inputs costs 15 ns). Within 10 units in the last place of the exact Phi everywhere, its
-    tail included, where (1 + erf) / 2, PyTorch's way, loses all its digits (Phi(-5) is 2.9e-7, and
-    1 + erf(-5 / sqrt 2) in float32 keeps one digit of it). Two roundings set that bound: NumPy's
-    float32 exp, within 3 units, and t's, which P's slope carries. a^2 / 2 is never rounded: with
-    a = h + l, h a's leading 12 bits, h^2 is exact and the rest, l (a + h), is small, so the exponent
-    is split in two, exp(-h^2 / 2) exp(P(u) - l (a + h) / 2); a rounded a^2 / 2, 98 at a = 14, would
-    put 126 units of error into the tail."""
+    on the polynomial above, 28 passes over a block, without a branch (a branch mispredicted on
+    random inputs costs 15 ns). Its relative error, the tail included, is that of float32's
+    rounding of the exponent P(u) - a^2 / 2: some 2^-24 a^2, on top of NumPy's exp's 3 units in
+    the last place and the rounding of t. Within 12 units for |x| <= 3, and (a^2 + 12) units below
+    (126 at x = -14), where Phi is 1e-44 or more; PyTorch's (1 + erf) / 2 keeps no digit there
+    (Phi(-5) is 2.9e-7, and 1 + erf(-5 / sqrt 2) in float32 keeps one digit of it), and CUDA's
+    erfc(-x / sqrt 2), on our GPU path, carries the same kind of error from rounding x / sqrt 2."""
     xp = backend.get_array_module(x)
     if x.dtype != xp.float32:
         cdf = backend.erf(x * _SQRT_HALF)  # a fresh array: the rest in place
@@ -386,29 +385,19 @@ def normal_cdf(x):
         cdf *= 0.5
         return cdf
     a = xp.abs(x)
-    xp.minimum(a, 16.0, out=a)  # Phi(-16) is 0 in float32 already; and inf would make l (a + h) a NaN
-    t = a * (_CDF_SCALE * _CDF_T_HALF)
-    t += _CDF_T_HALF
-    xp.reciprocal(t, out=t)  # t / s
+    t = a + 1.0 / _CDF_SCALE
+    xp.divide(1.0 / (_CDF_SCALE * _CDF_T_HALF), t, out=t)  # t / s
     u = t - _CDF_T_MID / _CDF_T_HALF
     tail = u * _CDF_POLYNOMIAL[-1]  # P(u) by Horner's rule, in place: a pass over the block a step
     tail += _CDF_POLYNOMIAL[-2]
     for coefficient in reversed(_CDF_POLYNOMIAL[:-2]):
         tail *= u
         tail += coefficient
-    head = u  # h: a's leading 12 bits, its lower 11 cleared
-    xp.bitwise_and(a.view(xp.uint32), xp.uint32(0xFFFFF000), out=head.view(xp.uint32))
-    rest = a + head
-    a -= head  # l
-    rest *= a
-    rest *= 0.5
-    tail -= rest
+    a *= a
+    a *= 0.5
+    tail -= a
     xp.exp(tail, out=tail)
-    head *= head
-    head *= -0.5
-    xp.exp(head, out=head)
-    tail *= head
-    tail *= t  # Phi(-|x|)
+    tail *= t  # Phi(-|x|), 0 for an infinite x
     cdf = xp.subtract(x > 0, tail, out=tail)  # 1 - Phi(-x) for x > 0, and -Phi(x) otherwise
     return xp.abs(cdf, out=cdf)
 

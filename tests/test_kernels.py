@@ -158,10 +158,10 @@ def test_gelu_of_large_arrays_in_blocks_is_bit_for_bit_the_one_pass_reference(dt
     assert y.shape == cdf.shape == x.shape and y.dtype == dtype
 
 
-def test_the_float32_normal_cdf_is_within_ten_units_in_the_last_place_tail_included():
-    """The bound normal_cdf's docstring derives (NumPy's float32 exp, twice, and the rounding of t),
-    everywhere down to where Phi underflows; PyTorch's (1 + erf) / 2 is off by thousands of units
-    below -3."""
+def test_the_float32_normal_cdf_is_as_accurate_as_its_docstring_says_tail_included():
+    """Within 12 units in the last place for |x| <= 3, and x^2 + 12 below (the rounding of the
+    exponent), down to where Phi underflows; PyTorch's (1 + erf) / 2 is off by thousands of units
+    below -3, and by all of Phi below -5.5."""
     special = pytest.importorskip("scipy.special")
     rng = np.random.default_rng(3)
     x = np.concatenate([np.linspace(-14.5, 9, 1_000_001), rng.standard_normal(200_000) * 3,
@@ -170,8 +170,10 @@ def test_the_float32_normal_cdf_is_within_ten_units_in_the_last_place_tail_inclu
     cdf = kernels.normal_cdf(x)
     assert cdf.dtype == np.float32
     units = np.abs(cdf.view(np.int32).astype(np.int64) - exact.view(np.int32).astype(np.int64))
-    assert units.max() <= 10
-    assert (units <= 2).mean() > 0.9 and (units == 0).mean() > 0.5  # and mostly the float32 nearest to Phi
+    central = np.abs(x) <= 3
+    assert units[central].max() <= 12
+    assert np.all(units[~central] <= 12 + x[~central].astype(np.float64) ** 2)
+    assert (units[central] <= 2).mean() > 0.85  # and mostly within a unit or two of the float32 nearest Phi
     assert ((x < -5) & (exact > 0)).sum() > 300_000  # the points reach far into the tail
     edges = kernels.normal_cdf(np.array([-np.inf, np.inf, np.nan], dtype=np.float32))
     assert edges[0] == 0.0 and edges[1] == 1.0 and np.isnan(edges[2])
