@@ -158,6 +158,18 @@ def test_gelu_of_large_arrays_in_blocks_is_bit_for_bit_the_one_pass_reference(dt
     assert y.shape == cdf.shape == x.shape and y.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_sums_are_sums_of_each_row_whatever_its_place(dtype):
+    """The sums softmax and LayerNorm take over the last axis (einsum's): NumPy's sums to rounding,
+    and each row's sum the same bits wherever that row sits."""
+    x = values((301, 7, 49), dtype)
+    sums = kernels._row_sums(x)
+    assert sums.shape == (301, 7, 1) and sums.dtype == dtype
+    np.testing.assert_allclose(sums, x.sum(axis=-1, keepdims=True), rtol=0, atol=64 * np.finfo(dtype).eps)
+    np.testing.assert_array_equal(kernels._row_sums(x[5:9, 3:]), sums[5:9, 3:])
+    np.testing.assert_array_equal(kernels._row_sums(x, axis=1), x.sum(axis=1, keepdims=True))  # another axis: NumPy's
+
+
 def test_the_float32_normal_cdf_is_as_accurate_as_its_docstring_says_tail_included():
     """Within 12 units in the last place for |x| <= 3, and x^2 + 12 below (the rounding of the
     exponent), down to where Phi underflows; PyTorch's (1 + erf) / 2 is off by thousands of units
