@@ -331,16 +331,19 @@ def _row_sums(x, axis: int = -1):
     return xp.einsum("...i->...", x)[..., None]
 
 
-def matmul(a, b):
+def matmul(a, b, out=None):
     """``a @ b`` for two stacks of small matrices, ``(..., n, k) @ (..., k, m)`` with the same
-    leading axes. On the CPU the stack is split over the cores' threads: OpenBLAS multiplies a
-    matrix of 49 rows on one thread, and NumPy goes through the stack one matrix after the other.
-    Each matrix's product is the one ``a @ b`` computes. (On a GPU cuBLAS spreads the stack itself.)"""
+    leading axes, into ``out`` if given (a view with rows of unit stride, such as one part of a
+    larger layout, is written in place by BLAS). On the CPU the stack is split over the cores'
+    threads: OpenBLAS multiplies a matrix of 49 rows on one thread, and NumPy goes through the
+    stack one matrix after the other. Each matrix's product is the one ``a @ b`` computes. (On a
+    GPU cuBLAS spreads the stack itself.)"""
+    xp = backend.get_array_module(a)
     if (backend.device_of(a) != "cpu" or a.ndim < 3 or a.shape[:-2] != b.shape[:-2] or len(a) < _BLOCK_THREADS
             or a.size + b.size < BLOCK):
-        return a @ b
-    xp = backend.get_array_module(a)
-    out = xp.empty(a.shape[:-1] + b.shape[-1:], dtype=xp.result_type(a, b))
+        return xp.matmul(a, b, out=out)
+    if out is None:
+        out = xp.empty(a.shape[:-1] + b.shape[-1:], dtype=xp.result_type(a, b))
     bounds = [len(a) * i // _BLOCK_THREADS for i in range(_BLOCK_THREADS + 1)]
     parts = [_workers().submit(xp.matmul, a[start:stop], b[start:stop], out=out[start:stop])
              for start, stop in zip(bounds, bounds[1:])]

@@ -55,12 +55,12 @@ class WindowAttentionCore(Function):
 
         q, k, v = split(qkv);  S = (q * scale) k^T + B (+ mask);  P = softmax(S);  out = (P o keep) v
 
-    ``keep`` is attention dropout's multiplier (or None). As one op its backward is nine array
+    ``keep`` is attention dropout's multiplier (or None). As one op its backward is seven array
     operations where the chain of primitives takes some twenty (the split alone three zero
     buffers): with G = d out, D = G v^T o keep,
 
         dv = (P o keep)^T G,  dS = P o (D - rowsum(D o P)),  dB = sum of dS over windows,
-        dq = dS k * scale,  dk = dS^T (q * scale),  d qkv = stack(dq, dk, dv), back in qkv's layout.
+        dq = dS k * scale,  dk = dS^T (q * scale),  each written by BLAS into its part of d qkv.
 
     ``qkv``: ``(B*nW, N, 3C)``; ``bias``: ``(heads, N, N)``; ``mask``: ``(nW, N, N)`` or None; the
     result ``(B*nW, N, C)``.
@@ -87,17 +87,18 @@ class WindowAttentionCore(Function):
         windows, n, c = grad.shape
         heads = self.heads
         grad = grad.reshape(windows, n, heads, c // heads).transpose(0, 2, 1, 3)  # (B*nW, heads, N, d)
-        grad_v = kernels.matmul(self.dropped.transpose(0, 1, 3, 2), grad)
         grad_dropped = kernels.matmul(grad, self.v.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N)
         if self.keep is not None:
             grad_dropped *= self.keep
         grad_scores = kernels.softmax_backward(self.attention, grad_dropped)
         grad_bias = grad_scores.sum(axis=0) if self.needs_input_grad[1] else None  # (heads, N, N)
-        grad_q = kernels.matmul(grad_scores, self.k)
+        grad_qkv = xp.empty((windows, n, 3, heads, c // heads), dtype=grad.dtype)  # qkv's layout
+        grad_q, grad_k, grad_v = grad_qkv.transpose(2, 0, 3, 1, 4)  # views, each (B*nW, heads, N, d)
+        kernels.matmul(grad_scores, self.k, out=grad_q)
         grad_q *= self.scale
-        grad_k = kernels.matmul(self.q.transpose(0, 1, 3, 2), grad_scores).transpose(0, 1, 3, 2)
-        grad_qkv = xp.stack([grad_q, grad_k, grad_v])  # (3, B*nW, heads, N, d)
-        grad_qkv = grad_qkv.transpose(1, 3, 0, 2, 4).reshape(windows, n, 3 * c)  # (B*nW, N, 3C)
+        kernels.matmul(grad_scores.transpose(0, 1, 3, 2), self.q, out=grad_k)
+        kernels.matmul(self.dropped.transpose(0, 1, 3, 2), grad, out=grad_v)
+        grad_qkv = grad_qkv.reshape(windows, n, 3 * c)  # (B*nW, N, 3C)
         return grad_qkv, grad_bias, None, None
 
 
