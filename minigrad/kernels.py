@@ -331,6 +331,18 @@ def _row_sums(x, axis: int = -1):
     return xp.einsum("...i->...", x)[..., None]
 
 
+def _scaled(x, factor):
+    """``x * factor`` for a factor of one value a row (shape ``x.shape[:-1] + (1,)``) or a column
+    (shape ``x.shape[-1:]``), by einsum: NumPy broadcasts it over a short row at a time, 1.3x
+    slower. The same products, bit for bit."""
+    xp = backend.get_array_module(x)
+    if factor.shape == x.shape[-1:]:
+        return xp.einsum("...i,i->...i", x, factor)
+    if factor.shape == x.shape[:-1] + (1,):
+        return xp.einsum("...i,...->...i", x, factor[..., 0])
+    return x * factor
+
+
 def matmul(a, b, out=None):
     """``a @ b`` for two stacks of small matrices, ``(..., n, k) @ (..., k, m)`` with the same
     leading axes, into ``out`` if given (a view with rows of unit stride, such as one part of a
@@ -611,8 +623,8 @@ def layer_norm_reference(x, weight, bias, eps: float):
     rstd += eps
     xp.sqrt(rstd, out=rstd)
     xp.reciprocal(rstd, out=rstd)
-    normalized = centered * rstd
-    out = normalized if weight is None else normalized * weight
+    normalized = _scaled(centered, rstd)
+    out = normalized if weight is None else _scaled(normalized, weight)
     return out if bias is None else out + bias, normalized, rstd
 
 
@@ -641,8 +653,10 @@ def _layer_norm_kernel(x, weight, bias, eps: float):
 
 def layer_norm_backward_reference(grad, normalized, rstd, weight):
     n = grad.shape[-1]
-    g = grad if weight is None else grad * weight
-    return rstd * (g - _row_sums(g) / n - normalized * (_row_sums(g * normalized) / n))
+    g = grad if weight is None else _scaled(grad, weight)
+    inner = g - _row_sums(g) / n
+    inner -= _scaled(normalized, _row_sums(g * normalized) / n)
+    return _scaled(inner, rstd)
 
 
 def layer_norm_backward(grad, normalized, rstd, weight):

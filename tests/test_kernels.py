@@ -170,6 +170,16 @@ def test_row_sums_are_sums_of_each_row_whatever_its_place(dtype):
     np.testing.assert_array_equal(kernels._row_sums(x, axis=1), x.sum(axis=1, keepdims=True))  # another axis: NumPy's
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_and_columns_scaled_by_einsum_are_numpys_products(dtype):
+    x = values((31, 7, 96), dtype)
+    per_row, per_column = values((31, 7, 1), dtype, 1), values((96,), dtype, 2)
+    for factor in (per_row, per_column, values((7, 96), dtype, 3)):  # the last: NumPy's broadcasting, as it is
+        scaled = kernels._scaled(x, factor)
+        np.testing.assert_array_equal(scaled, x * factor)
+        assert scaled.shape == x.shape and scaled.dtype == dtype
+
+
 def test_the_float32_normal_cdf_is_as_accurate_as_its_docstring_says_tail_included():
     """Within 12 units in the last place for |x| <= 3, and x^2 + 12 below (the rounding of the
     exponent), down to where Phi underflows; PyTorch's (1 + erf) / 2 is off by thousands of units
