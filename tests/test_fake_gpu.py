@@ -519,3 +519,23 @@ def test_an_out_array_is_returned_itself_as_cupy_returns_it():
     total = on_device(np.zeros(3))
     assert a.sum(axis=0, out=total) is total and fake_gpu.cupy.exp(a[0], out=total) is total
     np.testing.assert_array_equal(backend.asnumpy(total), np.exp(np.ones(3)))
+
+
+def test_matmul_counts_the_copies_cupys_makes_around_cublas():
+    """Above two dimensions CuPy copies every operand not in C order (its batched GEMM takes no
+    transposed operand), and writes an ``out`` not in C order from a result of its own; in two,
+    ``dot`` takes a transposed (Fortran-order) operand as it is."""
+    stack, matrix = on_device(np.ones((4, 3, 5))), on_device(np.ones((3, 5)))
+
+    def launches(*args, **kwargs) -> int:
+        before = fake_gpu.operation_count.count
+        fake_gpu.cupy.matmul(*args, **kwargs)
+        return fake_gpu.operation_count.count - before
+
+    assert launches(stack, stack.transpose(0, 2, 1)) == 2  # the GEMM and a copy of the transposed operand
+    assert launches(stack.transpose(0, 2, 1), stack) == 2
+    assert launches(matrix, matrix.T) == 1  # cuBLAS transposes a 2-d operand itself
+    assert launches(matrix[:, ::2], matrix.T[::2]) == 3  # neither order: both copied
+    c_order = on_device(np.zeros((4, 3, 3)))
+    assert launches(stack, stack.transpose(0, 2, 1).copy(), out=c_order) == 1
+    assert launches(stack, stack.transpose(0, 2, 1).copy(), out=c_order.transpose(0, 2, 1)) == 2  # and a copy out

@@ -345,10 +345,26 @@ def _function(name: str, numpy_function, signature: str | None):
         host_args = _to_host(args)
         result = numpy_function(*host_args, **_to_host(kwargs))
         _launch(name, result, host_args)
+        if name == "matmul":
+            _count_matmul_copies(*args[:2], args[2] if len(args) > 2 else kwargs.get("out"))
         return _result(result, kwargs)
 
     call.__name__ = call.__qualname__ = name
     return call
+
+
+def _count_matmul_copies(a, b, out) -> None:
+    """The copies CuPy's matmul makes around its cuBLAS call (cupy/_core/_routines_linalg.pyx):
+    above two dimensions every operand not in C order is copied first (its batched GEMM takes no
+    transposed operand); in two, ``dot`` copies an operand in neither C nor Fortran order; and an
+    ``out`` not in C order is written by a copy from a result of its own."""
+    stacked = max(a.ndim, b.ndim) > 2
+    for operand in (a, b):
+        flags = operand._host.flags
+        if not (flags.c_contiguous or (flags.f_contiguous and not stacked)):
+            operation_count.add("matmul.operand_copy")
+    if isinstance(out, FakeGpuArray) and not out._host.flags.c_contiguous:
+        operation_count.add("matmul.out_copy")
 
 
 def _where(condition, x=None, y=None):
