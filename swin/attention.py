@@ -40,14 +40,15 @@ class RelativePositionBias(Function):
         one_hot = self.one_hot.astype(grad.dtype, copy=False)  # E: (M*M, 2M-1)
         pairs, side = one_hot.shape
         m, heads = (side + 1) // 2, grad.shape[-1]
-        grad = grad.reshape(m, m, m, m, heads)  # (hi, wi, hj, wj, head)
-        by_rows_then_columns = grad.transpose(0, 2, 1, 3, 4)  # (hi, hj, wi, wj, head)
-        by_rows_then_columns = by_rows_then_columns.reshape(pairs, pairs * heads)
-        rows_summed = one_hot.T @ by_rows_then_columns  # (dh, wi*wj*head)
-        rows_summed = rows_summed.reshape(side, pairs, heads)  # (dh, wi*wj, head)
-        rows_summed = rows_summed.transpose(0, 2, 1)  # (dh, head, wi*wj)
-        both_summed = rows_summed @ one_hot  # (dh, head, dw)
-        return both_summed.transpose(0, 2, 1).reshape(side * side, heads)  # table rows (dh, dw)
+        grad = grad.reshape(m, m, m, m, heads).transpose(0, 2, 4, 1, 3)  # (hi, hj, head, wi, wj)
+        rows_summed = one_hot.T @ grad.reshape(pairs, heads * pairs)  # (dh, head * wi*wj)
+        both_summed = rows_summed.reshape(side * heads, pairs) @ one_hot  # (dh * head, dw)
+        by_offsets = both_summed.reshape(side, heads, side).transpose(0, 2, 1)  # (dh, dw, head)
+        target = self.grad_target(0, grad.dtype)  # the table's packed gradient, if it may be written
+        if target is None:
+            return by_offsets.reshape(side * side, heads)  # table rows (dh, dw)
+        target.reshape(side, side, heads)[...] = by_offsets
+        return target
 
 
 class WindowAttentionCore(Function):
@@ -60,7 +61,7 @@ class WindowAttentionCore(Function):
     buffers): with G = d out, D = G v^T o keep,
 
         dv = (P o keep)^T G,  dS = P o (D - rowsum(D o P)),  dB = sum of dS over windows,
-        dq = dS k * scale,  dk = dS^T (q * scale),  each written by BLAS into its part of d qkv.
+        dq = dS k * scale,  dk = dS^T (q * scale),  d qkv = (dq, dk, dv), back in qkv's layout.
 
     ``qkv``: ``(B*nW, N, 3C)``; ``bias``: ``(heads, N, N)``; ``mask``: ``(nW, N, N)`` or None; the
     result ``(B*nW, N, C)``.
@@ -73,7 +74,9 @@ class WindowAttentionCore(Function):
         windows, n, three_c = qkv.shape
         heads, d = self.heads, three_c // 3 // self.heads
         qkv = qkv.reshape(windows, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # (3, B*nW, heads, N, d)
-        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]  # each (B*nW, heads, N, d)
+        xp = backend.get_array_module(qkv)
+        q = xp.multiply(qkv[0], self.scale, out=xp.empty((windows, heads, n, d), dtype=qkv.dtype))  # in C order
+        k, v = qkv[1], qkv[2]  # each (B*nW, heads, N, d)
         scores = kernels.matmul(q, k.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N): query x key
         scores = kernels.add_bias_mask(scores, bias, mask)  # + (heads, N, N), and each window's (N, N) mask
         attention = kernels.softmax(scores)
@@ -87,18 +90,19 @@ class WindowAttentionCore(Function):
         windows, n, c = grad.shape
         heads = self.heads
         grad = grad.reshape(windows, n, heads, c // heads).transpose(0, 2, 1, 3)  # (B*nW, heads, N, d)
+        grad = xp.ascontiguousarray(grad)  # once, where two products would each copy it on a GPU
         grad_dropped = kernels.matmul(grad, self.v.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N)
         if self.keep is not None:
             grad_dropped *= self.keep
         grad_scores = kernels.softmax_backward(self.attention, grad_dropped)
         grad_bias = grad_scores.sum(axis=0) if self.needs_input_grad[1] else None  # (heads, N, N)
-        grad_qkv = xp.empty((windows, n, 3, heads, c // heads), dtype=grad.dtype)  # qkv's layout
-        grad_q, grad_k, grad_v = grad_qkv.transpose(2, 0, 3, 1, 4)  # views, each (B*nW, heads, N, d)
+        grad_qkv = xp.empty((3, windows, heads, n, c // heads), dtype=grad.dtype)
+        grad_q, grad_k, grad_v = grad_qkv  # each (B*nW, heads, N, d), in C order: BLAS writes it in place
         kernels.matmul(grad_scores, self.k, out=grad_q)
         grad_q *= self.scale
         kernels.matmul(grad_scores.transpose(0, 1, 3, 2), self.q, out=grad_k)
         kernels.matmul(self.dropped.transpose(0, 1, 3, 2), grad, out=grad_v)
-        grad_qkv = grad_qkv.reshape(windows, n, 3 * c)  # (B*nW, N, 3C)
+        grad_qkv = grad_qkv.transpose(1, 3, 0, 2, 4).reshape(windows, n, 3 * c)  # (B*nW, N, 3C): one copy
         return grad_qkv, grad_bias, None, None
 
 
