@@ -56,7 +56,7 @@ class WindowAttentionCore(Function):
 
         q, k, v = split(qkv);  S = (q * scale) k^T + B (+ mask);  P = softmax(S);  out = (P o keep) v
 
-    ``keep`` is attention dropout's multiplier (or None). As one op its backward is seven array
+    ``keep`` is attention dropout's multiplier (or None). As one op its backward is nine array
     operations where the chain of primitives takes some twenty (the split alone three zero
     buffers): with G = d out, D = G v^T o keep,
 
