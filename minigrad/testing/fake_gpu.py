@@ -26,7 +26,8 @@ NumPy, but behave as CuPy's arrays do wherever the two differ, so a GPU bug show
   the copy from it, shows on the CPU.
 - ``operation_count`` counts the kernels CuPy would launch: every operation that computes or copies
   on the device, by name, and the copies CuPy's own code makes (``matmul``'s of operands not in C
-  order); views (reshape, transpose, slicing, ``asarray`` of a device array) launch none. On a GPU each launch costs 5-10 us of host time, so this count is the GPU's speed proxy.
+  order); views (reshape, transpose, slicing, ``asarray`` of a device array) launch none. On a GPU
+  each launch costs 5-10 us of host time, so this count is the GPU's speed proxy.
 """
 from __future__ import annotations
 
