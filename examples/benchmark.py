@@ -2,12 +2,13 @@
 
 A training step is what the trainers run: forward, cross-entropy, backward, gradient clipping and
 an AdamW step. The script times it and the forward alone, in minigrad and, when torch and timm are
-installed, in PyTorch eager (timm's implementation of the same model), one step of each in turn so
-that both meet the same state of the machine; it reports the median and the range of each, images
-per second, the arithmetic rate (GFLOP/s, from the model's own multiply-add count: a forward is
-2 x flops() x batch floating-point operations, a training step about three times that), the peak
-memory a model, its optimizer and a step take (host memory on the CPU, the memory pool on a GPU)
-and the ratios. GPU times come from CUDA events, never from the host clock alone.
+installed, in PyTorch eager (timm's implementation of the same model, built with minigrad's window
+and drop-path rate rather than timm's default rate of 0.1), one step of each in turn so that both
+meet the same state of the machine; it reports the median and the range of each, images per second,
+the arithmetic rate (GFLOP/s, from the model's own multiply-add count: a forward is 2 x flops() x
+batch floating-point operations, a training step about three times that), the peak memory a model,
+its optimizer and a step take (host memory on the CPU, the memory pool on a GPU) and the ratios.
+GPU times come from CUDA events, never from the host clock alone.
 
 On the stand-in GPU (MINIGRAD_FAKE_GPU=1 --device gpu), where time measures nothing, it counts the
 array operations of a step instead (the kernels CuPy would launch), by phase.
@@ -97,9 +98,10 @@ class Torch(Contender):
 
         self.torch, self.device = torch, "cpu" if args.device == "cpu" else "cuda"
         torch.manual_seed(0)
-        window = settings_of(args.model, img_size=args.img_size)["window_size"]  # as minigrad's
+        settings = settings_of(args.model, img_size=args.img_size)  # minigrad's: its window and drop-path rate
         self.model = timm.create_model(TIMM_NAMES[args.model], num_classes=args.classes, img_size=args.img_size,
-                                       window_size=window).to(self.device)
+                                       window_size=settings["window_size"],
+                                       drop_path_rate=settings["drop_path_rate"]).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.05)
         self.images = torch.from_numpy(images).to(self.device)
         self.labels = torch.from_numpy(labels).to(self.device)

@@ -3,6 +3,7 @@ import json
 import re
 import sys
 
+import numpy
 import pytest
 
 from swin import VARIANTS, swin_mini
@@ -89,6 +90,21 @@ def test_the_benchmark_interleaves_the_two_frameworks_and_reports_the_ratios(mon
     assert lines[4] == "  minigrad / PyTorch: training step 2.50, forward 2.00, peak memory 1.50"
     timed = [entry for entry in Scripted.log[4:] if entry[1] == "train_step"][2:]  # after both memory runs
     assert [name for name, _ in timed[:6]] == ["minigrad", "torch"] * 3  # one of each in turn
+
+
+@pytest.mark.torch
+def test_the_benchmark_times_the_same_model_in_pytorch(monkeypatch):
+    """timm's Swin-T by default drops paths at rates up to 0.1; ours, as the official config, up to 0.2."""
+    pytest.importorskip("timm")
+    args = benchmark.make_parser().parse_args([])
+    args.img_size = 224
+    images, labels = numpy.zeros((1, 3, 224, 224), numpy.float32), numpy.zeros(1, numpy.int64)
+    ours, theirs = benchmark.Minigrad(args, images, labels).model, benchmark.Torch(args, images, labels).model
+    assert sum(p.size for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    our_rates = [block.drop_path.p if block.drop_path.__class__.__name__ == "DropPath" else 0.0
+                 for stage in ours.layers for block in stage.blocks]
+    their_rates = [getattr(block.drop_path1, "drop_prob", 0.0) for stage in theirs.layers for block in stage.blocks]
+    assert their_rates == pytest.approx(our_rates) and max(our_rates) == pytest.approx(0.2)
 
 
 def test_on_the_stand_in_gpu_the_benchmark_counts_array_operations(monkeypatch, capsys, tmp_path):
