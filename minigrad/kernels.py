@@ -298,24 +298,26 @@ def for_each_block(work: Callable[[slice], Any], size: int, start: int = 0) -> N
 
 
 def _in_blocks(reference: Callable[..., Any], *arrays: Any) -> Any:
-    """``reference``, an elementwise function of ``arrays`` (host arrays of one shape), evaluated
-    block by block (``for_each_block``); its results (an array or a tuple of them) are written into
-    whole arrays. The same arithmetic, element for element, as ``reference(*arrays)``."""
+    """``reference``, an elementwise function of ``arrays`` (host arrays of one shape) that takes
+    an ``out`` (an array, or a tuple of them, as it returns), evaluated block by block
+    (``for_each_block``) into whole arrays, each block's results written there by its last pass.
+    The same arithmetic, element for element, as ``reference(*arrays)``."""
     xp = backend.get_array_module(arrays[0])
     shape, flat = arrays[0].shape, [xp.ravel(a) for a in arrays]
     size = flat[0].size
     if size <= 2 * BLOCK:
         return reference(*arrays)
-    first = reference(*(f[:BLOCK] for f in flat))
+    first = reference(*(f[:BLOCK] for f in flat))  # tells the results' number and dtypes
     single = not isinstance(first, tuple)
     results = tuple(xp.empty(size, dtype=part.dtype) for part in ((first,) if single else first))
+    for whole, part in zip(results, (first,) if single else first):
+        whole[:BLOCK] = part
 
-    def write(block: slice, parts: Any) -> None:
-        for whole, part in zip(results, (parts,) if single else parts):
-            whole[block] = part
+    def run(block: slice) -> None:
+        out = tuple(whole[block] for whole in results)
+        reference(*(f[block] for f in flat), out=out[0] if single else out)
 
-    write(slice(0, BLOCK), first)  # the first block tells the results' number and dtypes
-    for_each_block(lambda block: write(block, reference(*(f[block] for f in flat))), size, start=BLOCK)
+    for_each_block(run, size, start=BLOCK)
     shaped = tuple(result.reshape(shape) for result in results)
     return shaped[0] if single else shaped
 
@@ -393,7 +395,7 @@ _CDF_POLYNOMIAL = (-2.3535313606262207, 0.6707851886749268, 0.09288494288921356,
                    9.009957466332708e-06, -0.00015182618517428637)
 
 
-def normal_cdf(x):
+def normal_cdf(x, out=None):
     """Phi(x), the standard normal distribution function, in x's dtype.
 
     float64: from SciPy's erf (Cephes), for the gradient checks. float32: from float32 arithmetic
@@ -403,11 +405,12 @@ def normal_cdf(x):
     the last place and the rounding of t. Within 12 units for |x| <= 3, and (a^2 + 12) units below
     (126 at x = -14), where Phi is 1e-44 or more; PyTorch's (1 + erf) / 2 keeps no digit there
     (Phi(-5) is 2.9e-7, and 1 + erf(-5 / sqrt 2) in float32 keeps one digit of it), and CUDA's
-    erfc(-x / sqrt 2), on our GPU path, carries the same kind of error from rounding x / sqrt 2."""
+    erfc(-x / sqrt 2), on our GPU path, carries the same kind of error from rounding x / sqrt 2.
+    Written into ``out`` if given."""
     xp = backend.get_array_module(x)
     if x.dtype != xp.float32:
-        cdf = backend.erf(x * _SQRT_HALF)  # a fresh array: the rest in place
-        cdf += 1.0
+        cdf = backend.erf(x * _SQRT_HALF)
+        cdf = xp.add(cdf, 1.0, out=cdf if out is None else out)
         cdf *= 0.5
         return cdf
     a = xp.abs(x)
@@ -424,13 +427,13 @@ def normal_cdf(x):
     tail -= a
     xp.exp(tail, out=tail)
     tail *= t  # Phi(-|x|), 0 for an infinite x
-    cdf = xp.subtract(x > 0, tail, out=tail)  # 1 - Phi(-x) for x > 0, and -Phi(x) otherwise
+    cdf = xp.subtract(x > 0, tail, out=tail if out is None else out)  # 1 - Phi(-x) for x > 0, else -Phi(x)
     return xp.abs(cdf, out=cdf)
 
 
-def gelu_reference(x):
-    cdf = normal_cdf(x)
-    return x * cdf, cdf
+def gelu_reference(x, out=(None, None)):
+    cdf = normal_cdf(x, out=out[1])
+    return backend.get_array_module(x).multiply(x, cdf, out=out[0]), cdf
 
 
 def gelu(x) -> tuple[Any, Any]:
@@ -449,9 +452,15 @@ def _gelu_kernel(x):
     return y, cdf
 
 
-def gelu_backward_reference(x, cdf, grad):
-    pdf = _INV_SQRT_2PI * backend.get_array_module(x).exp(-0.5 * x * x)
-    return grad * (cdf + x * pdf)
+def gelu_backward_reference(x, cdf, grad, out=None):
+    xp = backend.get_array_module(x)
+    derivative = xp.multiply(x, -0.5)  # Phi(x) + x phi(x), in place
+    derivative *= x
+    xp.exp(derivative, out=derivative)
+    derivative *= _INV_SQRT_2PI
+    derivative *= x
+    derivative += cdf
+    return xp.multiply(grad, derivative, out=out)
 
 
 def gelu_backward(x, cdf, grad):
