@@ -627,14 +627,18 @@ def _softmax_backward_kernel(s, grad):
 def layer_norm_reference(x, weight, bias, eps: float):
     xp = backend.get_array_module(x)
     n = x.shape[-1]
-    centered = x - _row_sums(x) / n
-    rstd = _row_sums(centered * centered) / n
+    normalized = x - _row_sums(x) / n  # centered, then normalized in place
+    rstd = _row_sums(normalized * normalized) / n
     rstd += eps
     xp.sqrt(rstd, out=rstd)
     xp.reciprocal(rstd, out=rstd)
-    normalized = _scaled(centered, rstd)
-    out = normalized if weight is None else _scaled(normalized, weight)
-    return out if bias is None else out + bias, normalized, rstd
+    normalized *= rstd
+    if weight is None:
+        return (normalized if bias is None else normalized + bias), normalized, rstd
+    y = _scaled(normalized, weight)
+    if bias is not None:
+        y += bias
+    return y, normalized, rstd
 
 
 def layer_norm(x, weight, bias, eps: float):
