@@ -274,8 +274,12 @@ def _launch(kernel: str, threads: int, *args: Any) -> None:
     function(((threads + _THREADS - 1) // _THREADS,), (_THREADS,), args)
 
 
-BLOCK = 1 << 16  # elements: a few arrays of a block stay in a core's cache between NumPy's passes
+# Elements: 1 MB of float32, a block's few arrays within a core's L2 and the L3 cache. Smaller
+# blocks lose more to Python's lock, which each thread takes back after each NumPy pass (GELU,
+# LayerNorm, softmax and Adam ran 1.1 to 1.5 times slower in blocks of 2^16; 2^19 was slower again).
+BLOCK = 1 << 18
 _BLOCK_THREADS = min(4, os.cpu_count() or 1)
+_SMALL_PRODUCTS = 1 << 16  # elements of a stack of matrix products not worth a second thread
 
 
 @functools.cache
@@ -283,12 +287,12 @@ def _workers() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(_BLOCK_THREADS, thread_name_prefix="minigrad-blocks")
 
 
-def for_each_block(work: Callable[[slice], Any], size: int, start: int = 0) -> None:
-    """``work(block)`` for each block of ``BLOCK`` elements of ``range(start, size)``, as a slice,
+def for_each_block(work: Callable[[slice], Any], size: int, start: int = 0, block: int = BLOCK) -> None:
+    """``work(block)`` for each block of ``block`` items of ``range(start, size)``, as a slice,
     the blocks shared by a thread a core (NumPy lets go of Python's lock in its loops). A block's
-    arrays stay in the core's cache from one of NumPy's passes to the next, and no pass writes a
+    arrays stay in the cores' caches from one of NumPy's passes to the next, and no pass writes a
     large temporary, whose every fresh page costs a fault."""
-    blocks = [slice(first, first + BLOCK) for first in range(start, size, BLOCK)]
+    blocks = [slice(first, first + block) for first in range(start, size, block)]
 
     def run(thread: int) -> None:
         for block in blocks[thread::_BLOCK_THREADS]:
@@ -320,6 +324,12 @@ def _in_blocks(reference: Callable[..., Any], *arrays: Any) -> Any:
     for_each_block(run, size, start=BLOCK)
     shaped = tuple(result.reshape(shape) for result in results)
     return shaped[0] if single else shaped
+
+
+def _in_row_blocks(work: Callable[[slice], Any], rows: int, row_length: int) -> None:
+    """``work(rows)`` for blocks of whole rows, some ``BLOCK`` elements each, shared by the
+    threads as in ``for_each_block``: the row-wise twin of ``_in_blocks`` (softmax, LayerNorm)."""
+    for_each_block(work, rows, block=max(1, BLOCK // row_length))
 
 
 def _row_sums(x, axis: int = -1):
@@ -354,7 +364,7 @@ def matmul(a, b, out=None):
     GPU cuBLAS spreads the stack itself.)"""
     xp = backend.get_array_module(a)
     if (backend.device_of(a) != "cpu" or a.ndim < 3 or a.shape[:-2] != b.shape[:-2] or len(a) < _BLOCK_THREADS
-            or a.size + b.size < BLOCK):
+            or a.size + b.size < _SMALL_PRODUCTS):
         return xp.matmul(a, b, out=out)
     if out is None:
         out = xp.empty(a.shape[:-1] + b.shape[-1:], dtype=xp.result_type(a, b))
@@ -575,9 +585,9 @@ def _normalize_pixels_kernel(pixels, mean, std):
 # ---- softmax over the last axis
 
 
-def softmax_reference(x, axis: int = -1):
+def softmax_reference(x, axis: int = -1, out=None):
     xp = backend.get_array_module(x)
-    e = x - x.max(axis=axis, keepdims=True)
+    e = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
     xp.exp(e, out=e)
     e /= _row_sums(e, axis)
     return e
@@ -585,7 +595,16 @@ def softmax_reference(x, axis: int = -1):
 
 def softmax(x):
     """Softmax over the last axis."""
-    return backend.fused("softmax_forward", softmax_reference, _softmax_kernel, x)
+    return backend.fused("softmax_forward", _softmax_in_blocks, _softmax_kernel, x)
+
+
+def _softmax_in_blocks(x):
+    if x.ndim == 0 or x.size <= 2 * BLOCK or not _fusable(x):
+        return softmax_reference(x)
+    rows = x.reshape(-1, x.shape[-1])
+    s = backend.get_array_module(x).empty_like(rows)
+    _in_row_blocks(lambda block: softmax_reference(rows[block], out=s[block]), *rows.shape)
+    return s.reshape(x.shape)
 
 
 def _softmax_kernel(x):
@@ -600,13 +619,22 @@ def _softmax_kernel(x):
     return s
 
 
-def softmax_backward_reference(s, grad, axis: int = -1):
-    return s * (grad - _row_sums(grad * s, axis))
+def softmax_backward_reference(s, grad, axis: int = -1, out=None):
+    return backend.get_array_module(s).multiply(s, grad - _row_sums(grad * s, axis), out=out)
 
 
 def softmax_backward(s, grad):
     """``s (grad - sum(grad s))`` over the last axis, s the softmax."""
-    return backend.fused("softmax_backward", softmax_backward_reference, _softmax_backward_kernel, s, grad)
+    return backend.fused("softmax_backward", _softmax_backward_in_blocks, _softmax_backward_kernel, s, grad)
+
+
+def _softmax_backward_in_blocks(s, grad):
+    if s.ndim == 0 or s.size <= 2 * BLOCK or grad.shape != s.shape or not _fusable(s, grad):
+        return softmax_backward_reference(s, grad)
+    rows, grad_rows = s.reshape(-1, s.shape[-1]), grad.reshape(-1, s.shape[-1])
+    dx = backend.get_array_module(s).empty_like(rows)
+    _in_row_blocks(lambda block: softmax_backward_reference(rows[block], grad_rows[block], out=dx[block]), *rows.shape)
+    return dx.reshape(s.shape)
 
 
 def _softmax_backward_kernel(s, grad):
@@ -624,18 +652,21 @@ def _softmax_backward_kernel(s, grad):
 # ---- LayerNorm over the last axis
 
 
-def layer_norm_reference(x, weight, bias, eps: float):
+def layer_norm_reference(x, weight, bias, eps: float, out=(None, None, None)):
+    """``layer_norm``'s NumPy passes, written into ``out``, ``(y, normalized, rstd)``, if given
+    (with a weight)."""
     xp = backend.get_array_module(x)
+    y, normalized, rstd = out
     n = x.shape[-1]
-    normalized = x - _row_sums(x) / n  # centered, then normalized in place
-    rstd = _row_sums(normalized * normalized) / n
+    normalized = xp.subtract(x, _row_sums(x) / n, out=normalized)  # centred, then normalized in place
+    rstd = xp.divide(_row_sums(normalized * normalized), n, out=rstd)
     rstd += eps
     xp.sqrt(rstd, out=rstd)
     xp.reciprocal(rstd, out=rstd)
     normalized *= rstd
     if weight is None:
         return (normalized if bias is None else normalized + bias), normalized, rstd
-    y = _scaled(normalized, weight)
+    y = xp.multiply(normalized, weight, out=y)
     if bias is not None:
         y += bias
     return y, normalized, rstd
@@ -644,8 +675,25 @@ def layer_norm_reference(x, weight, bias, eps: float):
 def layer_norm(x, weight, bias, eps: float):
     """``(y, normalized, rstd)``: y = normalized w + b, normalized = (x - mean) rstd, rstd of
     shape ``x.shape[:-1] + (1,)``; ``weight`` and ``bias`` may be None."""
-    return backend.fused("layer_norm_forward", lambda *arrays: layer_norm_reference(*arrays, eps),
+    return backend.fused("layer_norm_forward", lambda *arrays: _layer_norm_in_blocks(*arrays, eps),
                          lambda *arrays: _layer_norm_kernel(*arrays, eps), x, weight, bias)
+
+
+def _layer_norm_fusable(x, weight, bias) -> bool:
+    """Whether the fused forwards (the CUDA kernel, the host's row blocks) take these arrays."""
+    return (weight is not None and bias is not None and _fusable(x, weight, bias) and x.ndim > 0
+            and weight.shape == x.shape[-1:] and bias.shape == weight.shape)
+
+
+def _layer_norm_in_blocks(x, weight, bias, eps: float):
+    if x.size <= 2 * BLOCK or not _layer_norm_fusable(x, weight, bias):
+        return layer_norm_reference(x, weight, bias, eps)
+    xp = backend.get_array_module(x)
+    rows = x.reshape(-1, x.shape[-1])
+    y, normalized, rstd = xp.empty_like(rows), xp.empty_like(rows), xp.empty((len(rows), 1), dtype=x.dtype)
+    _in_row_blocks(lambda block: layer_norm_reference(rows[block], weight, bias, eps,
+                                                      out=(y[block], normalized[block], rstd[block])), *rows.shape)
+    return y.reshape(x.shape), normalized.reshape(x.shape), rstd.reshape(x.shape[:-1] + (1,))
 
 
 def _layer_norm_kernel(x, weight, bias, eps: float):
@@ -653,7 +701,7 @@ def _layer_norm_kernel(x, weight, bias, eps: float):
     if weight is None or bias is None:
         return layer_norm_reference(x, weight, bias, eps)
     x, weight, bias = (xp.ascontiguousarray(a) for a in (x, weight, bias))
-    if not _fusable(x, weight, bias) or x.ndim == 0 or weight.shape != x.shape[-1:] or bias.shape != weight.shape:
+    if not _layer_norm_fusable(x, weight, bias):
         return layer_norm_reference(x, weight, bias, eps)
     rows, n = _rows(x)
     y, normalized = xp.empty_like(x), xp.empty_like(x)
@@ -664,19 +712,37 @@ def _layer_norm_kernel(x, weight, bias, eps: float):
     return y, normalized, rstd
 
 
-def layer_norm_backward_reference(grad, normalized, rstd, weight):
+def layer_norm_backward_reference(grad, normalized, rstd, weight, out=None):
     n = grad.shape[-1]
     g = grad if weight is None else _scaled(grad, weight)
-    inner = g - _row_sums(g) / n
+    inner = backend.get_array_module(grad).subtract(g, _row_sums(g) / n, out=out)
     inner -= _scaled(normalized, _row_sums(g * normalized) / n)
-    return _scaled(inner, rstd)
+    inner *= rstd
+    return inner
 
 
 def layer_norm_backward(grad, normalized, rstd, weight):
     """dx of LayerNorm: ``rstd (g - mean(g) - normalized mean(g normalized))``, g = grad w
     (``weight`` may be None)."""
-    return backend.fused("layer_norm_backward", layer_norm_backward_reference, _layer_norm_backward_kernel,
+    return backend.fused("layer_norm_backward", _layer_norm_backward_in_blocks, _layer_norm_backward_kernel,
                          grad, normalized, rstd, weight)
+
+
+def _layer_norm_backward_fusable(grad, normalized, rstd, weight) -> bool:
+    return (weight is not None and _fusable(grad, normalized, rstd, weight) and grad.ndim > 0
+            and grad.shape == normalized.shape)
+
+
+def _layer_norm_backward_in_blocks(grad, normalized, rstd, weight):
+    if grad.size <= 2 * BLOCK or not _layer_norm_backward_fusable(grad, normalized, rstd, weight):
+        return layer_norm_backward_reference(grad, normalized, rstd, weight)
+    xp, n = backend.get_array_module(grad), grad.shape[-1]
+    grad_rows, normalized_rows, rstd_rows = grad.reshape(-1, n), normalized.reshape(-1, n), rstd.reshape(-1, 1)
+    dx = xp.empty_like(grad_rows)
+    _in_row_blocks(lambda block: layer_norm_backward_reference(grad_rows[block], normalized_rows[block],
+                                                               rstd_rows[block], weight, out=dx[block]),
+                   *grad_rows.shape)
+    return dx.reshape(grad.shape)
 
 
 def _layer_norm_backward_kernel(grad, normalized, rstd, weight):
@@ -684,7 +750,7 @@ def _layer_norm_backward_kernel(grad, normalized, rstd, weight):
     if weight is None:
         return layer_norm_backward_reference(grad, normalized, rstd, weight)
     grad, normalized, rstd, weight = (xp.ascontiguousarray(a) for a in (grad, normalized, rstd, weight))
-    if not _fusable(grad, normalized, rstd, weight) or grad.shape != normalized.shape or grad.ndim == 0:
+    if not _layer_norm_backward_fusable(grad, normalized, rstd, weight):
         return layer_norm_backward_reference(grad, normalized, rstd, weight)
     rows, n = _rows(grad)
     dx = xp.empty_like(grad)

@@ -159,6 +159,25 @@ def test_gelu_of_large_arrays_in_blocks_is_bit_for_bit_the_one_pass_reference(dt
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_and_layer_norm_of_large_arrays_in_row_blocks_are_bit_for_bit_the_one_pass_references(dtype):
+    scores, grad = values((3000, 7, 49), dtype), values((3000, 7, 49), dtype, 1)  # rows of 49 scores
+    assert scores.size > 3 * kernels.BLOCK and (scores.size // 49) % (kernels.BLOCK // 49)  # a short last block
+    s = kernels.softmax(scores)
+    np.testing.assert_array_equal(s, kernels.softmax_reference(scores))
+    np.testing.assert_array_equal(kernels.softmax_backward(s, grad),
+                                  kernels.softmax_backward_reference(s, grad))
+    x, grad = 3 * values((2900, 384), dtype, 2) + 1, values((2900, 384), dtype, 3)
+    weight, bias = values(384, dtype, 4), values(384, dtype, 5)
+    assert x.size > 3 * kernels.BLOCK and len(x) % (kernels.BLOCK // 384)
+    y, normalized, rstd = kernels.layer_norm(x, weight, bias, 1e-5)
+    for got, expected in zip((y, normalized, rstd), kernels.layer_norm_reference(x, weight, bias, 1e-5)):
+        np.testing.assert_array_equal(got, expected)
+    assert y.shape == normalized.shape == x.shape and rstd.shape == (2900, 1) and y.dtype == dtype
+    np.testing.assert_array_equal(kernels.layer_norm_backward(grad, normalized, rstd, weight),
+                                  kernels.layer_norm_backward_reference(grad, normalized, rstd, weight))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_row_sums_are_sums_of_each_row_whatever_its_place(dtype):
     """The sums softmax and LayerNorm take over the last axis (einsum's): NumPy's sums to rounding,
     and each row's sum the same bits wherever that row sits."""
@@ -200,12 +219,13 @@ def test_the_float32_normal_cdf_is_as_accurate_as_its_docstring_says_tail_includ
     edges = kernels.normal_cdf(np.array([-np.inf, np.inf, np.nan], dtype=np.float32))
     assert edges[0] == 0.0 and edges[1] == 1.0 and np.isnan(edges[2])
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_of_stacks_split_over_threads_is_bit_for_bit_numpys(dtype):
     qkv = values((301, 49, 3, 3, 32), dtype).transpose(2, 0, 3, 1, 4)  # q, k, v as the attention takes them
     q, k = qkv[0], qkv[1]
     for a, b in [(q, k.transpose(0, 1, 3, 2)), (q @ k.transpose(0, 1, 3, 2), k), (q.transpose(0, 1, 3, 2), q)]:
-        assert a.size + b.size >= kernels.BLOCK  # split
+        assert a.size + b.size >= kernels._SMALL_PRODUCTS  # split
         product = kernels.matmul(a, b)
         np.testing.assert_array_equal(product, a @ b)
         assert product.shape == (a @ b).shape and product.dtype == dtype
