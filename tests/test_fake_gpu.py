@@ -521,6 +521,15 @@ def test_an_out_array_is_returned_itself_as_cupy_returns_it():
     np.testing.assert_array_equal(backend.asnumpy(total), np.exp(np.ones(3)))
 
 
+def test_working_out_a_dtype_launches_nothing():
+    a, b = on_device(np.ones(3, np.float32)), on_device(np.ones(3))
+    before = fake_gpu.operation_count.count
+    assert fake_gpu.cupy.result_type(a, b) == np.float64 and fake_gpu.cupy.common_type(a) is np.float32
+    assert fake_gpu.operation_count.count == before
+    fake_gpu.cupy.add(a, b)
+    assert fake_gpu.operation_count.count == before + 1
+
+
 def test_matmul_counts_the_copies_cupys_makes_around_cublas():
     """Above two dimensions CuPy copies every operand not in C order (its batched GEMM takes no
     transposed operand), and writes an ``out`` not in C order from a result of its own; in two,

@@ -88,8 +88,9 @@ operation_count = Tally()  # by operation: "add", "ndarray.sum", "getitem", ...
 
 def _launch(name: str, result, inputs) -> None:
     """Count the kernel that computed ``result`` from ``inputs`` (host arrays), unless ``result``
-    is a view of one of them, or memory only allocated, which CuPy makes without a kernel."""
-    if name in ("empty", "empty_like"):
+    is a view of one of them, memory only allocated, or a dtype (``result_type``, worked out on the
+    host), which CuPy makes without a kernel."""
+    if name in ("empty", "empty_like") or isinstance(result, (numpy.dtype, type)):
         return
     if isinstance(result, numpy.ndarray) and any(
             isinstance(x, numpy.ndarray) and numpy.may_share_memory(result, x) for x in _host_arrays(inputs)):
