@@ -82,8 +82,9 @@ class WindowAttentionCore(Function):
         attention = kernels.softmax(scores)
         dropped = attention if keep is None else attention * keep
         self.q, self.k, self.v, self.attention, self.dropped, self.keep = q, k, v, attention, dropped, keep
-        out = kernels.matmul(dropped, v)  # (B*nW, heads, N, d)
-        return out.transpose(0, 2, 1, 3).reshape(windows, n, heads * d)  # (B*nW, N, C)
+        out = xp.empty((windows, n, heads, d), dtype=xp.result_type(dropped, v))
+        kernels.matmul(dropped, v, out=out.transpose(0, 2, 1, 3))  # each head's (N, d) written in its place
+        return out.reshape(windows, n, heads * d)  # (B*nW, N, C)
 
     def backward(self, grad):
         xp = backend.get_array_module(grad)
