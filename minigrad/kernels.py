@@ -451,6 +451,16 @@ def gelu(x) -> tuple[Any, Any]:
     return backend.fused("gelu_forward", lambda x: _in_blocks(gelu_reference, x), _gelu_kernel, x)
 
 
+def gelu_value(x):
+    """``x Phi(x)`` alone, for a forward that no backward follows: on the CPU each block's Phi is
+    written where its result then goes, not kept in an array of its own."""
+    return backend.fused("gelu_forward", lambda x: _in_blocks(_gelu_value_reference, x), lambda x: _gelu_kernel(x)[0], x)
+
+
+def _gelu_value_reference(x, out=None):
+    return gelu_reference(x, out=(out, out))[0]
+
+
 def _gelu_kernel(x):
     xp = backend.get_array_module(x)
     x = xp.ascontiguousarray(x)

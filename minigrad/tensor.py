@@ -49,7 +49,8 @@ class Function:
 
     Subclasses take their non-tensor settings (axes, shapes, probabilities) in ``__init__`` and
     implement ``forward(*arrays)`` and ``backward(grad_output)``; backward returns one gradient per
-    input, or None where an input needs none. ``self.needs_input_grad`` says which inputs do.
+    input, or None where an input needs none. ``self.needs_input_grad`` says which inputs do (all
+    False under ``no_grad``: no backward follows, and ``forward`` need keep nothing for one).
     Gradients may keep a broadcast shape: the engine sums them back to each input's shape.
     """
 
@@ -80,8 +81,8 @@ class Function:
         tensors = [_python_value(x) if _is_constant(x) else x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
         arrays = [x.data if isinstance(x, Tensor) else x for x in tensors]
         device = backend.check_same_device([x.data for x in tensors if isinstance(x, Tensor)])
-        needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in tensors)
-        record = _grad_enabled and any(needs)
+        needs = tuple(_grad_enabled and isinstance(x, Tensor) and x.requires_grad for x in tensors)
+        record = any(needs)
         function.needs_input_grad = needs
         result = profiler.measured(cls.__name__, "forward", function.forward, *arrays, device=device)
         output = Tensor(result, requires_grad=record)

@@ -61,6 +61,7 @@ def test_gelu_and_its_backward_equal_the_reference(device, shape, dtype):
     np.testing.assert_allclose(cdf, expected_cdf, **tolerance(dtype))
     np.testing.assert_allclose(y, x * expected_cdf, **tolerance(dtype))
     assert y.dtype == cdf.dtype == dtype
+    np.testing.assert_array_equal(backend.asnumpy(kernels.gelu_value(*on(device, x))), y)  # Phi not kept
     dx = backend.asnumpy(kernels.gelu_backward(*on(device, x, cdf, grad)))
     pdf = np.exp(-0.5 * x.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
     np.testing.assert_allclose(dx, grad * (expected_cdf + x * pdf), **tolerance(dtype))
@@ -111,7 +112,8 @@ def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
 
     x, weight, bias = on("gpu", values((4, 8), np.float32), values((8,), np.float32), values((8,), np.float32))
     pixels, mean = on("gpu", np.zeros((2, 8, 4, 4), np.uint8), np.ones((8, 1, 1), np.float32))
-    for name, run in [("gelu_forward", lambda: kernels.gelu(x)), ("softmax_forward", lambda: kernels.softmax(x)),
+    for name, run in [("gelu_forward", lambda: kernels.gelu(x)), ("gelu_forward", lambda: kernels.gelu_value(x)),
+                      ("softmax_forward", lambda: kernels.softmax(x)),
                       ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5)),
                       ("normalize_pixels", lambda: kernels.normalize_pixels(pixels, mean, mean)),
                       ("add_bias_mask", lambda: kernels.add_bias_mask(x.reshape(1, 2, 4, 4), x.reshape(2, 4, 4),
@@ -154,6 +156,7 @@ def test_gelu_of_large_arrays_in_blocks_is_bit_for_bit_the_one_pass_reference(dt
     expected_y, expected_cdf = kernels.gelu_reference(x)
     np.testing.assert_array_equal(y, expected_y)
     np.testing.assert_array_equal(cdf, expected_cdf)
+    np.testing.assert_array_equal(kernels.gelu_value(x), y)  # each block's Phi where its result goes
     np.testing.assert_array_equal(kernels.gelu_backward(x, cdf, grad), kernels.gelu_backward_reference(x, cdf, grad))
     assert y.shape == cdf.shape == x.shape and y.dtype == dtype
 

@@ -167,6 +167,20 @@ def test_gelu_is_the_exact_erf_form():
     assert np.all(np.abs(ours - gelu_reference(x)) <= 4 * eps * np.maximum(np.abs(x), np.abs(ours)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_with_no_backward_to_follow_keeps_nothing_and_gives_the_same_bits(device, dtype):
+    from minigrad.ops.elementwise import GELU
+
+    x = leaf(rand((900, 700), 3).astype(dtype), device)  # in blocks, on the CPU
+    out = F.gelu(x)
+    with minigrad.no_grad():
+        np.testing.assert_array_equal(F.gelu(x).numpy(), out.numpy())
+    function = GELU()
+    function.needs_input_grad = (False,)  # as under no_grad
+    np.testing.assert_array_equal(backend.asnumpy(function.forward(x.data)), out.numpy())
+    assert not hasattr(function, "cdf") and out._creator.cdf.shape == x.shape
+
+
 def test_relu_zeroes_negatives_and_passes_positive_gradient(device):
     x = leaf(off_zero((3, 4), 4), device)
     out = F.relu(x)
