@@ -204,6 +204,24 @@ class Double(Function):
         return 2.0 * grad, grad
 
 
+def test_a_function_sees_which_inputs_need_a_gradient_and_none_under_no_grad():
+    seen = []
+
+    class Spy(Function):
+        def forward(self, a, b):
+            seen.append(self.needs_input_grad)
+            return a + b
+
+        def backward(self, grad):
+            return grad, grad
+
+    x, y = minigrad.tensor([1.0], requires_grad=True), minigrad.tensor([2.0])
+    assert Spy.apply(x, y).requires_grad
+    with minigrad.no_grad():
+        assert not Spy.apply(x, y).requires_grad  # nothing recorded: forward need keep nothing
+    assert seen == [(True, False), (False, False)]
+
+
 def test_the_graph_keeps_no_array_its_backward_does_not_need():
     """A computed tensor that only led to the next op is freed with the last name for it, as is a
     constant input: the graph keeps Functions and leaves, not arrays (what backward needs, each
