@@ -93,7 +93,7 @@ def test_the_benchmark_interleaves_the_two_frameworks_and_reports_the_ratios(mon
 
 
 @pytest.mark.torch
-def test_the_benchmark_times_the_same_model_in_pytorch(monkeypatch):
+def test_the_benchmark_times_the_same_model_in_pytorch():
     """timm's Swin-T by default drops paths at rates up to 0.1; ours, as the official config, up to 0.2."""
     pytest.importorskip("timm")
     args = benchmark.make_parser().parse_args([])
