@@ -695,12 +695,25 @@ def _layer_norm_fusable(x, weight, bias) -> bool:
             and weight.shape == x.shape[-1:] and bias.shape == weight.shape)
 
 
-def _layer_norm_in_blocks(x, weight, bias, eps: float):
-    if x.size <= 2 * BLOCK or not _layer_norm_fusable(x, weight, bias):
-        return layer_norm_reference(x, weight, bias, eps)
+def layer_norm_value(x, weight, bias, eps: float):
+    """``layer_norm``'s y alone, for a forward that no backward follows: on the CPU y is
+    normalized in place, where ``layer_norm`` keeps the normalized x in an array of its own."""
+    return backend.fused("layer_norm_forward", lambda *arrays: _layer_norm_in_blocks(*arrays, eps, keep=False)[0],
+                         lambda *arrays: _layer_norm_kernel(*arrays, eps)[0], x, weight, bias)
+
+
+def _layer_norm_in_blocks(x, weight, bias, eps: float, keep: bool = True):
+    """``layer_norm_reference`` in row blocks; with ``keep`` False, y and the normalized x share
+    one array."""
     xp = backend.get_array_module(x)
+    if not _layer_norm_fusable(x, weight, bias):
+        return layer_norm_reference(x, weight, bias, eps)
+    if x.size <= 2 * BLOCK:  # at once, on one thread
+        shared = None if keep else xp.empty_like(x)
+        return layer_norm_reference(x, weight, bias, eps, out=(shared, shared, None))
     rows = x.reshape(-1, x.shape[-1])
-    y, normalized, rstd = xp.empty_like(rows), xp.empty_like(rows), xp.empty((len(rows), 1), dtype=x.dtype)
+    y, rstd = xp.empty_like(rows), xp.empty((len(rows), 1), dtype=x.dtype)
+    normalized = xp.empty_like(rows) if keep else y
     _in_row_blocks(lambda block: layer_norm_reference(rows[block], weight, bias, eps,
                                                       out=(y[block], normalized[block], rstd[block])), *rows.shape)
     return y.reshape(x.shape), normalized.reshape(x.shape), rstd.reshape(x.shape[:-1] + (1,))

@@ -92,6 +92,8 @@ def test_layer_norm_and_its_backward_equal_the_reference(device, shape, dtype):
     np.testing.assert_allclose(rstd, exact_rstd, **tolerance(dtype))
     np.testing.assert_allclose(normalized, exact, **tolerance(dtype))
     np.testing.assert_allclose(y, exact * weight + bias, **tolerance(dtype))
+    value = kernels.layer_norm_value(*on(device, x, weight, bias), 1e-5)
+    np.testing.assert_array_equal(backend.asnumpy(value), y)  # the normalized x not kept
     dx = backend.asnumpy(kernels.layer_norm_backward(*on(device, grad, normalized, rstd, weight)))
     g = grad * weight
     expected = rstd * (g - g.mean(axis=-1, keepdims=True) - normalized * (g * normalized).mean(axis=-1, keepdims=True))
@@ -115,6 +117,7 @@ def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
     for name, run in [("gelu_forward", lambda: kernels.gelu(x)), ("gelu_forward", lambda: kernels.gelu_value(x)),
                       ("softmax_forward", lambda: kernels.softmax(x)),
                       ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5)),
+                      ("layer_norm_forward", lambda: kernels.layer_norm_value(x, weight, bias, 1e-5)),
                       ("normalize_pixels", lambda: kernels.normalize_pixels(pixels, mean, mean)),
                       ("add_bias_mask", lambda: kernels.add_bias_mask(x.reshape(1, 2, 4, 4), x.reshape(2, 4, 4),
                                                                       x.reshape(2, 4, 4)[:1]))]:
@@ -176,6 +179,7 @@ def test_softmax_and_layer_norm_of_large_arrays_in_row_blocks_are_bit_for_bit_th
     for got, expected in zip((y, normalized, rstd), kernels.layer_norm_reference(x, weight, bias, 1e-5)):
         np.testing.assert_array_equal(got, expected)
     assert y.shape == normalized.shape == x.shape and rstd.shape == (2900, 1) and y.dtype == dtype
+    np.testing.assert_array_equal(kernels.layer_norm_value(x, weight, bias, 1e-5), y)  # normalized where y goes
     np.testing.assert_array_equal(kernels.layer_norm_backward(grad, normalized, rstd, weight),
                                   kernels.layer_norm_backward_reference(grad, normalized, rstd, weight))
 

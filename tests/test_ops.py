@@ -619,6 +619,23 @@ def test_layer_norm(device, affine):
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_with_no_backward_to_follow_keeps_nothing_and_gives_the_same_bits(device, dtype, affine):
+    from minigrad.ops.neural import LayerNorm
+
+    x = leaf(rand((1000, 384), 5).astype(dtype), device)  # more than two blocks: in row blocks, on the CPU
+    weight, bias = (leaf(rand((384,), seed).astype(dtype), device) if affine else None for seed in (6, 7))
+    out = F.layer_norm(x, weight, bias)
+    with minigrad.no_grad():
+        np.testing.assert_array_equal(F.layer_norm(x, weight, bias).numpy(), out.numpy())
+    function = LayerNorm(eps=1e-5)
+    function.needs_input_grad = (False, False, False)  # as under no_grad
+    arrays = (None if a is None else a.data for a in (x, weight, bias))
+    np.testing.assert_array_equal(backend.asnumpy(function.forward(*arrays)), out.numpy())
+    assert not hasattr(function, "normalized") and out._creator.normalized.shape == x.shape
+
+
 def test_layer_norm_default_eps_is_torchs_1e_5(device):
     x = rand((3, 6), 4, -0.01, 0.01)  # a variance near eps, so eps shows in the result
     expected = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
