@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from minigrad import backend, kernels
 from minigrad.ops.elementwise import GELU, Add, Div, Erf, Exp, Log, Mul, Neg, Pow, ReLU, Sqrt, Sub, Tanh, Where
-from minigrad.ops.neural import CrossEntropy, LayerNorm, Linear, LogSoftmax, Matmul, Softmax
+from minigrad.ops.neural import CrossEntropy, LayerNorm, Linear, LinearGELU, LogSoftmax, Matmul, Softmax
 from minigrad.ops.reduction import Max, Mean, Sum, Var, normalize_axes
 from minigrad.ops.shaping import BroadcastTo, Concatenate, GetItem, Pad, Reshape, Roll, Stack, Transpose
 from minigrad.tensor import Tensor, data_of
@@ -176,10 +176,21 @@ def matmul(a: TensorLike, b: TensorLike) -> Tensor:
 
 def linear(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) -> Tensor:
     """x @ weight.T + bias, with weight of shape (out_features, in_features)."""
+    _check_features(x, weight)
+    return Linear.apply(x, weight, bias)
+
+
+def _check_features(x: TensorLike, weight: TensorLike) -> None:
     if data_of(x).shape[-1] != data_of(weight).shape[-1]:
         raise ValueError(f"linear: input of shape {data_of(x).shape} has {data_of(x).shape[-1]} features, but the "
                          f"weight of shape {data_of(weight).shape} expects {data_of(weight).shape[-1]}")
-    return Linear.apply(x, weight, bias)
+
+
+def linear_gelu(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) -> Tensor:
+    """``gelu(linear(x, weight, bias))`` as one op, the same values: the bias is added where GELU
+    finds it in the caches, a pass over the product saved."""
+    _check_features(x, weight)
+    return LinearGELU.apply(x, weight, bias)
 
 
 def softmax(x: TensorLike, axis: int = -1) -> Tensor:

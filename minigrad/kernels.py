@@ -44,15 +44,30 @@ template <typename T> __device__ T warp_max(T value) {
     return value;
 }
 
-// y = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, kept for backward. (Not (1 + erf(x / sqrt 2)) / 2,
-// which keeps no digit of Phi's tail in float32: Phi(-5) = 2.9e-7 is lost in the 1.)
+// Phi(x) = erfc(-x / sqrt 2) / 2. (Not (1 + erf(x / sqrt 2)) / 2, which keeps no digit of Phi's
+// tail in float32: Phi(-5) = 2.9e-7 is lost in the 1.)
+template <typename T> __device__ T normal_cdf(T x) { return erfc(x * (T)-0.7071067811865476) * (T)0.5; }
+
+// y = x Phi(x), Phi(x) kept for backward.
 template <typename T>
 __global__ void gelu_forward(const T* x, T* y, T* cdf, long long size) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= size) return;
-    T phi = erfc(x[i] * (T)-0.7071067811865476) * (T)0.5;
+    T phi = normal_cdf(x[i]);
     cdf[i] = phi;
     y[i] = x[i] * phi;
+}
+
+// h = x + bias, the bias along rows of width elements, written over x; then as gelu_forward on h.
+template <typename T>
+__global__ void gelu_bias_forward(T* x, const T* bias, T* y, T* cdf, long long size, long long width) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    T h = x[i] + bias[i % width];
+    T phi = normal_cdf(h);
+    x[i] = h;
+    cdf[i] = phi;
+    y[i] = h * phi;
 }
 
 // dx = grad (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
@@ -251,7 +266,7 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 }
 """
 
-KERNELS = ("gelu_forward", "gelu_backward", "dropout_keep", "add_bias_mask", "normalize_pixels", "softmax_forward",
+KERNELS = ("gelu_forward", "gelu_bias_forward", "gelu_backward", "dropout_keep", "add_bias_mask", "normalize_pixels", "softmax_forward",
            "softmax_backward", "layer_norm_forward", "layer_norm_backward", "adam_update", "radam_update",
            "sgd_update")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
@@ -470,6 +485,57 @@ def _gelu_kernel(x):
     if x.size:
         _launch("gelu_forward", x.size, x, y, cdf, xp.int64(x.size))
     return y, cdf
+
+
+def gelu_of_sum(x, bias) -> tuple[Any, Any, Any]:
+    """``(h, h Phi(h), Phi(h))`` for h = x + bias, the bias along x's last axis: a Linear's bias
+    and the GELU that follows it (Swin's fc1) in one pass. ``x`` must be the caller's own: h is
+    written over it. On the CPU each block of rows gets its bias where GELU's passes then find
+    it, in the cores' caches, where a Linear's own bias would be one more pass over memory."""
+    return backend.fused("gelu_bias_forward", lambda x, bias: _gelu_of_sum_in_row_blocks(x, bias, keep=True),
+                         _gelu_bias_kernel, x, bias)
+
+
+def gelu_of_sum_value(x, bias):
+    """``h Phi(h)`` alone for h = x + bias, for a forward that no backward follows (as ``gelu_value``);
+    ``x`` is written over."""
+    return backend.fused("gelu_bias_forward", lambda x, bias: _gelu_of_sum_in_row_blocks(x, bias, keep=False),
+                         lambda x, bias: _gelu_bias_kernel(x, bias)[1], x, bias)
+
+
+def _gelu_of_sum_fusable(x, bias) -> bool:
+    return _fusable(x, bias) and x.ndim > 0 and bias.shape == x.shape[-1:]
+
+
+def _gelu_of_sum_in_row_blocks(x, bias, keep: bool):
+    if not _gelu_of_sum_fusable(x, bias):
+        h = x + bias
+        return (h,) + gelu(h) if keep else gelu_value(h)
+    xp = backend.get_array_module(x)
+    rows = x.reshape(-1, x.shape[-1])  # a view: x is in C order
+    y = xp.empty_like(rows)
+    cdf = xp.empty_like(rows) if keep else y  # with keep False, each block's Phi where its result goes
+
+    def run(block: slice) -> None:
+        h = rows[block]
+        h += bias
+        gelu_reference(h, out=(y[block], cdf[block]))
+
+    if x.size <= 2 * BLOCK:
+        run(slice(None))
+    else:
+        _in_row_blocks(run, *rows.shape)
+    return (x, y.reshape(x.shape), cdf.reshape(x.shape)) if keep else y.reshape(x.shape)
+
+
+def _gelu_bias_kernel(x, bias):
+    xp = backend.get_array_module(x)
+    if not _gelu_of_sum_fusable(x, bias):
+        return _gelu_of_sum_in_row_blocks(x, bias, keep=True)
+    y, cdf = xp.empty_like(x), xp.empty_like(x)
+    if x.size:
+        _launch("gelu_bias_forward", x.size, x, bias, y, cdf, xp.int64(x.size), xp.int64(bias.size))
+    return x, y, cdf
 
 
 def gelu_backward_reference(x, cdf, grad, out=None):

@@ -79,6 +79,19 @@ def test_softmax_and_its_backward_equal_the_reference(device, shape, dtype):
     np.testing.assert_allclose(dx, s * (grad - (grad * s).sum(axis=-1, keepdims=True)), **tolerance(dtype))
 
 
+@pytest.mark.parametrize("shape", SHAPES + [(900, 1000)])  # the last in several blocks of rows on the CPU
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_of_a_sum_is_gelu_of_the_sum_added_first(device, shape, dtype):
+    x, bias = values(shape, dtype), values(shape[-1:], dtype, 1)
+    h = x + bias
+    y, cdf = (backend.asnumpy(a) for a in kernels.gelu(*on(device, h)))
+    got = [backend.asnumpy(a) for a in kernels.gelu_of_sum(*on(device, x.copy(), bias))]  # x written over
+    got.append(backend.asnumpy(kernels.gelu_of_sum_value(*on(device, x.copy(), bias))))
+    for array, expected in zip(got, (h, y, cdf, y)):
+        np.testing.assert_array_equal(array, expected)  # the sum rounded once, as NumPy's add
+    assert got[0].dtype == dtype
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_layer_norm_and_its_backward_equal_the_reference(device, shape, dtype):
@@ -114,7 +127,10 @@ def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
 
     x, weight, bias = on("gpu", values((4, 8), np.float32), values((8,), np.float32), values((8,), np.float32))
     pixels, mean = on("gpu", np.zeros((2, 8, 4, 4), np.uint8), np.ones((8, 1, 1), np.float32))
+    sums = on("gpu", values((4, 8), np.float32), values((4, 8), np.float32))  # each written over once
     for name, run in [("gelu_forward", lambda: kernels.gelu(x)), ("gelu_forward", lambda: kernels.gelu_value(x)),
+                      ("gelu_bias_forward", lambda: kernels.gelu_of_sum(sums[0], bias)),
+                      ("gelu_bias_forward", lambda: kernels.gelu_of_sum_value(sums[1], bias)),
                       ("softmax_forward", lambda: kernels.softmax(x)),
                       ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5)),
                       ("layer_norm_forward", lambda: kernels.layer_norm_value(x, weight, bias, 1e-5)),

@@ -651,6 +651,38 @@ def test_linear(device, x_shape, with_bias):
     np.testing.assert_allclose(out.numpy(), x @ weight.T + (bias if with_bias else 0.0), rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("x_shape", [(3, 4), (2, 3, 4)], ids=str)
+def test_linear_gelu(device, x_shape, with_bias):
+    x, weight, bias = rand(x_shape, 0, -2.0, 2.0), rand((5, 4), 1), rand((5,), 2)
+    arrays = [x, weight, bias] if with_bias else [x, weight]
+    out = check(F.linear_gelu, arrays, device)
+    np.testing.assert_allclose(out.numpy(), gelu_reference(x @ weight.T + (bias if with_bias else 0.0)),
+                               rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_gelu_is_linear_then_gelu_bit_for_bit(device, dtype, with_bias):
+    """Forward and every gradient, in blocks of rows on the CPU (the product spans several)."""
+    x, weight = (leaf(rand(shape, seed).astype(dtype), device) for shape, seed in (((1100, 96), 3), ((500, 96), 4)))
+    bias = leaf(rand((500,), 5).astype(dtype), device) if with_bias else None
+    grad = rand((1100, 500), 6).astype(dtype)
+    outputs = []
+    for fn in (lambda: F.linear_gelu(x, weight, bias), lambda: F.gelu(F.linear(x, weight, bias))):
+        out = fn()
+        out.backward(minigrad.tensor(grad, device=device))
+        with minigrad.no_grad():
+            no_grad = fn().numpy()
+        outputs.append([out.numpy(), no_grad] + [backend.asnumpy(a.grad) for a in (x, weight, bias) if a is not None])
+        for a in (x, weight, bias):
+            if a is not None:
+                a.grad = None
+    for fused, unfused in zip(*outputs):
+        np.testing.assert_array_equal(fused, unfused)
+    assert outputs[0][0].dtype == dtype
+
+
 def test_linear_names_mismatched_features():
     with pytest.raises(ValueError, match=r"\(2, 3\)"):
         F.linear(minigrad.tensor(np.ones((2, 3))), minigrad.tensor(np.ones((5, 4))))

@@ -1,5 +1,5 @@
 """The hot and numerically delicate operations of a transformer, each one Function with a
-hand-derived backward: matmul, linear, softmax, log_softmax, cross_entropy, layer_norm.
+hand-derived backward: matmul, linear (and linear + GELU), softmax, log_softmax, cross_entropy, layer_norm.
 
 Fusing them saves the temporaries a chain of primitives would keep for backward, and lets the
 derivation cancel terms (softmax followed by the log of cross-entropy, for instance).
@@ -69,6 +69,27 @@ class Linear(Function):
         if self.needs_input_grad[2]:
             grad_bias = grad_rows.sum(axis=0, out=self.grad_target(2, grad.dtype))
         return grad_x, grad_weight, grad_bias
+
+
+class LinearGELU(Linear):
+    """GELU(x W^T + b), a Linear and the GELU after it (Swin's fc1 and its activation) as one op:
+    the bias is added to each block of the product where GELU's passes then find it in the
+    caches (``kernels.gelu_of_sum``), not in a pass over memory of its own; the same bits.
+    Backward: GELU's (see ops.elementwise.GELU), then the Linear's."""
+
+    def forward(self, x, weight, bias):
+        product = super().forward(x, weight, None)  # x W^T, our own array: h = x W^T + b goes over it
+        if not any(self.needs_input_grad):  # no backward to follow: Phi(h) not kept
+            return kernels.gelu_value(product) if bias is None else kernels.gelu_of_sum_value(product, bias)
+        if bias is None:
+            self.h = product
+            out, self.cdf = kernels.gelu(product)
+        else:
+            self.h, out, self.cdf = kernels.gelu_of_sum(product, bias)  # one fused kernel on a GPU
+        return out
+
+    def backward(self, grad):
+        return super().backward(kernels.gelu_backward(self.h, self.cdf, grad))
 
 
 class Softmax(Function):
