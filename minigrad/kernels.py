@@ -1,6 +1,7 @@
-"""Fused kernels: GELU, softmax and LayerNorm, forward and backward, dropout's multiplier, the
-window attention's bias and mask, the optimizers' steps (Adam, RAdam, SGD) and the normalisation
-of a batch of uint8 pixels, one GPU launch each.
+"""Fused kernels: GELU (alone, or after a Linear's bias), softmax and LayerNorm, forward and
+backward, dropout's multiplier, the window attention's softmax of its scores, bias and mask, the
+optimizers' steps (Adam, RAdam, SGD) and the normalisation of a batch of uint8 pixels, one GPU
+launch each.
 
 On a GPU, what Swin's glue costs is the number of kernels launched (5-10 us of host time each),
 not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, each a launch.
@@ -168,20 +169,6 @@ __global__ void sgd_update(T* p, const T* grad, T* buffer, long long size, doubl
     p[i] = sub_rn(parameter, mul_rn((T)lr, g));
 }
 
-// Window attention's scores (windows, heads, n, n) plus the relative position bias (heads, n, n)
-// and, where masks > 0, the shifted windows' mask (masks, n, n) of each score's window, in place:
-// two additions, rounded one after the other, as the reference's two in-place adds.
-template <typename T>
-__global__ void add_bias_mask(T* scores, const T* bias, const T* mask, long long size, long long plane, int heads,
-                              long long masks) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= size) return;
-    long long at = i % plane, window_head = i / plane;
-    T value = scores[i] + bias[(window_head % heads) * plane + at];
-    if (masks) value += mask[(window_head / heads % masks) * plane + at];
-    scores[i] = value;
-}
-
 // out = (pixel / 255 - mean[c]) / std[c], c the channel of element i of (..., channels, plane):
 // the order of the host's ToArray then Normalize, each step rounded to T, so both agree bit for bit
 // (NVRTC divides as IEEE does unless told -prec-div=false; nothing here can contract into an fma).
@@ -213,6 +200,30 @@ __global__ void softmax_forward(const T* x, T* s, long long rows, int n) {
     top = warp_max(top);
     T total = 0;
     for (int j = lane; j < n; j += 32) { out[j] = exp(in[j] - top); total += out[j]; }
+    total = warp_sum(total);
+    for (int j = lane; j < n; j += 32) out[j] = out[j] / total;
+}
+
+// softmax_forward of the window attention's scores (windows, heads, n, n) plus the relative position
+// bias (heads, n, n) and, where masks > 0, the shifted windows' mask (masks, n, n) of each row's
+// window: two additions, rounded one after the other as the host's two in-place adds, each time
+// a row is read; scores are left as they were.
+template <typename T>
+__global__ void softmax_bias_mask_forward(const T* scores, const T* bias, const T* mask, T* s, long long rows,
+                                          int n, int heads, long long masks) {
+    long long row; int lane;
+    if (!warp_row(rows, &row, &lane)) return;
+    long long window_head = row / n;
+    const T* in = scores + row * n;
+    const T* b = bias + ((window_head % heads) * n + row % n) * n;
+    const T* m = mask + ((window_head / heads % (masks ? masks : 1)) * n + row % n) * n;
+    auto score = [&](int j) { T biased = in[j] + b[j]; return masks ? biased + m[j] : biased; };
+    T* out = s + row * n;
+    T top = score(0);
+    for (int j = lane; j < n; j += 32) top = max(top, score(j));
+    top = warp_max(top);
+    T total = 0;
+    for (int j = lane; j < n; j += 32) { out[j] = exp(score(j) - top); total += out[j]; }
     total = warp_sum(total);
     for (int j = lane; j < n; j += 32) out[j] = out[j] / total;
 }
@@ -266,9 +277,9 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
 }
 """
 
-KERNELS = ("gelu_forward", "gelu_bias_forward", "gelu_backward", "dropout_keep", "add_bias_mask", "normalize_pixels", "softmax_forward",
-           "softmax_backward", "layer_norm_forward", "layer_norm_backward", "adam_update", "radam_update",
-           "sgd_update")
+KERNELS = ("gelu_forward", "gelu_bias_forward", "gelu_backward", "dropout_keep", "normalize_pixels",
+           "softmax_forward", "softmax_bias_mask_forward", "softmax_backward", "layer_norm_forward",
+           "layer_norm_backward", "adam_update", "radam_update", "sgd_update")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
 
@@ -596,38 +607,6 @@ def _dropout_keep_kernel(uniform, p: float, scale: float):
     return keep
 
 
-# ---- window attention's bias and mask
-
-
-def add_bias_mask_reference(scores, bias, mask):
-    scores += bias  # (windows, heads, N, N) + (heads, N, N)
-    if mask is not None:  # the same nW masks for every image of the batch
-        by_image = scores.reshape((-1, mask.shape[0]) + scores.shape[1:])  # a view of scores
-        by_image += mask[:, None]  # + (nW, 1, N, N)
-    return scores
-
-
-def add_bias_mask(scores, bias, mask):
-    """``scores`` ``(windows, heads, N, N)`` plus ``bias`` ``(heads, N, N)`` and, unless None, the
-    mask ``(nW, N, N)`` of each window (window w's is ``mask[w % nW]``), in place; returns scores."""
-    return backend.fused("add_bias_mask", add_bias_mask_reference, _add_bias_mask_kernel, scores, bias, mask)
-
-
-def _add_bias_mask_kernel(scores, bias, mask):
-    xp = backend.get_array_module(scores)
-    bias = xp.ascontiguousarray(bias)
-    mask = None if mask is None else xp.ascontiguousarray(mask)
-    arrays = (scores, bias) if mask is None else (scores, bias, mask)
-    if not _fusable(*arrays) or scores.ndim != 4 or bias.shape != scores.shape[1:] or (
-            mask is not None and (mask.shape[1:] != scores.shape[2:] or len(scores) % len(mask))):
-        return add_bias_mask_reference(scores, bias, mask)
-    if scores.size:
-        plane = scores.shape[-1] * scores.shape[-2]
-        _launch("add_bias_mask", scores.size, scores, bias, bias if mask is None else mask, xp.int64(scores.size),
-                xp.int64(plane), xp.int32(scores.shape[1]), xp.int64(0 if mask is None else len(mask)))
-    return scores
-
-
 # ---- uint8 pixels to normalised floats
 
 
@@ -661,9 +640,10 @@ def _normalize_pixels_kernel(pixels, mean, std):
 # ---- softmax over the last axis
 
 
-def softmax_reference(x, axis: int = -1, out=None):
+def softmax_reference(x, axis: int = -1, out=None, maxima=None):
+    """Softmax along ``axis``, written into ``out`` if given; ``maxima``, the rows' maxima, if known."""
     xp = backend.get_array_module(x)
-    e = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+    e = xp.subtract(x, x.max(axis=axis, keepdims=True) if maxima is None else maxima, out=out)
     xp.exp(e, out=e)
     e /= _row_sums(e, axis)
     return e
@@ -679,8 +659,17 @@ def _softmax_in_blocks(x):
         return softmax_reference(x)
     rows = x.reshape(-1, x.shape[-1])
     s = backend.get_array_module(x).empty_like(rows)
-    _in_row_blocks(lambda block: softmax_reference(rows[block], out=s[block]), *rows.shape)
+    _in_row_blocks(lambda block: softmax_reference(rows[block], out=s[block], maxima=_row_maxima(rows[block])),
+                   *rows.shape)
     return s.reshape(x.shape)
+
+
+def _row_maxima(rows):
+    """``rows.max(axis=-1, keepdims=True)`` for a C-order ``(rows, n)`` host array, by ``reduceat``
+    over the flat array: ``max`` takes short rows (Swin's 49 scores) one call of its loop at a
+    time, 1.7x slower. The same maxima."""
+    xp = backend.get_array_module(rows)
+    return xp.maximum.reduceat(rows.ravel(), xp.arange(0, rows.size, rows.shape[-1]))[:, None]
 
 
 def _softmax_kernel(x):
@@ -692,6 +681,71 @@ def _softmax_kernel(x):
     rows, n = _rows(x)
     if x.size:
         _launch("softmax_forward", 32 * rows, x, s, xp.int64(rows), xp.int32(n))
+    return s
+
+
+# ---- the window attention's softmax, with its bias and mask
+
+
+def add_bias_mask_reference(scores, bias, mask):
+    scores += bias  # (windows, heads, N, N) + (heads, N, N)
+    if mask is not None:  # the same nW masks for every image of the batch
+        by_image = scores.reshape((-1, mask.shape[0]) + scores.shape[1:])  # a view of scores
+        by_image += mask[:, None]  # + (nW, 1, N, N)
+    return scores
+
+
+def softmax_of_sum(scores, bias, mask):
+    """``softmax(scores + bias + mask)``: ``scores`` ``(windows, heads, N, N)``, ``bias`` ``(heads, N, N)``
+    and, unless None, the mask ``(nW, N, N)`` of each window (window w's is ``mask[w % nW]``),
+    added one after the other. ``scores``, the caller's own, may be written over. On the CPU each
+    block of windows gets its bias and mask where softmax's passes then find them, in the caches;
+    on a GPU, one launch."""
+    return backend.fused("softmax_bias_mask_forward", _softmax_of_sum_in_blocks, _softmax_of_sum_kernel,
+                         scores, bias, mask)
+
+
+def _bias_mask_fusable(scores, bias, mask) -> bool:
+    arrays = (scores, bias) if mask is None else (scores, bias, mask)
+    return _fusable(*arrays) and scores.ndim == 4 and bias.shape == scores.shape[1:] and (
+        mask is None or (mask.shape[1:] == scores.shape[2:] and len(scores) % len(mask) == 0))
+
+
+def _softmax_of_sum_in_blocks(scores, bias, mask):
+    xp = backend.get_array_module(scores)
+    bias = xp.ascontiguousarray(bias)
+    if scores.size <= 2 * BLOCK or not _bias_mask_fusable(scores, bias, mask):
+        return _softmax_in_blocks(add_bias_mask_reference(scores, bias, mask))
+    windows, heads, n, _ = scores.shape
+    per_block = max(1, BLOCK // (heads * n * n))  # windows
+    if mask is not None:  # a whole number of blocks to an image: a block's masks are consecutive
+        per_block = max(d for d in range(1, min(per_block, len(mask)) + 1) if len(mask) % d == 0)
+    s = xp.empty_like(scores)
+
+    def run(block: slice) -> None:
+        summed = scores[block]
+        summed += bias
+        if mask is not None:
+            first = block.start % len(mask)
+            summed += mask[first:first + len(summed), None]
+        rows = summed.reshape(-1, n)
+        softmax_reference(rows, out=s[block].reshape(-1, n), maxima=_row_maxima(rows))
+
+    for_each_block(run, windows, block=per_block)
+    return s
+
+
+def _softmax_of_sum_kernel(scores, bias, mask):
+    xp = backend.get_array_module(scores)
+    scores, bias = xp.ascontiguousarray(scores), xp.ascontiguousarray(bias)
+    mask = None if mask is None else xp.ascontiguousarray(mask)
+    if not _bias_mask_fusable(scores, bias, mask):
+        return softmax(add_bias_mask_reference(scores, bias, mask))
+    s = xp.empty_like(scores)
+    rows, n = _rows(scores)
+    if scores.size:
+        _launch("softmax_bias_mask_forward", 32 * rows, scores, bias, bias if mask is None else mask, s,
+                xp.int64(rows), xp.int32(n), xp.int32(scores.shape[1]), xp.int64(0 if mask is None else len(mask)))
     return s
 
 

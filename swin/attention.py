@@ -78,8 +78,7 @@ class WindowAttentionCore(Function):
         q = xp.multiply(qkv[0], self.scale, out=xp.empty((windows, heads, n, d), dtype=qkv.dtype))  # in C order
         k, v = qkv[1], qkv[2]  # each (B*nW, heads, N, d)
         scores = kernels.matmul(q, k.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N): query x key
-        scores = kernels.add_bias_mask(scores, bias, mask)  # + (heads, N, N), and each window's (N, N) mask
-        attention = kernels.softmax(scores)
+        attention = kernels.softmax_of_sum(scores, bias, mask)  # of + (heads, N, N) and each window's (N, N) mask
         dropped = attention if keep is None else attention * keep
         self.q, self.k, self.v, self.attention, self.dropped, self.keep = q, k, v, attention, dropped, keep
         out = xp.empty((windows, n, heads, d), dtype=xp.result_type(dropped, v))

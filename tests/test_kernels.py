@@ -135,8 +135,8 @@ def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
                       ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5)),
                       ("layer_norm_forward", lambda: kernels.layer_norm_value(x, weight, bias, 1e-5)),
                       ("normalize_pixels", lambda: kernels.normalize_pixels(pixels, mean, mean)),
-                      ("add_bias_mask", lambda: kernels.add_bias_mask(x.reshape(1, 2, 4, 4), x.reshape(2, 4, 4),
-                                                                      x.reshape(2, 4, 4)[:1]))]:
+                      ("softmax_bias_mask_forward", lambda: kernels.softmax_of_sum(
+                          x.reshape(1, 2, 4, 4), x.reshape(2, 4, 4), x.reshape(2, 4, 4)[:1]))]:
         before = fake_gpu.operation_count.count
         run()
         assert fake_gpu.operation_count.count == before + 1 and fake_gpu.operation_count.kinds[name] >= 1
@@ -258,18 +258,17 @@ def test_matmul_of_stacks_split_over_threads_is_bit_for_bit_numpys(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("masks", [None, 4])
-def test_add_bias_mask_is_bit_for_bit_its_reference(device, dtype, masks):
-    windows, heads, n = 8, 3, 9  # two images of four windows
+@pytest.mark.parametrize("windows", [8, 400])  # two images of four windows; on the CPU, many blocks of them
+def test_the_softmax_of_scores_bias_and_mask_is_that_of_their_sum(device, dtype, masks, windows):
+    heads, n = 3, 49
     scores, bias = values((windows, heads, n, n), dtype), values((heads, n, n), dtype, 1)
     mask = None if masks is None else np.where(values((masks, n, n), dtype, 2) > 0, 0, -100).astype(dtype)
-    expected = scores.astype(np.float64)
+    summed = scores.copy()
     for w in range(windows):  # by the definition: window w of every image takes mask[w % nW]
-        expected[w] += bias
+        summed[w] += bias
         if mask is not None:
-            expected[w] += mask[w % masks]
-    got = backend.asnumpy(kernels.add_bias_mask(*on(device, scores.copy(), bias), None if mask is None
-                                                else on(device, mask)[0]))
-    reference = kernels.add_bias_mask_reference(scores.copy(), bias, mask)
-    np.testing.assert_array_equal(got, reference)
-    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+            summed[w] += mask[w % masks]
+    arrays = on(device, scores.copy(), bias.transpose(1, 2, 0).copy().transpose(2, 0, 1))  # bias not in C order
+    got = backend.asnumpy(kernels.softmax_of_sum(*arrays, None if mask is None else on(device, mask)[0]))
+    np.testing.assert_array_equal(got, kernels.softmax_reference(summed))  # the sums rounded as NumPy's adds
     assert got.dtype == dtype
