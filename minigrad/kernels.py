@@ -381,6 +381,18 @@ def _scaled(x, factor):
     return x * factor
 
 
+def scaled(x, factor: float):
+    """``x * factor`` in a new array in C order (x may be a strided view, such as the queries in
+    the qkv projection's layout); on the CPU in blocks along the first axis, shared by the threads."""
+    xp = backend.get_array_module(x)
+    out = xp.empty(x.shape, dtype=x.dtype)
+    if backend.device_of(x) != "cpu" or x.ndim == 0 or x.size <= 2 * BLOCK:
+        return xp.multiply(x, factor, out=out)
+    for_each_block(lambda block: xp.multiply(x[block], factor, out=out[block]), len(x),
+                   block=max(1, BLOCK * len(x) // x.size))
+    return out
+
+
 def matmul(a, b, out=None):
     """``a @ b`` for two stacks of small matrices, ``(..., n, k) @ (..., k, m)`` with the same
     leading axes, into ``out`` if given (a view with rows of unit stride, such as one part of a

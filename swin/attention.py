@@ -74,13 +74,13 @@ class WindowAttentionCore(Function):
         windows, n, three_c = qkv.shape
         heads, d = self.heads, three_c // 3 // self.heads
         qkv = qkv.reshape(windows, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # (3, B*nW, heads, N, d)
-        xp = backend.get_array_module(qkv)
-        q = xp.multiply(qkv[0], self.scale, out=xp.empty((windows, heads, n, d), dtype=qkv.dtype))  # in C order
+        q = kernels.scaled(qkv[0], self.scale)  # in C order, on the CPU shared by the threads
         k, v = qkv[1], qkv[2]  # each (B*nW, heads, N, d)
         scores = kernels.matmul(q, k.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N): query x key
         attention = kernels.softmax_of_sum(scores, bias, mask)  # of + (heads, N, N) and each window's (N, N) mask
         dropped = attention if keep is None else attention * keep
         self.q, self.k, self.v, self.attention, self.dropped, self.keep = q, k, v, attention, dropped, keep
+        xp = backend.get_array_module(qkv)
         out = xp.empty((windows, n, heads, d), dtype=xp.result_type(dropped, v))
         kernels.matmul(dropped, v, out=out.transpose(0, 2, 1, 3))  # each head's (N, d) written in its place
         return out.reshape(windows, n, heads * d)  # (B*nW, N, C)

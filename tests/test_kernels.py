@@ -257,6 +257,15 @@ def test_matmul_of_stacks_split_over_threads_is_bit_for_bit_numpys(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("windows", [3, 301])  # on the CPU, the latter in blocks shared by the threads
+def test_scaled_is_a_c_order_copy_of_the_products(device, dtype, windows):
+    qkv = values((windows, 49, 3, 3, 32), dtype).transpose(2, 0, 3, 1, 4)  # the queries, a strided view
+    scaled = kernels.scaled(on(device, qkv)[0][0], 0.17)
+    assert scaled.flags.c_contiguous and scaled.dtype == dtype
+    np.testing.assert_array_equal(backend.asnumpy(scaled), qkv[0] * 0.17)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("masks", [None, 4])
 @pytest.mark.parametrize("windows", [8, 400])  # two images of four windows; on the CPU, many blocks of them
 def test_the_softmax_of_scores_bias_and_mask_is_that_of_their_sum(device, dtype, masks, windows):
