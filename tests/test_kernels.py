@@ -257,6 +257,16 @@ def test_matmul_of_stacks_split_over_threads_is_bit_for_bit_numpys(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [7, 1100])  # on the CPU, the latter in blocks of rows shared by the threads
+def test_add_to_rows_adds_in_place_as_numpy_does(device, dtype, rows):
+    x, row = values((rows, 1000), dtype), values(1000, dtype, 1)
+    on_device = on(device, x.copy())[0]
+    result = kernels.add_to_rows(on_device, *on(device, row))
+    assert result is on_device
+    np.testing.assert_array_equal(backend.asnumpy(result), x + row)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("windows", [3, 301])  # on the CPU, the latter in blocks shared by the threads
 def test_scaled_is_a_c_order_copy_of_the_products(device, dtype, windows):
     qkv = values((windows, 49, 3, 3, 32), dtype).transpose(2, 0, 3, 1, 4)  # the queries, a strided view
