@@ -1,5 +1,6 @@
 """The hot and numerically delicate operations of a transformer, each one Function with a
-hand-derived backward: matmul, linear (and linear + GELU), softmax, log_softmax, cross_entropy, layer_norm.
+hand-derived backward: matmul, linear (and linear + GELU), softmax, log_softmax, cross_entropy,
+layer_norm.
 
 Fusing them saves the temporaries a chain of primitives would keep for backward, and lets the
 derivation cancel terms (softmax followed by the log of cross-entropy, for instance).
