@@ -9,11 +9,13 @@ Each op here is written twice:
 
 - in NumPy (``*_reference``), the reference: the CPU runs it, and so does the stand-in GPU, which
   counts it as the one launch CuPy makes. On the CPU GELU runs in blocks of 256 k elements, and
-  softmax and LayerNorm in blocks of whole rows as large, shared by the cores' threads (NumPy lets
-  go of Python's lock in its loops): each pass over a block finds it in the cores' caches, and no
-  pass writes a large temporary, whose every fresh page costs a fault. GELU's float32 normal CDF
-  is a polynomial of our own fit, in float32 arithmetic (``normal_cdf``): SciPy's erf branches on
-  each value, and a branch mispredicted on random inputs cost 15 ns an element;
+  softmax and LayerNorm in blocks of whole rows as large (the attention's softmax, of whole
+  windows), shared by the cores' threads (NumPy lets go of Python's lock in its loops): each pass
+  over a block finds it in the cores' caches (so does a bias added on the way in: fc1's before its
+  GELU, the attention's before its softmax), and no pass writes a large temporary, whose every
+  fresh page costs a fault. GELU's float32
+  normal CDF is a polynomial of our own fit, in float32 arithmetic (``normal_cdf``): SciPy's
+  erf branches on each value, and a branch mispredicted on random inputs cost 15 ns an element;
 - in CUDA (``SOURCE``), for CuPy: one kernel, templated on float and double, compiled by NVRTC at
   its first use. The row kernels (softmax, LayerNorm) give each row to one warp of 32 threads,
   which sum and take maxima with shuffles: Swin's rows are short (49 scores, 96 to 768 channels).
