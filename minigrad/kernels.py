@@ -396,7 +396,7 @@ def add_to_rows(x, row):
     return x
 
 
-def scaled(x, factor: float):
+def scaled_copy(x, factor: float):
     """``x * factor`` in a new array in C order (x may be a strided view, such as the queries in
     the qkv projection's layout); on the CPU in blocks along the first axis, shared by the threads."""
     xp = backend.get_array_module(x)

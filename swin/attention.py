@@ -74,7 +74,7 @@ class WindowAttentionCore(Function):
         windows, n, three_c = qkv.shape
         heads, d = self.heads, three_c // 3 // self.heads
         qkv = qkv.reshape(windows, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # (3, B*nW, heads, N, d)
-        q = kernels.scaled(qkv[0], self.scale)  # in C order, on the CPU shared by the threads
+        q = kernels.scaled_copy(qkv[0], self.scale)  # in C order, on the CPU shared by the threads
         k, v = qkv[1], qkv[2]  # each (B*nW, heads, N, d)
         scores = kernels.matmul(q, k.transpose(0, 1, 3, 2))  # (B*nW, heads, N, N): query x key
         attention = kernels.softmax_of_sum(scores, bias, mask)  # of + (heads, N, N) and each window's (N, N) mask

@@ -268,9 +268,9 @@ def test_add_to_rows_adds_in_place_as_numpy_does(device, dtype, rows):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("windows", [3, 301])  # on the CPU, the latter in blocks shared by the threads
-def test_scaled_is_a_c_order_copy_of_the_products(device, dtype, windows):
+def test_scaled_copy_is_a_c_order_copy_of_the_products(device, dtype, windows):
     qkv = values((windows, 49, 3, 3, 32), dtype).transpose(2, 0, 3, 1, 4)  # the queries, a strided view
-    scaled = kernels.scaled(on(device, qkv)[0][0], 0.17)
+    scaled = kernels.scaled_copy(on(device, qkv)[0][0], 0.17)
     assert scaled.flags.c_contiguous and scaled.dtype == dtype
     np.testing.assert_array_equal(backend.asnumpy(scaled), qkv[0] * 0.17)
 
