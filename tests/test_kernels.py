@@ -1,6 +1,7 @@
 """The fused kernels (minigrad/kernels.py): their CUDA compiles, and on every device each equals its
 NumPy reference (on the CPU and the stand-in they are the reference; on a GPU, the CUDA kernel)."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -118,6 +119,66 @@ def test_a_transposed_input_is_taken_as_its_values(device):
     x = values((6, 4), np.float64).T
     s = backend.asnumpy(kernels.softmax(backend.to_device(x, device)))
     np.testing.assert_allclose(s, kernels.softmax_reference(x), rtol=1e-12)
+
+
+def cuda_parameters() -> dict[str, list[tuple[str, str]]]:
+    """Each kernel's parameters in SOURCE, as (type, name): ("T*", "x"), ("long long", "size"), ..."""
+    source = " ".join(kernels.SOURCE.split())
+    return {kernel: [tuple(part.strip().replace("const ", "").rsplit(" ", 1)) for part in parameters.split(",")]
+            for kernel, parameters in re.findall(r"__global__ void (\w+)\(([^)]*)\)", source)}
+
+
+# What a CUDA parameter of each type must be given: CuPy passes a NumPy scalar by its dtype's bytes,
+# so an int64 where the kernel reads an int, or a float32 where it reads a double, is silently misread.
+ARGUMENT_DTYPES = {"unsigned char*": "uint8", "long long": "int64", "int": "int32", "double": "float64"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_launch_passes_what_its_kernels_parameters_take(monkeypatch, dtype):
+    """The kernels' Python side runs only on a real GPU: here each wrapper runs on stand-in arrays
+    with the launch recorded instead of made, and each argument is checked against the CUDA
+    signature: its number, arrays for pointers (of the kernel's type T, in C order), scalars of the
+    exact dtype, and the threads (one an element, or a warp a row)."""
+    monkeypatch.setenv("MINIGRAD_FAKE_GPU", "1")
+    launches = []
+    monkeypatch.setattr(kernels, "_launch", lambda kernel, threads, *args: launches.append((kernel, threads, args)))
+    x, grad, bias = on("gpu", values((6, 49), dtype), values((6, 49), dtype, 1), values((49,), dtype, 2))
+    rstd = on("gpu", values((6, 1), dtype, 3))[0]
+    scores, table, mask = on("gpu", values((8, 3, 7, 7), dtype), values((3, 7, 7), dtype, 1), values((4, 7, 7), dtype, 2))
+    pixels, mean = on("gpu", np.zeros((2, 3, 4, 5), np.uint8), np.ones((3, 1, 1), dtype))
+    kernels._gelu_kernel(x)
+    kernels._gelu_bias_kernel(on("gpu", values((6, 49), dtype))[0], bias)
+    kernels._gelu_backward_kernel(x, x, grad)
+    kernels._dropout_keep_kernel(x, 0.1, 1 / 0.9)
+    kernels._normalize_pixels_kernel(pixels, mean, mean)
+    kernels._softmax_kernel(x)
+    for masks in (mask, None):
+        kernels._softmax_of_sum_kernel(scores, table, masks)
+    kernels._softmax_backward_kernel(x, grad)
+    kernels._layer_norm_kernel(x, bias, bias, 1e-5)
+    kernels._layer_norm_backward_kernel(grad, x, rstd, bias)
+    for maximum in (None, on("gpu", values((6, 49), dtype))[0]):
+        kernels.adam_update(*on("gpu", *[values((6, 49), dtype, seed) for seed in range(4)]), maximum,
+                            1.0, 0.0, 0.9, 0.999, 1e-8, 1e-3, 1.0)
+    for rect in (None, 0.5):
+        kernels.radam_update(*on("gpu", *[values((6, 49), dtype, seed) for seed in range(4)]),
+                             1.0, 0.0, 0.9, 0.999, 0.1, 1e-3, 1e-8, 1.0, rect)
+    for buffer in (None, x):
+        kernels.sgd_update(*on("gpu", values((6, 49), dtype), values((6, 49), dtype, 1)), buffer,
+                           0.0, 0.9, 1.0, True, False, 0.1)
+
+    signatures = cuda_parameters()
+    assert {kernel for kernel, _, _ in launches} == set(kernels.KERNELS) == set(signatures)
+    for kernel, threads, args in launches:
+        parameters = signatures[kernel]
+        assert len(args) == len(parameters), kernel
+        for (kind, name), arg in zip(parameters, args):
+            pointer = kind.endswith("*")
+            assert isinstance(arg, np.generic) != pointer, (kernel, name, type(arg))  # a scalar, or an array
+            assert arg.dtype == (np.dtype(dtype) if kind == "T*" else ARGUMENT_DTYPES[kind]), (kernel, name, arg.dtype)
+            assert not pointer or arg.flags.c_contiguous, (kernel, name)
+        given = {name: arg for (_, name), arg in zip(parameters, args)}
+        assert threads == (32 * given["rows"] if "rows" in given else given["size"]), kernel
 
 
 @pytest.mark.gpu
