@@ -144,7 +144,8 @@ def test_every_launch_passes_what_its_kernels_parameters_take(monkeypatch, dtype
     monkeypatch.setattr(kernels, "_launch", lambda kernel, threads, *args: launches.append((kernel, threads, args)))
     x, grad, bias = on("gpu", values((6, 49), dtype), values((6, 49), dtype, 1), values((49,), dtype, 2))
     rstd = on("gpu", values((6, 1), dtype, 3))[0]
-    scores, table, mask = on("gpu", values((8, 3, 7, 7), dtype), values((3, 7, 7), dtype, 1), values((4, 7, 7), dtype, 2))
+    scores, table, mask = on("gpu", values((8, 3, 7, 7), dtype), values((3, 7, 7), dtype, 1),
+                             values((4, 7, 7), dtype, 2))
     pixels, mean = on("gpu", np.zeros((2, 3, 4, 5), np.uint8), np.ones((3, 1, 1), dtype))
     kernels._gelu_kernel(x)
     kernels._gelu_bias_kernel(on("gpu", values((6, 49), dtype))[0], bias)
