@@ -125,7 +125,8 @@ def _round_as_a_gpu(name: str, value, inputs=()):
     if name.removeprefix("cupy.").removeprefix("ndarray.") not in _ROUNDED_OTHERWISE:
         return value
     if isinstance(value, tuple):
-        arrays = {id(item._host): item._host for item in value[name in _EXACT_FIRST_RESULT:]
+        rounded = value[1:] if name in _EXACT_FIRST_RESULT else value
+        arrays = {id(item._host): item._host for item in rounded
                   if isinstance(item, FakeGpuArray)}  # once each: a kernel's results can be one array
         for array in arrays.values():
             _change_last_bits(array)
