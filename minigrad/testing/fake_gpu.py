@@ -206,9 +206,22 @@ def _signature_text(function) -> str | None:
     return str(inspect.Signature(parameters)).replace("=Ellipsis", "=...")
 
 
+def _numpy_knows(loop: str) -> bool:
+    """Whether NumPy has every dtype of a ufunc's type loop, ``"ff->f"``: CuPy 14 adds bfloat16
+    loops (type code ``E``) where ml_dtypes is installed, which the stand-in's NumPy arrays never
+    meet, and which must not make the same CuPy's description differ from one machine to another."""
+    try:
+        for code in loop.replace("->", ""):
+            numpy.dtype(code)
+    except TypeError:
+        return False
+    return True
+
+
 def _describe(value) -> dict:
     if type(value).__name__ == "ufunc" and hasattr(value, "types"):  # cupy._core._kernel.ufunc
-        return {"kind": "ufunc", "nin": value.nin, "nout": value.nout, "types": list(value.types),
+        return {"kind": "ufunc", "nin": value.nin, "nout": value.nout,
+                "types": [loop for loop in value.types if _numpy_knows(loop)],
                 "scatter": getattr(value, "_scatter_op", None)}
     if callable(value) and not isinstance(value, type):
         return {"kind": "function", "signature": _signature_text(value)}
@@ -383,6 +396,8 @@ def _function(name: str, numpy_function, signature: str | None):
         _bind(signature, qualified, args, kwargs)
         if name in _UPLOADS and args and not isinstance(args[0], FakeGpuArray):
             args = (numpy.array(_to_host(args[0])),) + args[1:]  # a copy in the device's memory
+            if args[0].dtype.kind not in "biufc":  # objects, strings, dates: CuPy has no such arrays
+                raise ValueError(f"Unsupported dtype {args[0].dtype}")
             transfer_count.add("upload", args[0].nbytes)
         else:
             _refuse_host_arrays(args)
@@ -571,6 +586,11 @@ class FakeGpuArray:
     ndim = property(lambda self: self._host.ndim)
     size = property(lambda self: self._host.size)
 
+    @property
+    def data(self) -> "MemoryPointer":
+        """Where the array lives in the device's memory: no array, as CuPy's is not."""
+        return MemoryPointer(self)
+
     def __getattr__(self, name: str):
         member = cupy_api()["ndarray"].get(name) if not name.startswith("_") else None
         if member is None:
@@ -743,6 +763,17 @@ def fused(name: str, reference, arrays) -> Any:
 def _upload(host: numpy.ndarray) -> FakeGpuArray:
     transfer_count.add("upload", host.nbytes)
     return FakeGpuArray(numpy.array(host))
+
+
+class MemoryPointer:
+    """Plays ``cupy.cuda.MemoryPointer``, what ``ndarray.data`` gives: an address, not the values
+    (NumPy's ``.data`` is a buffer of them)."""
+
+    def __init__(self, array: FakeGpuArray) -> None:
+        self.ptr = array._host.__array_interface__["data"][0]
+
+    def __repr__(self) -> str:
+        return f"<MemoryPointer 0x{self.ptr:x} (stand-in GPU)>"
 
 
 # --------------------------------------------------------------------------------------------
