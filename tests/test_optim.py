@@ -767,7 +767,7 @@ def test_state_is_saved_on_the_host_and_restored_on_device(name, device, tmp_pat
 def parameters_with_grads(grads, device):
     parameters = []
     for grad in grads:
-        parameter = nn.Parameter(minigrad.tensor(np.zeros_like(grad), device=device))
+        parameter = nn.Parameter(minigrad.tensor(np.zeros(1) if grad is None else np.zeros_like(grad), device=device))
         parameter.grad = None if grad is None else backend.to_device(grad.copy(), device)
         parameters.append(parameter)
     return parameters

@@ -33,7 +33,7 @@ def gradients(step, dtype=np.float64):
 
 
 def host(values):
-    return [backend.asnumpy(v.data if hasattr(v, "data") else v) for v in values]
+    return [backend.asnumpy(v.data if isinstance(v, minigrad.Tensor) else v) for v in values]
 
 
 def step_both(packed_optimizer, packed, alone_optimizers, alone, step, device, skip=()):
