@@ -127,7 +127,7 @@ __global__ void adam_update(T* p, const T* grad, T* m, T* v, T* max_v, int amsgr
     T mean = m[i], square = v[i];
     if (amsgrad) {  // NumPy's maximum: NaN wins
         T larger = max_v[i];
-        if (!(larger >= square)) larger = square;
+        if (!(larger >= square) && !isnan(larger)) larger = square;
         max_v[i] = larger;
         square = larger;
     }
