@@ -58,12 +58,17 @@ def mpiexec() -> str:
     return launcher
 
 
+# Open MPI's mpiexec refuses to start as root (in a container, on the GPU machine) without these; MPICH's
+# ignores them.
+AS_ROOT_TOO = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
 def run_ranks(tmp_path: Path, script: str, ranks: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``script`` in ``ranks`` MPI processes, in ``tmp_path``. (Results go to files, one a rank:
     lines the ranks print at once can come out interleaved.)"""
     path = tmp_path / "ranks.py"
     path.write_text(textwrap.dedent(script))
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environment = {**os.environ, **AS_ROOT_TOO, "PYTHONPATH": str(ROOT)}
     return subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, str(path)], capture_output=True,
                           text=True, timeout=timeout, env=environment, cwd=tmp_path)
 
@@ -166,7 +171,7 @@ def run_script(tmp_path: Path, script: str, ranks: int | None, timeout: float = 
     """Run an example script's command line (``script`` and its arguments, a list) in ``ranks`` MPI
     processes, or in one plain process for None."""
     launcher = [] if ranks is None else [mpiexec(), "-n", str(ranks)]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
+    environment = {**os.environ, **AS_ROOT_TOO, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
                    "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.run(launcher + [sys.executable, *script], capture_output=True, text=True, timeout=timeout,
                           env=environment, cwd=tmp_path)
