@@ -1,7 +1,7 @@
 """Fused kernels: GELU (alone, or after a Linear's bias), softmax and LayerNorm, forward and
 backward, dropout's multiplier, the window attention's softmax of its scores, bias and mask, the
-optimizers' steps (Adam, RAdam, SGD) and the normalisation of a batch of uint8 pixels, one GPU
-launch each.
+sums of columns (a bias's gradient, LayerNorm's weight's), the optimizers' steps (Adam, RAdam,
+SGD) and the normalisation of a batch of uint8 pixels, one GPU launch each.
 
 On a GPU, what Swin's glue costs is the number of kernels launched (5-10 us of host time each),
 not its arithmetic: NumPy's way of writing LayerNorm is ten passes over memory, each a launch.
@@ -277,11 +277,72 @@ __global__ void layer_norm_backward(const T* grad, const T* normalized, const T*
     T g_mean = warp_sum(g_sum) / (T)n, gh_mean = warp_sum(gh_sum) / (T)n;
     for (int j = lane; j < n; j += 32) dx[row * n + j] = rstd[row] * (gr[j] * weight[j] - g_mean - hr[j] * gh_mean);
 }
+
+// Sums of the columns of x (rows, n), and with with_products of x y, over the rows: a bias's
+// gradient and LayerNorm's weight's. (CuPy's own sum over axis 0 gives each column to one block,
+// whose threads read it n elements apart: 2 ms for Swin-T's stage-1 LayerNorm.) Block b takes the
+// 32 columns of tile b % tiles (a warp's lanes read a row's 32 neighbours at once) in the rows of
+// chunk b / tiles, its 8 warps every 8th row, summing in double, and writes its chunk's sums to
+// the chunk's row of the partial sums. The last block of a tile to finish (tile_counters counts
+// them; it sets its count back to 0) then sums the chunks' rows in the same way, in their order,
+// all in one launch: the same bits on every run, which atomicAdd's order of additions would not give.
+__device__ void add_warps(double (*shared)[8][32], double* sum, double* product, int lane, int warp) {
+    shared[0][warp][lane] = *sum;
+    shared[1][warp][lane] = *product;
+    __syncthreads();
+    if (warp == 0)
+        for (int w = 1; w < 8; ++w) { *sum += shared[0][w][lane]; *product += shared[1][w][lane]; }
+    __syncthreads();
+}
+
+template <typename T>
+__global__ void column_sums(const T* x, const T* y, double* partial_sums, double* partial_products, T* sums,
+                            T* products, unsigned int* tile_counters, int with_products, long long rows, int n,
+                            long long chunk_rows) {
+    __shared__ double shared[2][8][32];
+    __shared__ bool last_block;
+    int tiles = (n + 31) / 32, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    int tile = blockIdx.x % tiles, column = tile * 32 + lane;
+    long long chunk = blockIdx.x / tiles, chunks = gridDim.x / tiles;
+    long long end = min((chunk + 1) * chunk_rows, rows);
+    double sum = 0, product = 0;
+    if (column < n) {
+        #pragma unroll 4
+        for (long long row = chunk * chunk_rows + warp; row < end; row += 8) {
+            T value = x[row * n + column];
+            sum += value;
+            if (with_products) product += (double)value * y[row * n + column];
+        }
+    }
+    add_warps(shared, &sum, &product, lane, warp);
+    if (warp == 0 && column < n) {
+        partial_sums[chunk * n + column] = sum;
+        partial_products[chunk * n + column] = product;
+        __threadfence();  // seen by the tile's last block before it counts this one
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) last_block = atomicAdd(&tile_counters[tile], 1u) == chunks - 1;
+    __syncthreads();
+    if (!last_block) return;
+    sum = product = 0;
+    if (column < n) {
+        for (long long c = warp; c < chunks; c += 8) {  // __ldcg: from L2, where other blocks wrote
+            sum += __ldcg(&partial_sums[c * n + column]);
+            product += __ldcg(&partial_products[c * n + column]);
+        }
+    }
+    add_warps(shared, &sum, &product, lane, warp);
+    if (warp == 0 && column < n) {
+        sums[column] = (T)sum;
+        if (with_products) products[column] = (T)product;
+    }
+    if (threadIdx.x == 0) tile_counters[tile] = 0;
+}
 """
 
 KERNELS = ("gelu_forward", "gelu_bias_forward", "gelu_backward", "dropout_keep", "normalize_pixels",
            "softmax_forward", "softmax_bias_mask_forward", "softmax_backward", "layer_norm_forward",
-           "layer_norm_backward", "adam_update", "radam_update", "sgd_update")
+           "layer_norm_backward", "column_sums", "adam_update", "radam_update", "sgd_update")
 NAME_EXPRESSIONS = tuple(f"{kernel}<{t}>" for kernel in KERNELS for t in ("float", "double"))
 _THREADS = 256  # a block: 8 warps, so 8 rows of a row kernel
 
@@ -928,6 +989,59 @@ def _layer_norm_backward_kernel(grad, normalized, rstd, weight):
     if grad.size:
         _launch("layer_norm_backward", 32 * rows, grad, normalized, rstd, weight, dx, xp.int64(rows), xp.int32(n))
     return dx
+
+
+# ---- Sums over rows: a bias's gradient, LayerNorm's weight's
+
+
+def column_sums(x, out=None):
+    """The sum of ``x`` over every axis but the last (a Linear's bias gradient), into ``out`` if
+    given. On a GPU, one launch of the ``column_sums`` kernel."""
+    return backend.fused("column_sums", _column_sums_reference, _column_sums_kernel, x, None, out, None)
+
+
+def column_sums_with_products(x, y, out=(None, None)):
+    """``(sums of x, sums of x y)`` over every axis but the last (LayerNorm's bias and weight
+    gradients), into ``out`` if given. On a GPU, both in one launch, reading x once."""
+    return backend.fused("column_sums", _column_sums_reference, _column_sums_kernel, x, y, *out)
+
+
+def _column_sums_reference(x, y, sums, products):
+    leading = tuple(range(x.ndim - 1))
+    if y is None:
+        return x.sum(axis=leading, out=sums)
+    return x.sum(axis=leading, out=sums), (x * y).sum(axis=leading, out=products)
+
+
+_SUM_BLOCKS = 1024  # blocks of a column sum: some eight for each of an H100's or H200's 132 SMs
+_MAX_TILES = 1024  # of 32 columns: rows of up to 32768 columns
+
+
+@functools.cache
+def _tile_counters():
+    """The column sums' counts of finished blocks, one a tile, each set back to 0 by its last block."""
+    cupy = backend.array_module_for("gpu")
+    return cupy.zeros(_MAX_TILES, dtype=cupy.uint32)
+
+
+def _column_sums_kernel(x, y, sums, products):
+    xp = backend.get_array_module(x)
+    n = x.shape[-1] if x.ndim else 0
+    arrays = [a for a in (x, y, sums, products) if a is not None]
+    if (not x.size or not _fusable(*arrays) or (y is not None and y.shape != x.shape) or -(-n // 32) > _MAX_TILES
+            or any(out is not None and out.shape != (n,) for out in (sums, products))):
+        return NotImplemented
+    rows, tiles = x.size // n, -(-n // 32)
+    chunk_rows = -(-rows // max(1, min(_SUM_BLOCKS // tiles, rows // 64)))  # each block some 64 rows or more
+    chunks = -(-rows // chunk_rows)
+    sums = xp.empty(n, dtype=x.dtype) if sums is None else sums
+    if y is not None and products is None:
+        products = xp.empty(n, dtype=x.dtype)
+    partial_sums, partial_products = xp.empty((chunks, n)), xp.empty((chunks, n))  # float64
+    _launch("column_sums", 256 * tiles * chunks, x, x if y is None else y, partial_sums, partial_products, sums,
+            sums if y is None else products, _tile_counters(), xp.int32(y is not None), xp.int64(rows),
+            xp.int32(n), xp.int64(chunk_rows))
+    return sums if y is None else (sums, products)
 
 
 # ---- Adam's step

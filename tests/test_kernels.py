@@ -114,6 +114,28 @@ def test_layer_norm_and_its_backward_equal_the_reference(device, shape, dtype):
     np.testing.assert_allclose(dx, expected, **tolerance(dtype))
 
 
+@pytest.mark.parametrize("shape", SHAPES + [(3000, 100), (64, 70, 96)])  # the last two: many chunks of rows
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_sums_are_the_sums_over_every_axis_but_the_last(device, shape, dtype):
+    x, y = values(shape, dtype), values(shape, dtype, 1)
+    leading = tuple(range(len(shape) - 1))
+    exact_sums = x.astype(np.float64).sum(axis=leading)
+    exact_products = (x.astype(np.float64) * y).sum(axis=leading)
+    scale = np.abs(x).sum(axis=leading) * np.finfo(dtype).eps  # a bound of the rounding in the order summed
+    sums = backend.asnumpy(kernels.column_sums(*on(device, x)))
+    assert sums.shape == shape[-1:] and sums.dtype == dtype
+    np.testing.assert_allclose(sums, exact_sums, rtol=0, atol=scale.max())
+    packed = on(device, np.full((2,) + shape[-1:], np.nan, dtype))[0]
+    out = (packed[0], packed[1])
+    got_sums, got_products = kernels.column_sums_with_products(*on(device, x, y), out=out)
+    assert got_sums is out[0] and got_products is out[1]  # written where asked
+    np.testing.assert_allclose(backend.asnumpy(got_sums), exact_sums, rtol=0, atol=scale.max())
+    bound = (np.abs(x) * np.abs(y)).sum(axis=leading).max() * np.finfo(dtype).eps
+    np.testing.assert_allclose(backend.asnumpy(got_products), exact_products, rtol=0, atol=bound)
+    again = backend.asnumpy(kernels.column_sums(*on(device, x)))
+    np.testing.assert_array_equal(again, sums)  # the same order of additions each time
+
+
 def test_a_transposed_input_is_taken_as_its_values(device):
     """The CUDA kernels read C-ordered rows: a transposed view must be copied, not misread."""
     x = values((6, 4), np.float64).T
@@ -130,7 +152,17 @@ def cuda_parameters() -> dict[str, list[tuple[str, str]]]:
 
 # What a CUDA parameter of each type must be given: CuPy passes a NumPy scalar by its dtype's bytes,
 # so an int64 where the kernel reads an int, or a float32 where it reads a double, is silently misread.
-ARGUMENT_DTYPES = {"unsigned char*": "uint8", "long long": "int64", "int": "int32", "double": "float64"}
+ARGUMENT_DTYPES = {"unsigned char*": "uint8", "unsigned int*": "uint32", "double*": "float64", "long long": "int64",
+                   "int": "int32", "double": "float64"}
+
+
+def launched_threads(kernel: str, given: dict) -> int:
+    """The threads a kernel is launched over: a warp a row, a block of 256 for each 32 columns of a
+    chunk of rows, or one an element."""
+    if kernel == "column_sums":
+        chunks = -(-int(given["rows"]) // int(given["chunk_rows"]))
+        return 256 * -(-int(given["n"]) // 32) * chunks
+    return 32 * given["rows"] if "rows" in given else given["size"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -158,6 +190,8 @@ def test_every_launch_passes_what_its_kernels_parameters_take(monkeypatch, dtype
     kernels._softmax_backward_kernel(x, grad)
     kernels._layer_norm_kernel(x, bias, bias, 1e-5)
     kernels._layer_norm_backward_kernel(grad, x, rstd, bias)
+    kernels._column_sums_kernel(x, None, None, None)
+    kernels._column_sums_kernel(x, grad, bias, on("gpu", values((49,), dtype))[0])
     for maximum in (None, on("gpu", values((6, 49), dtype))[0]):
         kernels.adam_update(*on("gpu", *[values((6, 49), dtype, seed) for seed in range(4)]), maximum,
                             1.0, 0.0, 0.9, 0.999, 1e-8, 1e-3, 1.0)
@@ -179,7 +213,7 @@ def test_every_launch_passes_what_its_kernels_parameters_take(monkeypatch, dtype
             assert arg.dtype == (np.dtype(dtype) if kind == "T*" else ARGUMENT_DTYPES[kind]), (kernel, name, arg.dtype)
             assert not pointer or arg.flags.c_contiguous, (kernel, name)
         given = {name: arg for (_, name), arg in zip(parameters, args)}
-        assert threads == (32 * given["rows"] if "rows" in given else given["size"]), kernel
+        assert threads == launched_threads(kernel, given), kernel
 
 
 @pytest.mark.gpu
@@ -197,6 +231,8 @@ def test_each_fused_op_is_one_launch_on_the_stand_in(monkeypatch):
                       ("layer_norm_forward", lambda: kernels.layer_norm(x, weight, bias, 1e-5)),
                       ("layer_norm_forward", lambda: kernels.layer_norm_value(x, weight, bias, 1e-5)),
                       ("normalize_pixels", lambda: kernels.normalize_pixels(pixels, mean, mean)),
+                      ("column_sums", lambda: kernels.column_sums(x)),
+                      ("column_sums", lambda: kernels.column_sums_with_products(x, x)),
                       ("softmax_bias_mask_forward", lambda: kernels.softmax_of_sum(
                           x.reshape(1, 2, 4, 4), x.reshape(2, 4, 4), x.reshape(2, 4, 4)[:1]))]:
         before = fake_gpu.operation_count.count

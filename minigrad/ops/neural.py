@@ -68,7 +68,7 @@ class Linear(Function):
         if self.needs_input_grad[1]:
             grad_weight = xp.matmul(grad_rows.T, self.rows, out=self.grad_target(1, grad.dtype))
         if self.needs_input_grad[2]:
-            grad_bias = grad_rows.sum(axis=0, out=self.grad_target(2, grad.dtype))
+            grad_bias = kernels.column_sums(grad_rows, out=self.grad_target(2, grad.dtype))
         return grad_x, grad_weight, grad_bias
 
 
@@ -195,10 +195,9 @@ class LayerNorm(Function):
     def backward(self, grad):
         normalized = self.normalized
         grad_x = kernels.layer_norm_backward(grad, normalized, self.rstd, self.weight)
-        leading = tuple(range(grad.ndim - 1))
-        grad_weight = grad_bias = None
-        if self.needs_input_grad[1]:
-            grad_weight = (grad * normalized).sum(axis=leading, out=self.grad_target(1, grad.dtype))
-        if self.needs_input_grad[2]:
-            grad_bias = grad.sum(axis=leading, out=self.grad_target(2, grad.dtype))
-        return grad_x, grad_weight, grad_bias
+        if not (self.needs_input_grad[1] or self.needs_input_grad[2]):
+            return grad_x, None, None
+        targets = (self.grad_target(2, grad.dtype), self.grad_target(1, grad.dtype))
+        grad_bias, grad_weight = kernels.column_sums_with_products(grad, normalized, out=targets)  # one pass
+        return (grad_x, grad_weight if self.needs_input_grad[1] else None,
+                grad_bias if self.needs_input_grad[2] else None)
