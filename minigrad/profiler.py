@@ -10,7 +10,9 @@ Every ``Function`` is measured in its forward and its backward; an optimizer's `
 ``clip_grad_norm_`` are measured as regions of their own, and the gradients handed to leaves as
 ``AccumulateGrad`` (as torch names it). Time is wall-clock on the CPU; on a GPU, where an op only
 queues kernels, it is the time between two CUDA events recorded around it, read once at the end, so
-measuring does not make the host wait for the device. Array operations (the kernels CuPy would
+measuring does not make the host wait for the device, and the total is the GPU's time from the
+first op's start to the last op's end (its "other": the GPU idle between ops, waiting for the
+host, or running kernels no op measured). Array operations (the kernels CuPy would
 launch, each 5-10 us of host time on a GPU) are counted on the stand-in GPU
 (``MINIGRAD_FAKE_GPU=1``), the only device that sees every one; elsewhere that column shows ``-``.
 """
@@ -42,7 +44,10 @@ class Profile:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], _Row] = collections.defaultdict(_Row)
         self.wall_seconds = 0.0
+        self.gpu_seconds: float | None = None  # from the first op's start to the last's end, on a GPU
         self.total_operations: int | None = None
+        self._first_start: Any = None  # the first CUDA event recorded, and the last
+        self._last_end: Any = None
 
     def measure(self, name: str, phase: str, run: Callable[..., Any], *args: Any,
                 device: str | None = None) -> Any:
@@ -61,6 +66,9 @@ class Profile:
         if events is not None:
             events[1].record()
             row.events.append(events)
+            if self._first_start is None:
+                self._first_start = events[0]
+            self._last_end = events[1]
         else:
             row.seconds += time.perf_counter() - start
         if before is not None:
@@ -68,19 +76,20 @@ class Profile:
         return result
 
     def totals(self) -> dict[str, dict[str, float]]:
-        """Calls, array operations and seconds by phase; ``"other"``, the array operations outside
-        every measured op (summing gradients of tensors used twice, uploading a batch); and
-        ``"total"``, the whole block's."""
+        """Calls, array operations and seconds by phase; ``"other"``, the array operations and time
+        outside every measured op (summing gradients of tensors used twice, uploading a batch); and
+        ``"total"``, the whole block's (on a GPU, its time from the first op's start to the last
+        op's end)."""
         totals = {phase: {"calls": 0, "operations": 0, "seconds": 0.0} for phase in PHASES}
         for (_, phase), row in self.rows.items():
             for key in ("calls", "operations", "seconds"):
                 totals[phase][key] += getattr(row, key)
         measured = {key: sum(totals[phase][key] for phase in PHASES) for key in ("calls", "operations")}
         total_operations = self.total_operations or 0
+        seconds = self.wall_seconds if self.gpu_seconds is None else self.gpu_seconds
         totals["other"] = {"calls": 0, "operations": total_operations - measured["operations"],
-                           "seconds": self.wall_seconds - sum(totals[phase]["seconds"] for phase in PHASES)}
-        totals["total"] = {"calls": measured["calls"], "operations": total_operations,
-                           "seconds": self.wall_seconds}
+                           "seconds": seconds - sum(totals[phase]["seconds"] for phase in PHASES)}
+        totals["total"] = {"calls": measured["calls"], "operations": total_operations, "seconds": seconds}
         return totals
 
     def table(self, limit: int | None = None) -> str:
@@ -115,6 +124,7 @@ class Profile:
         for row in timed:
             row.seconds += sum(cuda.get_elapsed_time(start, end) for start, end in row.events) / 1000
             row.events.clear()
+        self.gpu_seconds = cuda.get_elapsed_time(self._first_start, self._last_end) / 1000
 
 
 @contextlib.contextmanager

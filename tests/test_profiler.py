@@ -38,6 +38,10 @@ def test_every_op_is_recorded_in_its_phase(device):
     assert all(row.seconds >= 0 for row in prof.rows.values())
     totals = prof.totals()
     assert sum(totals[phase]["seconds"] for phase in profiler.PHASES) <= totals["total"]["seconds"]
+    if device == "gpu" and not backend.fake_gpu_enabled():  # timed by CUDA events, the total too
+        assert totals["total"]["seconds"] == prof.gpu_seconds > 0
+    else:
+        assert prof.gpu_seconds is None and totals["total"]["seconds"] == prof.wall_seconds
 
 
 def test_the_table_names_each_op_and_totals_each_phase(device):
