@@ -51,35 +51,32 @@ template <typename T> __device__ T warp_max(T value) {
 // tail in float32: Phi(-5) = 2.9e-7 is lost in the 1.)
 template <typename T> __device__ T normal_cdf(T x) { return erfc(x * (T)-0.7071067811865476) * (T)0.5; }
 
-// y = x Phi(x), Phi(x) kept for backward.
+// y = x Phi(x). (Phi(x) is not kept: gelu_backward computes it again, which costs the GPU less
+// than an array the size of x kept from forward to backward, 1.5 GB of a Swin-T step at batch 64.)
 template <typename T>
-__global__ void gelu_forward(const T* x, T* y, T* cdf, long long size) {
+__global__ void gelu_forward(const T* x, T* y, long long size) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= size) return;
-    T phi = normal_cdf(x[i]);
-    cdf[i] = phi;
-    y[i] = x[i] * phi;
+    y[i] = x[i] * normal_cdf(x[i]);
 }
 
 // h = x + bias, the bias along rows of width elements, written over x; then as gelu_forward on h.
 template <typename T>
-__global__ void gelu_bias_forward(T* x, const T* bias, T* y, T* cdf, long long size, long long width) {
+__global__ void gelu_bias_forward(T* x, const T* bias, T* y, long long size, long long width) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= size) return;
     T h = x[i] + bias[i % width];
-    T phi = normal_cdf(h);
     x[i] = h;
-    cdf[i] = phi;
-    y[i] = h * phi;
+    y[i] = h * normal_cdf(h);
 }
 
 // dx = grad (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
 template <typename T>
-__global__ void gelu_backward(const T* x, const T* cdf, const T* grad, T* dx, long long size) {
+__global__ void gelu_backward(const T* x, const T* grad, T* dx, long long size) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= size) return;
     T pdf = (T)0.3989422804014327 * exp((T)-0.5 * x[i] * x[i]);
-    dx[i] = grad[i] * (cdf[i] + x[i] * pdf);
+    dx[i] = grad[i] * (normal_cdf(x[i]) + x[i] * pdf);
 }
 
 // Dropout's multiplier from uniform samples: scale = 1 / (1 - p) where u >= p, else 0.
@@ -561,7 +558,8 @@ def gelu_reference(x, out=(None, None)):
 
 
 def gelu(x) -> tuple[Any, Any]:
-    """``(x Phi(x), Phi(x))``."""
+    """``(x Phi(x), Phi(x))``, Phi(x) kept for ``gelu_backward``; on a GPU ``(x Phi(x), None)``:
+    the CUDA kernel of the backward computes Phi(x) again (see SOURCE's gelu_forward)."""
     return backend.fused("gelu_forward", lambda x: _in_blocks(gelu_reference, x), _gelu_kernel, x)
 
 
@@ -580,15 +578,15 @@ def _gelu_kernel(x):
     x = xp.ascontiguousarray(x)
     if not _fusable(x):
         return gelu_reference(x)
-    y, cdf = xp.empty_like(x), xp.empty_like(x)
+    y = xp.empty_like(x)
     if x.size:
-        _launch("gelu_forward", x.size, x, y, cdf, xp.int64(x.size))
-    return y, cdf
+        _launch("gelu_forward", x.size, x, y, xp.int64(x.size))
+    return y, None
 
 
 def gelu_of_sum(x, bias) -> tuple[Any, Any, Any]:
-    """``(h, h Phi(h), Phi(h))`` for h = x + bias, the bias along x's last axis: a Linear's bias
-    and the GELU that follows it (Swin's fc1) in one pass. ``x`` must be the caller's own: h is
+    """``(h, h Phi(h), Phi(h))`` for h = x + bias (on a GPU ``(h, h Phi(h), None)``, as ``gelu``),
+    the bias along x's last axis: a Linear's bias and the GELU that follows it (Swin's fc1) in one pass. ``x`` must be the caller's own: h is
     written over it. On the CPU each block of rows gets its bias where GELU's passes then find
     it, in the cores' caches, where a Linear's own bias would be one more pass over memory."""
     return backend.fused("gelu_bias_forward", lambda x, bias: _gelu_of_sum_in_row_blocks(x, bias, keep=True),
@@ -631,10 +629,10 @@ def _gelu_bias_kernel(x, bias):
     xp = backend.get_array_module(x)
     if not _gelu_of_sum_fusable(x, bias):
         return _gelu_of_sum_in_row_blocks(x, bias, keep=True)
-    y, cdf = xp.empty_like(x), xp.empty_like(x)
+    y = xp.empty_like(x)
     if x.size:
-        _launch("gelu_bias_forward", x.size, x, bias, y, cdf, xp.int64(x.size), xp.int64(bias.size))
-    return x, y, cdf
+        _launch("gelu_bias_forward", x.size, x, bias, y, xp.int64(x.size), xp.int64(bias.size))
+    return x, y, None
 
 
 def gelu_backward_reference(x, cdf, grad, out=None):
@@ -649,7 +647,7 @@ def gelu_backward_reference(x, cdf, grad, out=None):
 
 
 def gelu_backward(x, cdf, grad):
-    """``grad (Phi(x) + x phi(x))``."""
+    """``grad (Phi(x) + x phi(x))``, with Phi(x) as ``gelu`` gave it (None on a GPU)."""
     return backend.fused("gelu_backward", _gelu_backward_in_blocks, _gelu_backward_kernel, x, cdf, grad)
 
 
@@ -661,12 +659,12 @@ def _gelu_backward_in_blocks(x, cdf, grad):
 
 def _gelu_backward_kernel(x, cdf, grad):
     xp = backend.get_array_module(x)
-    x, cdf, grad = (xp.ascontiguousarray(a) for a in (x, cdf, grad))
-    if not _fusable(x, cdf, grad) or grad.shape != x.shape:
-        return gelu_backward_reference(x, cdf, grad)
+    x, grad = xp.ascontiguousarray(x), xp.ascontiguousarray(grad)
+    if not _fusable(x, grad) or grad.shape != x.shape:  # Phi(x), kept or not, to NumPy's passes
+        return gelu_backward_reference(x, gelu_reference(x)[1] if cdf is None else cdf, grad)
     dx = xp.empty_like(x)
     if x.size:
-        _launch("gelu_backward", x.size, x, cdf, grad, dx, xp.int64(x.size))
+        _launch("gelu_backward", x.size, x, grad, dx, xp.int64(x.size))
     return dx
 
 

@@ -53,17 +53,25 @@ def on(device, *arrays):
     return [backend.to_device(a, device) for a in arrays]
 
 
+def on_a_real_gpu(device) -> bool:
+    return device == "gpu" and not backend.fake_gpu_enabled()
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gelu_and_its_backward_equal_the_reference(device, shape, dtype):
     x, grad = values(shape, dtype), values(shape, dtype, 1)
-    y, cdf = (backend.asnumpy(a) for a in kernels.gelu(*on(device, x)))
+    y, cdf = kernels.gelu(*on(device, x))
+    y = backend.asnumpy(y)
     expected_cdf = np.array([(1 + math.erf(v / math.sqrt(2))) / 2 for v in x.ravel()]).reshape(shape)
-    np.testing.assert_allclose(cdf, expected_cdf, **tolerance(dtype))
+    assert (cdf is None) == on_a_real_gpu(device)  # there the backward's kernel computes Phi again
+    if cdf is not None:
+        np.testing.assert_allclose(backend.asnumpy(cdf), expected_cdf, **tolerance(dtype))
+        assert cdf.dtype == dtype
     np.testing.assert_allclose(y, x * expected_cdf, **tolerance(dtype))
-    assert y.dtype == cdf.dtype == dtype
+    assert y.dtype == dtype
     np.testing.assert_array_equal(backend.asnumpy(kernels.gelu_value(*on(device, x))), y)  # Phi not kept
-    dx = backend.asnumpy(kernels.gelu_backward(*on(device, x, cdf, grad)))
+    dx = backend.asnumpy(kernels.gelu_backward(*on(device, x), cdf, *on(device, grad)))
     pdf = np.exp(-0.5 * x.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
     np.testing.assert_allclose(dx, grad * (expected_cdf + x * pdf), **tolerance(dtype))
 
@@ -85,11 +93,13 @@ def test_softmax_and_its_backward_equal_the_reference(device, shape, dtype):
 def test_gelu_of_a_sum_is_gelu_of_the_sum_added_first(device, shape, dtype):
     x, bias = values(shape, dtype), values(shape[-1:], dtype, 1)
     h = x + bias
-    y, cdf = (backend.asnumpy(a) for a in kernels.gelu(*on(device, h)))
-    got = [backend.asnumpy(a) for a in kernels.gelu_of_sum(*on(device, x.copy(), bias))]  # x written over
-    got.append(backend.asnumpy(kernels.gelu_of_sum_value(*on(device, x.copy(), bias))))
+    y, cdf = kernels.gelu(*on(device, h))
+    got = list(kernels.gelu_of_sum(*on(device, x.copy(), bias)))  # x written over
+    got.append(kernels.gelu_of_sum_value(*on(device, x.copy(), bias)))
+    assert (got[2] is None) == (cdf is None) == on_a_real_gpu(device)
     for array, expected in zip(got, (h, y, cdf, y)):
-        np.testing.assert_array_equal(array, expected)  # the sum rounded once, as NumPy's add
+        if expected is not None:  # the sum rounded once, as NumPy's add
+            np.testing.assert_array_equal(backend.asnumpy(array), backend.asnumpy(expected))
     assert got[0].dtype == dtype
 
 

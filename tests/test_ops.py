@@ -178,7 +178,9 @@ def test_gelu_with_no_backward_to_follow_keeps_nothing_and_gives_the_same_bits(d
     function = GELU()
     function.needs_input_grad = (False,)  # as under no_grad
     np.testing.assert_array_equal(backend.asnumpy(function.forward(x.data)), out.numpy())
-    assert not hasattr(function, "cdf") and out._creator.cdf.shape == x.shape
+    assert not hasattr(function, "cdf")
+    if device == "cpu" or backend.fake_gpu_enabled():  # a real GPU's kernels compute Phi again in backward
+        assert out._creator.cdf.shape == x.shape
 
 
 def test_relu_zeroes_negatives_and_passes_positive_gradient(device):
