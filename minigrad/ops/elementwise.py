@@ -31,8 +31,12 @@ class Sub(Function):
 
 
 class Mul(Function):
+    """d(ab)/da = b, d(ab)/db = a: each input is kept only for the other's gradient (drop-path's
+    mask has none, so the branch output it scales is not kept)."""
+
     def forward(self, a, b):
-        self.a, self.b = a, b
+        self.a = a if self.needs_input_grad[1] else None
+        self.b = b if self.needs_input_grad[0] else None
         return a * b
 
     def backward(self, grad):
@@ -46,8 +50,9 @@ class Div(Function):
 
     def forward(self, a, b):
         self.b = b
-        self.out = a / b
-        return self.out
+        out = a / b
+        self.out = out if self.needs_input_grad[1] else None  # for b's gradient alone
+        return out
 
     def backward(self, grad):
         grad_a = grad / self.b
