@@ -57,8 +57,10 @@ class Contender:
     def forward(self) -> None:
         raise NotImplementedError
 
-    def clock(self, run: Callable[[], None]) -> float:
-        """Seconds ``run`` takes: the host clock on the CPU, CUDA events on a GPU."""
+    def clock(self, run: Callable[[], None]) -> tuple[float, float]:
+        """Seconds ``run`` takes (the host clock on the CPU, CUDA events on a GPU), and the seconds
+        the host took to run it (on a GPU, to queue its kernels: where that comes near the first,
+        the GPU waits for Python)."""
         raise NotImplementedError
 
 
@@ -82,7 +84,7 @@ class Minigrad(Contender):
         with minigrad.no_grad():
             self.model(self.images)
 
-    def clock(self, run: Callable[[], None]) -> float:
+    def clock(self, run: Callable[[], None]) -> tuple[float, float]:
         if self.device == "cpu":
             return host_clock(run)
         cuda = backend.array_module_for("gpu").cuda
@@ -116,7 +118,7 @@ class Torch(Contender):
         with self.torch.no_grad():
             self.model(self.images)
 
-    def clock(self, run: Callable[[], None]) -> float:
+    def clock(self, run: Callable[[], None]) -> tuple[float, float]:
         if self.device == "cpu":
             return host_clock(run)
         cuda = self.torch.cuda
@@ -124,18 +126,22 @@ class Torch(Contender):
                            lambda start, end: start.elapsed_time(end))
 
 
-def host_clock(run: Callable[[], None]) -> float:
+def host_clock(run: Callable[[], None]) -> tuple[float, float]:
     start = time.perf_counter()
     run()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return seconds, seconds
 
 
-def event_clock(run: Callable[[], None], start, end, milliseconds: Callable[[Any, Any], float]) -> float:
+def event_clock(run: Callable[[], None], start, end,
+                milliseconds: Callable[[Any, Any], float]) -> tuple[float, float]:
     start.record()
+    host_start = time.perf_counter()
     run()
+    host_seconds = time.perf_counter() - host_start
     end.record()
     end.synchronize()
-    return milliseconds(start, end) / 1000.0
+    return milliseconds(start, end) / 1000.0, host_seconds
 
 
 def torch_available(args: argparse.Namespace) -> str | None:
@@ -225,13 +231,16 @@ def measure(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray) ->
     # frameworks reuse the memory they free, as the training scripts do.
     backend.keep_freed_host_memory()
     times: dict[str, dict[str, list[float]]] = {name: {"train_step": [], "forward": []} for name in contenders}
+    host_times: dict[str, dict[str, list[float]]] = {name: {"train_step": [], "forward": []} for name in contenders}
     for kind in ("train_step", "forward"):
         for _ in range(args.warmup):
             for contender, _ in contenders.values():
                 getattr(contender, kind)()
         for _ in range(args.steps):  # one of each in turn, so that both meet the same machine
             for name, (contender, _) in contenders.items():
-                times[name][kind].append(contender.clock(getattr(contender, kind)))
+                seconds, host_seconds = contender.clock(getattr(contender, kind))
+                times[name][kind].append(seconds)
+                host_times[name][kind].append(host_seconds)
     flops = contenders["minigrad"][0].model.flops()
     results: dict[str, Any] = {
         "model": args.model, "batch_size": args.batch_size, "img_size": args.img_size, "device": args.device,
@@ -245,6 +254,7 @@ def measure(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray) ->
             "images_per_s": args.batch_size / step["median_s"],
             "train_gflop_per_s": 6 * flops * args.batch_size / step["median_s"] / 1e9,
             "forward_gflop_per_s": 2 * flops * args.batch_size / forward["median_s"] / 1e9,
+            "host_s": {kind: statistics.median(host_times[name][kind]) for kind in ("train_step", "forward")},
         }
     if "torch" in results:
         ours, theirs = results["minigrad"], results["torch"]
@@ -267,6 +277,11 @@ def print_report(results: dict[str, Any], steps: int) -> None:
         step, forward = figures["train_step"], figures["forward"]
         print(f"  {label:<14} {_timing(step):>26} {_timing(forward):>26} {figures['images_per_s']:>9.1f} "
               f"{figures['train_gflop_per_s']:>8.1f} {figures['peak_memory_bytes'] / 2**20:>8.0f}")
+    if results["device"] != "cpu":
+        print("  the host's time to queue them (median ms; the GPU waits for Python where it nears the above): "
+              + "; ".join(f"{label} step {results[key]['host_s']['train_step'] * 1000:.1f}, "
+                          f"forward {results[key]['host_s']['forward'] * 1000:.1f}"
+                          for key, label in (("minigrad", "minigrad"), ("torch", "PyTorch")) if key in results))
     if "ratio" in results:
         ratio = results["ratio"]
         print(f"  minigrad / PyTorch: training step {ratio['train_step']:.2f}, forward {ratio['forward']:.2f}, "
