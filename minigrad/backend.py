@@ -99,10 +99,8 @@ def normalize_device(device: str | None) -> str:
                          f"process sees; to use GPU {number}, set CUDA_VISIBLE_DEVICES={number} and ask for 'gpu'")
     if name is None:
         raise ValueError(f"unknown device {device!r}: use 'cpu' or 'gpu' (alias 'cuda')")
-    if name == "gpu" and not fake_gpu_enabled():
-        problem = gpu_problem()
-        if problem is not None:
-            raise RuntimeError(f"device 'gpu' was asked for, but {problem} {_INSTALL_HINT}")
+    if name == "gpu" and gpu_problem() is not None and not fake_gpu_enabled():  # the cached answer first
+        raise RuntimeError(f"device 'gpu' was asked for, but {gpu_problem()} {_INSTALL_HINT}")
     return name
 
 
