@@ -71,7 +71,8 @@ class Scripted:
 
     def clock(self, run):
         run()
-        return self.step_s if Scripted.log[-1][1] == "train_step" else self.forward_s
+        seconds = self.step_s if Scripted.log[-1][1] == "train_step" else self.forward_s
+        return seconds, seconds
 
 
 def test_the_benchmark_interleaves_the_two_frameworks_and_reports_the_ratios(monkeypatch, capsys):
@@ -90,6 +91,17 @@ def test_the_benchmark_interleaves_the_two_frameworks_and_reports_the_ratios(mon
     assert lines[4] == "  minigrad / PyTorch: training step 2.50, forward 2.00, peak memory 1.50"
     timed = [entry for entry in Scripted.log[4:] if entry[1] == "train_step"][2:]  # after both memory runs
     assert [name for name, _ in timed[:6]] == ["minigrad", "torch"] * 3  # one of each in turn
+
+
+def test_on_a_gpu_the_report_gives_the_hosts_time_to_queue_a_step_and_a_forward(capsys):
+    figures = {"train_step": {"median_s": 0.072, "min_s": 0.071, "max_s": 0.075},
+               "forward": {"median_s": 0.028, "min_s": 0.027, "max_s": 0.029}, "peak_memory_bytes": 2**30,
+               "images_per_s": 889.0, "train_gflop_per_s": 23000.0, "host_s": {"train_step": 0.05, "forward": 0.02}}
+    results = {"model": "swin_t", "batch_size": 64, "img_size": 224, "device": "gpu", "threads": 16,
+               "minigrad": figures, "reference_missing": "--no-torch"}
+    benchmark.print_report(results, 5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3].startswith("  the host's time to queue them") and lines[3].endswith("minigrad step 50.0, forward 20.0")
 
 
 @pytest.mark.torch
