@@ -166,7 +166,7 @@ class GELU(Function):
         if not self.needs_input_grad[0]:  # no backward to follow: Phi(x) not kept
             return kernels.gelu_value(x)
         self.x = x
-        out, self.cdf = kernels.gelu(x)  # one fused kernel on a GPU
+        out, self.cdf = kernels.gelu(x)  # one fused kernel on a GPU, which keeps no Phi (None)
         return out
 
     def backward(self, grad):
