@@ -668,7 +668,7 @@ def _gelu_backward_kernel(x, cdf, grad):
     xp = backend.get_array_module(x)
     x, grad = xp.ascontiguousarray(x), xp.ascontiguousarray(grad)
     if not _fusable(x, grad) or grad.shape != x.shape:  # Phi(x), kept or not, to NumPy's passes
-        return gelu_backward_reference(x, gelu_reference(x)[1] if cdf is None else cdf, grad)
+        return gelu_backward_reference(x, normal_cdf(x) if cdf is None else cdf, grad)
     dx = xp.empty_like(x)
     if x.size:
         _launch("gelu_backward", x.size, x, grad, dx, xp.int64(x.size))
